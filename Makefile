@@ -1,0 +1,40 @@
+# Alpine Spine / bay0. `make demo` builds and boots a demo Spine; `make test` runs every test.
+SHELL := /bin/bash
+export CGO_ENABLED := 0
+export SOURCE_DATE_EPOCH ?= 1767225600
+GO ?= go
+BIN := bin
+
+.PHONY: all deps build test unit e2e lint demo bench clean fuzz
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(BIN)/bay0 ./cmd/bay0
+	$(GO) build -trimpath -o $(BIN)/spine ./cmd/spine
+
+lint: deps
+	@scripts/lint.sh
+
+unit: deps build
+	$(GO) test -count=1 ./...
+
+e2e: deps build
+	$(GO) test -count=1 -tags e2e -timeout 40m -v ./e2e/... 2>&1 | tee .cache/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+test: lint unit e2e
+
+demo: deps build
+	@scripts/demo.sh
+
+bench: deps build
+	$(GO) run ./bench
+
+fuzz:
+	@scripts/fuzz.sh
+
+clean:
+	rm -rf $(BIN) .cache/work

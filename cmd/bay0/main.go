@@ -1,0 +1,42 @@
+// Command bay0 is the only PID 1 of an Alpine Spine machine. From the initramfs it is stage 1
+// (the boot law); re-executed from the verified Spine it is the governor. Whatever happens, it
+// ends in exactly one place: a reboot or a power off, never a shell.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"alpinespine.org/spine/internal/governor"
+	"alpinespine.org/spine/internal/halt"
+	"alpinespine.org/spine/internal/stage1"
+)
+
+func main() {
+	console := os.Stdout
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "bay0: must run as PID 1")
+		os.Exit(2)
+	}
+	// Kernel command line words reach init as arguments and environment; none of them is
+	// obeyed. Only the argument stage 1 itself passes selects the governor.
+	booting := len(os.Args) < 2 || os.Args[1] != "governor" || os.Args[0] != "/bin/bay0"
+	defer func() {
+		if r := recover(); r != nil {
+			action := halt.Reboot
+			if booting {
+				action = halt.PowerOff
+			}
+			halt.Now(console, action, fmt.Sprintf("panic: %v\n%s", r, debug.Stack()))
+		}
+	}()
+	var err error
+	if booting {
+		err = stage1.Run(stage1.Linux{Log: console}, console)
+	} else {
+		err = governor.Run(console)
+	}
+	action, reason := halt.Decide(err, booting)
+	halt.Now(console, action, reason)
+}

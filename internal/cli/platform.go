@@ -1,0 +1,4 @@
+package cli
+
+// platformCmds are the commands that prepare and boot machines.
+func platformCmds() []command { return nil }

@@ -1,0 +1,46 @@
+package halt
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hooks run before the machine goes down (unmount /persist, record the reason); each gets a
+// bounded time and their errors are printed, never obeyed.
+type Hook func(action Action, reason string) error
+
+// Now ends the machine: prints the marker line, runs the hooks, kills every other process,
+// syncs with a time limit, then reboots or powers off. It does not return. If the reboot
+// syscall itself fails, PID 1 exits, the kernel panics and panic=-1 reboots.
+func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
+	fmt.Fprintf(console, "bay0: halt: %s: %s\n", action, reason)
+	for _, h := range hooks {
+		if err := runBounded(func() error { return h(action, reason) }, 10*time.Second); err != nil {
+			fmt.Fprintf(console, "bay0: halt: hook: %v\n", err)
+		}
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	_ = runBounded(func() error { unix.Sync(); return nil }, 10*time.Second)
+	cmd := unix.LINUX_REBOOT_CMD_RESTART
+	if action == PowerOff {
+		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
+	}
+	err := unix.Reboot(cmd)
+	fmt.Fprintf(console, "bay0: halt: reboot syscall: %v\n", err)
+	os.Exit(1)
+}
+
+func runBounded(f func() error, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("did not finish within %s", d)
+	}
+}

@@ -1,0 +1,302 @@
+// Package policy defines the persona policy that is baked into a Spine at build time and read
+// by the governor at boot: what each persona runs and the kernel limits that bound it.
+//
+// The policy is TOML and decoded strictly: an unknown key is an error naming the key and its
+// line, because a misspelt limit that is silently ignored is a limit that does not exist.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Path is where the policy lives inside a Spine.
+const Path = "etc/spine/policy.toml"
+
+// TreeRoot is the directory of the Spine that holds one read-only root tree per persona.
+const TreeRoot = "personas"
+
+// MaxSize bounds the policy file; it is read by PID 1.
+const MaxSize = 1 << 20
+
+// Policy is everything bay0 is told at build time. It cannot change at run time.
+type Policy struct {
+	Governor Governor  `toml:"governor"`
+	Personas []Persona `toml:"persona"`
+}
+
+// Governor holds the settings of bay0 itself.
+type Governor struct {
+	// PassphraseAttempts is how many wrong LUKS passphrases are tolerated before power off.
+	PassphraseAttempts int `toml:"passphrase_attempts,omitempty"`
+	// WatchdogTimeout is the hardware watchdog's timeout.
+	WatchdogTimeout Duration `toml:"watchdog_timeout,omitempty"`
+	// HealthWindow is how long a trial Spine must stay healthy before it is committed.
+	HealthWindow Duration `toml:"health_window,omitempty"`
+}
+
+// Persona is one disposable workload and its bounds.
+type Persona struct {
+	Name    string   `toml:"name"`
+	Exec    []string `toml:"exec"`
+	Env     []string `toml:"env,omitempty"`
+	Workdir string   `toml:"workdir,omitempty"`
+	// CPUs is the share of CPU time, in cores (0.5 = half of one core): cpu.max.
+	CPUs float64 `toml:"cpus"`
+	// Memory is memory.max; swap is always 0.
+	Memory Size `toml:"memory"`
+	// Pids is pids.max.
+	Pids int `toml:"pids"`
+	// TmpSize and RunSize bound the persona's tmpfs /tmp and /run.
+	TmpSize Size `toml:"tmp_size,omitempty"`
+	RunSize Size `toml:"run_size,omitempty"`
+	// Data grants /persist/<name> at /data; DataExec allows executing from it.
+	Data     bool `toml:"data,omitempty"`
+	DataExec bool `toml:"data_exec,omitempty"`
+	// Network is "none" (loopback only) or "uplink".
+	Network string `toml:"network,omitempty"`
+	// Restart is "always" (default) or "never".
+	Restart string `toml:"restart,omitempty"`
+	// Order is the start order; lower starts first, ties by name.
+	Order int `toml:"order,omitempty"`
+	// Syscalls extends the default seccomp allowlist for this persona only.
+	Syscalls []string `toml:"syscalls,omitempty"`
+}
+
+// Defaults filled in by Validate where the policy is silent.
+const (
+	DefaultPassphraseAttempts = 3
+	DefaultWatchdogTimeout    = 10 * time.Second
+	DefaultHealthWindow       = 20 * time.Second
+	DefaultTmpSize            = Size(16 << 20)
+	DefaultRunSize            = Size(1 << 20)
+)
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+
+// Parse decodes and validates a policy strictly.
+func Parse(r io.Reader) (Policy, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return Policy{}, fmt.Errorf("read policy: %w", err)
+	}
+	if len(data) > MaxSize {
+		return Policy{}, fmt.Errorf("policy is larger than %d bytes", MaxSize)
+	}
+	var p Policy
+	if err := DecodeStrict(data, &p); err != nil {
+		return Policy{}, fmt.Errorf("policy: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return Policy{}, err
+	}
+	return p, nil
+}
+
+// DecodeStrict decodes TOML into v and rejects unknown keys, naming each with its line.
+func DecodeStrict(data []byte, v any) error {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var msgs []string
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			msgs = append(msgs, fmt.Sprintf("line %d: unknown key %q", row, strings.Join(e.Key(), ".")))
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return fmt.Errorf("line %d: %s", row, de.Error())
+	}
+	return err
+}
+
+// Validate checks the policy and fills in defaults. Limits are mandatory: a persona that is not
+// bounded by the kernel is refused (Article III §3).
+func (p *Policy) Validate() error {
+	g := &p.Governor
+	if g.PassphraseAttempts == 0 {
+		g.PassphraseAttempts = DefaultPassphraseAttempts
+	}
+	if g.PassphraseAttempts < 1 || g.PassphraseAttempts > 10 {
+		return fmt.Errorf("governor: passphrase_attempts %d is outside 1..10", g.PassphraseAttempts)
+	}
+	if g.WatchdogTimeout == 0 {
+		g.WatchdogTimeout = Duration(DefaultWatchdogTimeout)
+	}
+	if t := time.Duration(g.WatchdogTimeout); t < time.Second || t > 10*time.Minute {
+		return fmt.Errorf("governor: watchdog_timeout %s is outside 1s..10m", t)
+	}
+	if g.HealthWindow == 0 {
+		g.HealthWindow = Duration(DefaultHealthWindow)
+	}
+	if t := time.Duration(g.HealthWindow); t < time.Second || t > time.Hour {
+		return fmt.Errorf("governor: health_window %s is outside 1s..1h", t)
+	}
+	seen := map[string]bool{}
+	for i := range p.Personas {
+		q := &p.Personas[i]
+		if err := q.validate(); err != nil {
+			return fmt.Errorf("persona %d (%q): %w", i+1, q.Name, err)
+		}
+		if seen[q.Name] {
+			return fmt.Errorf("persona %q is defined twice", q.Name)
+		}
+		seen[q.Name] = true
+	}
+	sort.SliceStable(p.Personas, func(i, j int) bool {
+		a, b := p.Personas[i], p.Personas[j]
+		if a.Order != b.Order {
+			return a.Order < b.Order
+		}
+		return a.Name < b.Name
+	})
+	return nil
+}
+
+func (q *Persona) validate() error {
+	if !nameRE.MatchString(q.Name) {
+		return fmt.Errorf("name must match %s", nameRE)
+	}
+	if len(q.Exec) == 0 || !strings.HasPrefix(q.Exec[0], "/") {
+		return errors.New("exec must name an absolute path inside the persona's tree")
+	}
+	for _, e := range q.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("env entry %q is not KEY=VALUE", e)
+		}
+	}
+	if q.CPUs <= 0 || q.CPUs > 64 {
+		return errors.New("cpus is mandatory and must be in (0, 64]")
+	}
+	if q.Memory < 4<<20 {
+		return errors.New("memory is mandatory and must be at least 4MiB")
+	}
+	if q.Pids < 1 || q.Pids > 4096 {
+		return errors.New("pids is mandatory and must be in 1..4096")
+	}
+	if q.TmpSize == 0 {
+		q.TmpSize = DefaultTmpSize
+	}
+	if q.RunSize == 0 {
+		q.RunSize = DefaultRunSize
+	}
+	if q.DataExec && !q.Data {
+		return errors.New("data_exec needs data = true")
+	}
+	switch q.Network {
+	case "":
+		q.Network = "none"
+	case "none", "uplink":
+	default:
+		return fmt.Errorf("network %q is not none or uplink", q.Network)
+	}
+	switch q.Restart {
+	case "":
+		q.Restart = "always"
+	case "always", "never":
+	default:
+		return fmt.Errorf("restart %q is not always or never", q.Restart)
+	}
+	return nil
+}
+
+// Tree is the persona's root tree, relative to the Spine's root.
+func (q Persona) Tree() string { return TreeRoot + "/" + q.Name }
+
+// CPUMax renders CPUs as the cgroup v2 cpu.max value for a 100 ms period.
+func (q Persona) CPUMax() string {
+	const period = 100000
+	return fmt.Sprintf("%d %d", int64(q.CPUs*period+0.5), period)
+}
+
+// Marshal renders the policy as canonical TOML.
+func (p Policy) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, fmt.Errorf("encode policy: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Size is a byte count written with an optional binary suffix: "64MiB", "512K", "1G".
+type Size int64
+
+// UnmarshalText parses a size.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// MarshalText renders a size in the largest exact binary unit.
+func (s Size) MarshalText() ([]byte, error) {
+	units := []struct {
+		suffix string
+		n      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
+	for _, u := range units {
+		if s != 0 && int64(s)%u.n == 0 {
+			return []byte(strconv.FormatInt(int64(s)/u.n, 10) + u.suffix), nil
+		}
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// ParseSize parses "64MiB", "64M", "64m", "4096".
+func ParseSize(s string) (Size, error) {
+	t, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffixes []string
+		n        int64
+	}{
+		{[]string{"GiB", "G", "g"}, 1 << 30},
+		{[]string{"MiB", "M", "m"}, 1 << 20},
+		{[]string{"KiB", "K", "k"}, 1 << 10},
+	} {
+		for _, suf := range u.suffixes {
+			if mult == 1 && strings.HasSuffix(t, suf) {
+				t, mult = strings.TrimSuffix(t, suf), u.n
+			}
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("size %q is not a byte count like 64MiB", s)
+	}
+	return Size(n * mult), nil
+}
+
+// Duration is a time.Duration written as "10s".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText renders a Go duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }

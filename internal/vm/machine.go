@@ -1,0 +1,402 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// tailLines is how many console lines a WaitError carries.
+const tailLines = 20
+
+// partialSettle is how long an unterminated console line must stay unchanged before WaitFor
+// returns it: prompts such as the LUKS passphrase prompt end without a newline, but a line
+// still arriving in pieces should be returned whole.
+const partialSettle = 250 * time.Millisecond
+
+// Machine is one running (or finished) QEMU process. Its methods are safe for concurrent use.
+type Machine struct {
+	args   []string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser // nil when Config.Stdin feeds the console
+	stderr tailWriter
+	start  time.Time
+
+	done   chan struct{} // closed once the result is final and every console byte delivered
+	result Result
+	err    error
+
+	mu       sync.Mutex
+	lines    []string      // complete console lines, without "\n" or trailing "\r"
+	partial  []byte        // the line being received
+	lastByte time.Time     // when partial last grew
+	cursor   int           // next line index WaitFor examines; len(lines) denotes partial
+	changed  chan struct{} // closed and replaced whenever lines, partial or exited change
+	boots    int
+	maxBoots int
+	exited   bool    // console closed and QEMU reaped
+	reaped   bool    // QEMU reaped: its process group id may be reused, never signal it
+	killedBy Outcome // why this package killed QEMU, 0 if it did not
+}
+
+// Start validates cfg, starts QEMU and returns at once. It fails with an error naming the
+// missing file if the kernel, initrd or disk does not exist, and with ErrQEMUNotFound if the
+// QEMU binary is not installed. The context bounds the whole run: cancelling it kills QEMU
+// (Outcome Killed).
+func Start(ctx context.Context, cfg Config) (*Machine, error) {
+	cfg = withDefaults(cfg)
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	qemu, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return nil, fmt.Errorf("look up %q: %w: %w", cfg.QEMU, ErrQEMUNotFound, err)
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}, {"disk", cfg.Disk}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err)
+		}
+	}
+	if cfg.CtlSocket != "" {
+		dir := cfg.CtlSocket[:strings.LastIndexByte(cfg.CtlSocket, '/')+1]
+		if dir != "" {
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("control socket directory: %w", err)
+			}
+		}
+	}
+	accel := cfg.Accel
+	if accel == AccelAuto {
+		accel = DetectAccel(ctx, qemu)
+	}
+
+	m := &Machine{
+		args:     buildArgs(qemu, cfg, accel),
+		stderr:   tailWriter{max: 4096},
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}),
+		maxBoots: cfg.MaxBoots,
+	}
+	m.cmd = exec.Command(qemu, m.args[1:]...)
+	m.cmd.Stderr = &m.stderr
+	m.cmd.SysProcAttr = sysProcAttr()
+	stdout, err := m.cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("console pipe: %w", err)
+	}
+	stdin, err := m.cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("console input pipe: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	m.start = time.Now()
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", qemu, err)
+	}
+	if cfg.Stdin != nil {
+		// This goroutine may outlive the machine while cfg.Stdin blocks in Read; it ends
+		// at the reader's next return.
+		go func() {
+			io.Copy(stdin, cfg.Stdin)
+			stdin.Close()
+		}()
+	} else {
+		m.stdin = stdin
+	}
+
+	consoleDone := make(chan struct{})
+	go func() {
+		m.readConsole(stdout, cfg.Console)
+		close(consoleDone)
+	}()
+	go m.reap(consoleDone)
+	if cfg.Timeout > 0 {
+		t := time.AfterFunc(cfg.Timeout, func() { m.kill(TimedOut) })
+		go func() { <-m.done; t.Stop() }()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.kill(Killed)
+		case <-m.done:
+		}
+	}()
+	return m, nil
+}
+
+// reap waits for the console to close and QEMU to exit, then fixes the Result.
+func (m *Machine) reap(consoleDone <-chan struct{}) {
+	// exec requires every read from StdoutPipe to finish before Wait; QEMU is the only
+	// writer, so the pipe closes when it dies.
+	<-consoleDone
+	werr := m.cmd.Wait()
+	end := time.Now()
+	if m.stdin != nil {
+		m.stdin.Close()
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reaped = true
+	code, signaled := -1, false
+	if ps := m.cmd.ProcessState; ps != nil {
+		code = ps.ExitCode()
+		signaled = code == -1
+	}
+	m.result = Result{
+		Outcome:  classify(code, signaled, m.killedBy, m.boots),
+		Boots:    m.boots,
+		ExitCode: code,
+		Duration: end.Sub(m.start),
+	}
+	if m.result.Outcome == Failed {
+		var ee *exec.ExitError
+		if werr != nil && !errors.As(werr, &ee) {
+			m.err = fmt.Errorf("wait for qemu: %w", werr)
+		} else {
+			m.err = &ExitError{Result: m.result, Stderr: string(m.stderr.buf)}
+		}
+	}
+	m.exited = true
+	m.broadcast()
+	close(m.done)
+}
+
+// readConsole copies QEMU's stdout to sink and splits it into lines until QEMU closes it.
+func (m *Machine) readConsole(r io.Reader, sink io.Writer) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if sink != nil {
+				sink.Write(buf[:n]) // a failing sink must not stop the machine
+			}
+			m.addOutput(buf[:n])
+		}
+		if err != nil {
+			break
+		}
+	}
+	m.mu.Lock()
+	if len(m.partial) > 0 {
+		m.addLine()
+	}
+	m.broadcast()
+	m.mu.Unlock()
+}
+
+func (m *Machine) addOutput(p []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for len(p) > 0 {
+		i := indexByte(p, '\n')
+		if i < 0 {
+			m.partial = append(m.partial, p...)
+			break
+		}
+		m.partial = append(m.partial, p[:i]...)
+		p = p[i+1:]
+		m.addLine()
+	}
+	m.lastByte = time.Now()
+	m.broadcast()
+}
+
+func indexByte(p []byte, c byte) int {
+	for i, b := range p {
+		if b == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// addLine completes the partial line. Precondition: m.mu held.
+func (m *Machine) addLine() {
+	line := strings.TrimRight(string(m.partial), "\r")
+	m.partial = m.partial[:0]
+	m.lines = append(m.lines, line)
+	if isBanner(line) {
+		m.boots++
+		if m.boots > m.maxBoots {
+			m.killLocked(TooManyBoots)
+		}
+	}
+}
+
+// broadcast wakes every waiter. Precondition: m.mu held.
+func (m *Machine) broadcast() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Args returns QEMU's full command line, binary first, for reproducing a run by hand.
+func (m *Machine) Args() []string {
+	return append([]string(nil), m.args...)
+}
+
+// Lines returns every console line received so far, without line endings; an unterminated
+// last line is included as it stands.
+func (m *Machine) Lines() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := append([]string(nil), m.lines...)
+	if len(m.partial) > 0 {
+		out = append(out, strings.TrimRight(string(m.partial), "\r"))
+	}
+	return out
+}
+
+// WaitFor returns the first console line containing substr that arrived at or after the
+// line matched by the previous WaitFor or WaitForAny (a cursor: no line is matched twice).
+// It also matches an unterminated line, such as a prompt, once that line has stopped
+// growing. It returns a *WaitError if the machine ends or timeout passes first; a timeout
+// <= 0 only examines lines already received.
+func (m *Machine) WaitFor(substr string, timeout time.Duration) (string, error) {
+	_, line, err := m.WaitForAny([]string{substr}, timeout)
+	return line, err
+}
+
+// WaitForAny is WaitFor for several substrings: it returns the first line containing any
+// of them and the index of the first substring that line contains.
+func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, string, error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var settle *time.Timer
+	defer func() {
+		if settle != nil {
+			settle.Stop()
+		}
+	}()
+	for {
+		m.mu.Lock()
+		for ; m.cursor < len(m.lines); m.cursor++ {
+			if i := matchAny(m.lines[m.cursor], substrs); i >= 0 {
+				line := m.lines[m.cursor]
+				m.cursor++
+				m.mu.Unlock()
+				return i, line, nil
+			}
+		}
+		var settled <-chan time.Time
+		if m.cursor == len(m.lines) && len(m.partial) > 0 {
+			line := strings.TrimRight(string(m.partial), "\r")
+			if i := matchAny(line, substrs); i >= 0 {
+				wait := partialSettle - time.Since(m.lastByte)
+				if wait <= 0 || m.exited {
+					m.cursor = len(m.lines) + 1 // the partial line, once complete, is consumed
+					m.mu.Unlock()
+					return i, line, nil
+				}
+				if settle != nil {
+					settle.Stop()
+				}
+				settle = time.NewTimer(wait)
+				settled = settle.C
+			}
+		}
+		if m.exited || !time.Now().Before(deadline) {
+			cause := ErrWaitTimeout
+			if m.exited {
+				cause = ErrExited
+			}
+			err := &WaitError{Want: substrs, Timeout: timeout, Err: cause, Tail: m.tailLocked(tailLines)}
+			m.mu.Unlock()
+			return -1, "", err
+		}
+		changed := m.changed
+		m.mu.Unlock()
+		select {
+		case <-changed:
+		case <-settled:
+		case <-timer.C:
+		}
+	}
+}
+
+func matchAny(line string, substrs []string) int {
+	for i, s := range substrs {
+		if strings.Contains(line, s) {
+			return i
+		}
+	}
+	return -1
+}
+
+// tailLocked returns the last n console lines. Precondition: m.mu held.
+func (m *Machine) tailLocked(n int) []string {
+	all := m.lines
+	if len(m.partial) > 0 {
+		all = append(all[:len(all):len(all)], strings.TrimRight(string(m.partial), "\r"))
+	}
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return append([]string(nil), all...)
+}
+
+// Send writes s to the guest console. It returns ErrStdinConfigured if Config.Stdin feeds
+// the console instead.
+func (m *Machine) Send(s string) error {
+	if m.stdin == nil {
+		return ErrStdinConfigured
+	}
+	if _, err := io.WriteString(m.stdin, s); err != nil {
+		return fmt.Errorf("send to console: %w", err)
+	}
+	return nil
+}
+
+// Kill ends QEMU at once with SIGKILL, as a power cut would; Outcome Killed. Killing a
+// machine that already ended does nothing. It does not wait: call Wait for the Result.
+func (m *Machine) Kill() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.killLocked(Killed)
+}
+
+func (m *Machine) kill(reason Outcome) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.killLocked(reason)
+}
+
+// killLocked records the first kill reason and signals QEMU's process group.
+// Precondition: m.mu held.
+func (m *Machine) killLocked(reason Outcome) error {
+	if m.reaped {
+		return nil
+	}
+	if m.killedBy == 0 {
+		m.killedBy = reason
+	}
+	if err := killGroup(m.cmd.Process.Pid); err != nil {
+		return fmt.Errorf("kill qemu: %w", err)
+	}
+	return nil
+}
+
+// Wait blocks until QEMU has exited and every console byte has been delivered, and returns
+// the Result. The error is non-nil only for Outcome Failed (an *ExitError carrying QEMU's
+// stderr, or the reason exec could not wait). Calling Wait again returns the same values.
+func (m *Machine) Wait() (Result, error) {
+	<-m.done
+	return m.result, m.err
+}
+
+// Done returns a channel that is closed when Wait would no longer block.
+func (m *Machine) Done() <-chan struct{} {
+	return m.done
+}

@@ -1,0 +1,350 @@
+// Package vm runs one QEMU virtual machine and judges how its run ended.
+//
+// A Machine boots a kernel (optionally with an initramfs and one raw disk) under QEMU with
+// the platform's fixed device set: serial console on QEMU's stdio, an i6300esb watchdog
+// that resets the machine, a pvpanic device that turns a guest panic into QEMU exit status 1,
+// an optional virtio-serial control port and optional user-mode networking with host port
+// forwards. Every console line is kept; WaitFor reads them through a cursor.
+//
+// A run ends in exactly one Outcome. The machine is killed (SIGKILL to QEMU's own process
+// group) when the context is cancelled, when Kill is called, when Config.Timeout passes, or
+// when the guest boots more often than Config.MaxBoots allows. QEMU is never left running:
+// it also receives SIGKILL if the process that started it dies (PR_SET_PDEATHSIG).
+//
+// Typical use:
+//
+//	m, err := vm.Start(ctx, vm.Config{Kernel: k, Initrd: i, Disk: d, Timeout: time.Minute})
+//	line, err := m.WaitFor("bay0: event=ready", 30*time.Second)
+//	res, err := m.Wait()
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Start to zero Config fields.
+const (
+	DefaultQEMU      = "qemu-system-x86_64"
+	DefaultMemoryMiB = 512
+	DefaultCPUs      = 1
+	DefaultMaxBoots  = 1
+)
+
+// BaseCmdline starts every kernel command line. panic=-1 makes a panicking kernel reboot at
+// once, which either ends the run (pvpanic, exit status 1) or counts as another boot.
+const BaseCmdline = "console=ttyS0 panic=-1"
+
+// CtlPortName is the virtio-serial port name under which the guest sees the control channel
+// (/dev/virtio-ports/bay0.ctl).
+const CtlPortName = "bay0.ctl"
+
+// Accelerators accepted in Config.Accel.
+const (
+	AccelAuto = ""
+	AccelKVM  = "kvm"
+	AccelTCG  = "tcg"
+)
+
+// maxSocketPath is the longest path that fits sockaddr_un.sun_path with its NUL byte.
+const maxSocketPath = 107
+
+// bannerPrefix starts the first line every Linux boot prints; seeing it again means the
+// machine rebooted inside the same QEMU process.
+const bannerPrefix = "Linux version "
+
+// Outcome is how a run ended.
+type Outcome int
+
+// The zero Outcome is deliberately invalid so an unset Result never reads as a power-off.
+const (
+	// PoweredOff: QEMU exited with status 0 (the guest powered the machine off).
+	PoweredOff Outcome = iota + 1
+	// Panicked: QEMU exited with status 1 after the guest booted, which is what
+	// "-action panic=exit-failure" does when the guest's pvpanic driver reports a panic.
+	Panicked
+	// TooManyBoots: the guest started booting more than Config.MaxBoots times; killed.
+	TooManyBoots
+	// TimedOut: Config.Timeout passed; killed.
+	TimedOut
+	// Killed: Kill was called or the context was cancelled.
+	Killed
+	// Failed: QEMU ended any other way (bad arguments, a crash, a foreign signal).
+	Failed
+)
+
+var outcomeNames = [...]string{
+	PoweredOff:   "powered-off",
+	Panicked:     "panicked",
+	TooManyBoots: "too-many-boots",
+	TimedOut:     "timed-out",
+	Killed:       "killed",
+	Failed:       "failed",
+}
+
+// String returns a short lower-case name such as "powered-off".
+func (o Outcome) String() string {
+	if o >= PoweredOff && int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Forward forwards a TCP port on the host's 127.0.0.1 to a port of the guest.
+type Forward struct {
+	HostPort  int
+	GuestPort int
+}
+
+// Config describes one machine. Zero fields take the defaults named on each field.
+type Config struct {
+	// QEMU is the emulator binary, looked up in PATH; default DefaultQEMU.
+	QEMU string
+	// Kernel is required. Initrd and Disk are optional; Disk is a raw image attached as a
+	// virtio-blk device (/dev/vda).
+	Kernel, Initrd, Disk string
+	// Cmdline is appended to BaseCmdline. Linux lets a later parameter override an earlier
+	// one, so "panic=0" here makes a panic hang instead of reboot.
+	Cmdline string
+	// MemoryMiB is the guest RAM; default DefaultMemoryMiB.
+	MemoryMiB int
+	// CPUs is the number of virtual CPUs; default DefaultCPUs.
+	CPUs int
+	// CtlSocket, if set, exposes the virtio-serial port CtlPortName as a listening unix
+	// socket at this path (at most 107 bytes long). QEMU does not wait for a client.
+	CtlSocket string
+	// Forwards, if any, add a user-mode network card (restrict=on: the guest reaches
+	// nothing but these forwards).
+	Forwards []Forward
+	// Console receives every console byte as it arrives, unmodified. May be nil.
+	Console io.Writer
+	// Stdin, if set, is copied to the guest console and Send is refused. It always goes
+	// through a pipe, never handed to QEMU as a file, so QEMU never touches a terminal; a
+	// caller wanting the guest to control echo (the LUKS prompt) puts its terminal in raw
+	// mode itself. If Stdin is nil, only Send writes to the console.
+	Stdin io.Reader
+	// MaxBoots is how many times the guest may start booting (a guest reboot restarts
+	// inside the same QEMU process; boots are counted by the kernel's "Linux version "
+	// banner line); default DefaultMaxBoots. The next banner kills the machine with
+	// Outcome TooManyBoots.
+	MaxBoots int
+	// Timeout limits the whole run; past it the machine is killed with Outcome TimedOut.
+	// Zero means no limit other than the context's.
+	Timeout time.Duration
+	// Accel is AccelKVM, AccelTCG or AccelAuto (""), which uses KVM only when /dev/kvm
+	// opens read-write and a probe guest runs quickly (see DetectAccel).
+	Accel string
+}
+
+// Result is the verdict on a finished run.
+type Result struct {
+	Outcome Outcome
+	// Boots counts the kernel banners seen, including the one past MaxBoots.
+	Boots int
+	// ExitCode is QEMU's exit status, or -1 if a signal ended it.
+	ExitCode int
+	// Duration runs from Start to QEMU's exit.
+	Duration time.Duration
+}
+
+// Errors returned by this package.
+var (
+	// ErrWaitTimeout: the awaited console line did not arrive in time.
+	ErrWaitTimeout = errors.New("console line did not arrive in time")
+	// ErrExited: the machine ended before the awaited console line arrived.
+	ErrExited = errors.New("machine exited before the console line arrived")
+	// ErrStdinConfigured: Send was called although Config.Stdin feeds the console.
+	ErrStdinConfigured = errors.New("console input comes from Config.Stdin")
+	// ErrQEMUNotFound: the QEMU binary is not installed.
+	ErrQEMUNotFound = errors.New("qemu not found (install the Debian package qemu-system-x86)")
+)
+
+// WaitError reports a WaitFor or WaitForAny that did not see its line. It unwraps to
+// ErrWaitTimeout or ErrExited.
+type WaitError struct {
+	Want    []string
+	Timeout time.Duration
+	Err     error
+	// Tail holds the last console lines, oldest first.
+	Tail []string
+}
+
+func (e *WaitError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "wait for %q (timeout %v): %v", e.Want, e.Timeout, e.Err)
+	if len(e.Tail) == 0 {
+		b.WriteString("; no console output")
+		return b.String()
+	}
+	fmt.Fprintf(&b, "; last %d console lines:", len(e.Tail))
+	for _, l := range e.Tail {
+		b.WriteString("\n\t| ")
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+func (e *WaitError) Unwrap() error { return e.Err }
+
+// ExitError reports a run whose Outcome is Failed, with the end of QEMU's stderr.
+type ExitError struct {
+	Result Result
+	Stderr string
+}
+
+func (e *ExitError) Error() string {
+	msg := fmt.Sprintf("qemu exited with status %d after %d boots", e.Result.ExitCode, e.Result.Boots)
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		msg += ": " + s
+	}
+	return msg
+}
+
+// withDefaults returns cfg with zero fields replaced by their defaults.
+func withDefaults(cfg Config) Config {
+	if cfg.QEMU == "" {
+		cfg.QEMU = DefaultQEMU
+	}
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = DefaultCPUs
+	}
+	if cfg.MaxBoots == 0 {
+		cfg.MaxBoots = DefaultMaxBoots
+	}
+	return cfg
+}
+
+// validate checks the fields that need no file system. Precondition: withDefaults ran.
+func validate(cfg Config) error {
+	if cfg.Kernel == "" {
+		return errors.New("config: no kernel")
+	}
+	if cfg.MemoryMiB < 0 || cfg.CPUs < 0 || cfg.MaxBoots < 0 || cfg.Timeout < 0 {
+		return errors.New("config: negative MemoryMiB, CPUs, MaxBoots or Timeout")
+	}
+	switch cfg.Accel {
+	case AccelAuto, AccelKVM, AccelTCG:
+	default:
+		return fmt.Errorf("config: unknown accelerator %q", cfg.Accel)
+	}
+	if len(cfg.CtlSocket) > maxSocketPath {
+		return fmt.Errorf("config: control socket path %q is longer than %d bytes", cfg.CtlSocket, maxSocketPath)
+	}
+	for _, f := range cfg.Forwards {
+		if f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+			return fmt.Errorf("config: port forward %d->%d out of range 1-65535", f.HostPort, f.GuestPort)
+		}
+	}
+	// QEMU's option parser splits on commas; a comma in a path would smuggle in options.
+	for _, p := range []string{cfg.Kernel, cfg.Initrd, cfg.Disk, cfg.CtlSocket} {
+		if strings.Contains(p, ",") {
+			return fmt.Errorf("config: path %q contains a comma", p)
+		}
+	}
+	return nil
+}
+
+// buildArgs returns the QEMU command line (binary first) for cfg and a resolved accelerator.
+// Precondition: withDefaults and validate ran; accel is AccelKVM or AccelTCG.
+func buildArgs(qemu string, cfg Config, accel string) []string {
+	cpu := "qemu64,+rdrand" // without RDRAND getrandom() blocks ~4 s early in boot under TCG
+	if accel == AccelKVM {
+		cpu = "host"
+	}
+	cmdline := BaseCmdline
+	if cfg.Cmdline != "" {
+		cmdline += " " + cfg.Cmdline
+	}
+	a := []string{qemu,
+		"-M", "pc", "-accel", accel, "-cpu", cpu,
+		"-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),
+		"-nodefaults", "-no-user-config", "-display", "none",
+		// signal=off: console bytes are never interpreted by QEMU.
+		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+		"-device", "i6300esb", "-action", "watchdog=reset",
+		"-device", "pvpanic", "-action", "panic=exit-failure",
+		"-kernel", cfg.Kernel,
+	}
+	if cfg.Initrd != "" {
+		a = append(a, "-initrd", cfg.Initrd)
+	}
+	a = append(a, "-append", cmdline)
+	if cfg.Disk != "" {
+		// cache=writeback: a write the guest saw complete has reached the host page cache,
+		// so it survives a SIGKILL of QEMU (the power-cut tests), and a guest flush becomes
+		// fdatasync. cache=unsafe would look the same after a SIGKILL but drops flushes;
+		// none/directsync need O_DIRECT, which tmpfs refuses, and are slower.
+		a = append(a,
+			"-drive", "file="+cfg.Disk+",format=raw,if=none,id=disk0,cache=writeback",
+			"-device", "virtio-blk-pci,drive=disk0")
+	}
+	if cfg.CtlSocket != "" {
+		a = append(a,
+			"-device", "virtio-serial-pci",
+			"-chardev", "socket,id=ctl,path="+cfg.CtlSocket+",server=on,wait=off",
+			"-device", "virtserialport,chardev=ctl,name="+CtlPortName)
+	}
+	if len(cfg.Forwards) > 0 {
+		// restrict=on isolates the guest from the host and the outside; explicit forwards
+		// still work.
+		nd := "user,id=net0,restrict=on"
+		for _, f := range cfg.Forwards {
+			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+		}
+		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=net0")
+	}
+	return a
+}
+
+// isBanner reports whether a console line is the kernel's first line of a boot, with or
+// without the printk timestamp "[    0.000000] ".
+func isBanner(line string) bool {
+	if strings.HasPrefix(line, "[") {
+		i := strings.IndexByte(line, ']')
+		if i < 0 {
+			return false
+		}
+		line = strings.TrimPrefix(line[i+1:], " ")
+	}
+	return strings.HasPrefix(line, bannerPrefix)
+}
+
+// classify turns QEMU's exit into an Outcome. killedBy is the reason this package killed
+// QEMU (0 if it did not); it only counts if a signal actually ended QEMU, so a guest that
+// powered off just before a kill still reads as PoweredOff.
+func classify(exitCode int, signaled bool, killedBy Outcome, boots int) Outcome {
+	switch {
+	case signaled && killedBy != 0:
+		return killedBy
+	case signaled:
+		return Failed
+	case exitCode == 0:
+		return PoweredOff
+	case exitCode == 1 && boots > 0:
+		// QEMU also exits 1 on bad arguments, but then no kernel ever printed its banner.
+		return Panicked
+	default:
+		return Failed
+	}
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > w.max {
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-w.max:]...)
+	}
+	return len(p), nil
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh Debian 12 machine, and nothing when it is
+# all there already. Idempotent; run as root (CI and the developer machines are root).
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have mksquashfs          || need+=(squashfs-tools)
+have veritysetup         || need+=(cryptsetup-bin)
+have cryptsetup          || need+=(cryptsetup-bin)
+have qemu-system-x86_64  || need+=(qemu-system-x86)
+have depmod              || need+=(kmod)
+have mkfs.ext4           || need+=(e2fsprogs)
+have sfdisk              || need+=(fdisk)
+have sgdisk              || need+=(gdisk)
+have cpio                || need+=(cpio)
+have openssl             || need+=(openssl)
+have crun                || need+=(crun)
+have xz                  || need+=(xz-utils)
+have dpkg-deb            || need+=(dpkg)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The kernel package is fetched with apt-get download, which needs package lists.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+
+gobin=$(go env GOPATH)/bin
+if [ ! -x "$gobin/staticcheck" ]; then
+  echo "deps: installing staticcheck"
+  GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
