@@ -175,6 +175,12 @@ func Stage(ctx context.Context, cfg Config, bay0, dir string) error {
 
 // goBuild builds a static, reproducible binary of a Go package of this module.
 func goBuild(ctx context.Context, dir, pkg, out string) error {
+	// go build runs in the configuration's directory, so a relative output path would land
+	// there rather than in the staged tree.
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return fmt.Errorf("resolve %q: %w", out, err)
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")

@@ -1,4 +1,237 @@
 package cli
 
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"alpinespine.org/spine/internal/initramfs"
+	"alpinespine.org/spine/internal/kernel"
+	"alpinespine.org/spine/internal/policy"
+	"alpinespine.org/spine/internal/provision"
+	"alpinespine.org/spine/internal/vm"
+)
+
 // platformCmds are the commands that prepare and boot machines.
-func platformCmds() []command { return nil }
+func platformCmds() []command {
+	return []command{kernelCmd(), initramfsCmd(), diskCmd(), vmCmd()}
+}
+
+func prepareKernel(ctx context.Context) (kernel.Kernel, error) {
+	cache, err := kernel.DefaultCacheDir()
+	if err != nil {
+		return kernel.Kernel{}, err
+	}
+	return kernel.Prepare(ctx, cache)
+}
+
+func kernelCmd() command {
+	return command{name: "kernel", synopsis: "fetch and prepare the pinned Debian kernel in the cache; print the kernel to boot",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			return func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 0 {
+					return errUsage
+				}
+				k, err := prepareKernel(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(env.Stdout, k.Vmlinux)
+				return nil
+			}
+		}}
+}
+
+func initramfsCmd() command {
+	return command{name: "initramfs", synopsis: "write the initramfs: static bay0, the kernel modules it loads, the trusted keys; nothing else",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			var pubs multi
+			fs.Var(&pubs, "pub", "trusted public key (PKIX PEM); repeat for several")
+			out := fs.String("out", "", "initramfs file to write (gzip newc cpio)")
+			bay0 := fs.String("bay0", "", "static bay0 binary (default: bay0 beside the spine executable)")
+			return func(ctx context.Context, env *Env, args []string) error {
+				if len(pubs) == 0 || *out == "" || len(args) != 0 {
+					return errUsage
+				}
+				var trusted [][]byte
+				for _, p := range pubs {
+					b, err := os.ReadFile(p)
+					if err != nil {
+						return fmt.Errorf("read public key: %w", err)
+					}
+					trusted = append(trusted, b)
+				}
+				b := *bay0
+				var err error
+				if b == "" {
+					if b, err = besideExecutable("bay0"); err != nil {
+						return err
+					}
+				}
+				bin, err := os.ReadFile(b)
+				if err != nil {
+					return fmt.Errorf("read bay0: %w", err)
+				}
+				k, err := prepareKernel(ctx)
+				if err != nil {
+					return err
+				}
+				return writeAtomic(*out, func(f *os.File) error {
+					return initramfs.Build(f, initramfs.Spec{Bay0: bin, ModulesDir: k.ModulesDir, Release: k.Release,
+						ModuleParams: initramfs.DefaultModuleParams(), TrustedKeys: trusted})
+				})
+			}
+		}}
+}
+
+func diskCmd() command {
+	return command{name: "disk", synopsis: "write a GPT machine disk: bay0-state, spine-a, spine-b, persist, and the first boot record",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			a := fs.String("a", "", "image for slot A (required)")
+			b := fs.String("b", "", "image for slot B (empty slot if not given)")
+			out := fs.String("out", "", "disk image to write")
+			slot := fs.String("size-slot", "", "size of each slot, e.g. 64MiB (default: twice the larger image, at least 16MiB)")
+			persist := fs.String("persist-size", "64MiB", "size of the persist partition")
+			return func(_ context.Context, env *Env, args []string) error {
+				if *a == "" || *out == "" || len(args) != 0 {
+					return errUsage
+				}
+				var slotSize int64
+				if *slot != "" {
+					s, err := policy.ParseSize(*slot)
+					if err != nil {
+						return err
+					}
+					slotSize = int64(s)
+				}
+				ps, err := policy.ParseSize(*persist)
+				if err != nil {
+					return err
+				}
+				if err := provision.Create(provision.Options{Out: *out, A: *a, B: *b, SlotSize: slotSize, PersistSize: int64(ps), Seed: *out}); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "wrote %s\n", *out)
+				return nil
+			}
+		}}
+}
+
+// doorParams are kernel parameters that open a door on other systems (another init, a rescue
+// shell, a single-user mode). bay0 ignores them; spine vm refuses to pass them at all.
+var doorParams = []string{"init=", "rdinit=", "rd.break", "rd.shell", "single", "emergency", "rescue",
+	"systemd.unit=", "s", "1", "-s", "break=", "rd.emergency", "sulogin"}
+
+// CheckCmdline refuses kernel parameters that would open a door.
+func CheckCmdline(cmdline string) error {
+	for _, w := range strings.Fields(cmdline) {
+		lw := strings.ToLower(w)
+		for _, d := range doorParams {
+			if lw == d || strings.HasSuffix(d, "=") && strings.HasPrefix(lw, d) {
+				return fmt.Errorf("kernel parameter %q is refused: it opens a door bay0 keeps shut", w)
+			}
+		}
+	}
+	return nil
+}
+
+// vm exit statuses: how the machine ended.
+const (
+	exitPoweredOff   = 0
+	exitPanicked     = 3
+	exitTooManyBoots = 4
+	exitTimedOut     = 5
+)
+
+func vmCmd() command {
+	return command{name: "vm", synopsis: "boot a machine disk under QEMU; the exit status says how it ended (0 powered off, 3 panicked, 4 rebooted too often, 5 timed out)",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			diskPath := fs.String("disk", "", "machine disk")
+			initrd := fs.String("initrd", "", "initramfs")
+			kern := fs.String("kernel", "", "kernel (default: the prepared pinned kernel)")
+			ctl := fs.String("ctl", "", "expose the bay0.ctl control port as this unix socket")
+			timeout := fs.Duration("timeout", 0, "stop the machine after this long (0: never)")
+			boots := fs.Int("max-boots", 3, "stop the machine when it starts booting more often than this")
+			appendArgs := fs.String("append", "", "extra kernel parameters (door-opening ones are refused)")
+			mem := fs.Int("memory", 512, "guest memory in MiB")
+			var fwd multi
+			fs.Var(&fwd, "forward", "forward host port to guest port, HOST:GUEST; repeatable")
+			return func(ctx context.Context, env *Env, args []string) error {
+				if *diskPath == "" || *initrd == "" || len(args) != 0 {
+					return errUsage
+				}
+				if err := CheckCmdline(*appendArgs); err != nil {
+					return err
+				}
+				k := *kern
+				if k == "" {
+					kk, err := prepareKernel(ctx)
+					if err != nil {
+						return err
+					}
+					k = kk.Vmlinux
+				}
+				cfg := vm.Config{Kernel: k, Initrd: *initrd, Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
+					MaxBoots: *boots, Cmdline: *appendArgs, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
+				for _, f := range fwd {
+					var h, g int
+					if _, err := fmt.Sscanf(f, "%d:%d", &h, &g); err != nil {
+						return fmt.Errorf("forward %q is not HOST:GUEST", f)
+					}
+					cfg.Forwards = append(cfg.Forwards, vm.Forward{HostPort: h, GuestPort: g})
+				}
+				m, err := vm.Start(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				res, err := m.Wait()
+				if err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				fmt.Fprintf(env.Stderr, "spine vm: machine %s after %d boot(s) in %s\n", res.Outcome, res.Boots, res.Duration.Round(time.Millisecond))
+				switch res.Outcome {
+				case vm.PoweredOff:
+					return nil
+				case vm.Panicked:
+					return &ExitError{Code: exitPanicked, Err: errors.New("the machine panicked")}
+				case vm.TooManyBoots:
+					return &ExitError{Code: exitTooManyBoots, Err: errors.New("the machine rebooted too often")}
+				case vm.TimedOut:
+					return &ExitError{Code: exitTimedOut, Err: errors.New("the machine timed out")}
+				}
+				return &ExitError{Code: 1, Err: fmt.Errorf("the machine ended: %s", res.Outcome)}
+			}
+		}}
+}
+
+// writeAtomic writes a file beside its final name and renames it into place.
+func writeAtomic(path string, write func(*os.File) error) error {
+	f, err := os.CreateTemp(dirOf(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func dirOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i+1]
+	}
+	return "."
+}

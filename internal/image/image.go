@@ -240,3 +240,7 @@ func assemble(f *os.File, squashfs string, a Assembly) (manifest.Manifest, error
 	}
 	return m, nil
 }
+
+// Manifest parses the manifest without checking its signature (for inspection and for
+// laying out disks; bay0 always authenticates).
+func (im *Image) Manifest() (manifest.Manifest, error) { return manifest.Parse(im.ManifestBytes) }

@@ -88,7 +88,12 @@ func Prepare(ctx context.Context, cacheDir string) (Kernel, error) {
 	if err != nil {
 		return Kernel{}, fmt.Errorf("kernel: create temporary directory: %w", err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once tmp has been renamed into place
+	// A no-op once tmp has been renamed into place.
+	defer os.RemoveAll(tmp)
+	// MkdirTemp makes it 0700; the cache is readable like any other.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return Kernel{}, fmt.Errorf("kernel: chmod temporary directory: %w", err)
+	}
 
 	if err := build(ctx, tmp); err != nil {
 		return Kernel{}, err

@@ -25,6 +25,10 @@ const Constitution = "0.1"
 // MaxSize bounds a manifest; anything larger is refused before it is parsed.
 const MaxSize = 64 << 10
 
+// ErrNotCanonical means the manifest bytes decode but are not what Marshal writes (another key
+// order or case, a repeated key, whitespace, other escapes).
+var ErrNotCanonical = errors.New("decode manifest: not in canonical form")
+
 // Manifest describes one Spine image.
 type Manifest struct {
 	Format        int      `json:"format"`
@@ -74,7 +78,8 @@ func (m Manifest) Marshal() ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// Parse decodes a manifest strictly and validates it.
+// Parse decodes a manifest strictly and validates it. Only the canonical bytes Marshal writes
+// are accepted.
 func Parse(data []byte) (Manifest, error) {
 	if len(data) > MaxSize {
 		return Manifest{}, fmt.Errorf("manifest is %d bytes, more than %d", len(data), MaxSize)
@@ -90,6 +95,16 @@ func Parse(data []byte) (Manifest, error) {
 	}
 	if err := m.Validate(); err != nil {
 		return Manifest{}, err
+	}
+	// encoding/json matches keys case-insensitively and lets a repeated key win, so the same
+	// signed bytes could mean one thing here and another to a different JSON reader. Only the
+	// canonical encoding has a single meaning; anything else was not written by Marshal.
+	canon, err := m.Marshal()
+	if err != nil {
+		return Manifest{}, err
+	}
+	if !bytes.Equal(canon, data) {
+		return Manifest{}, ErrNotCanonical
 	}
 	return m, nil
 }

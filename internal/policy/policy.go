@@ -81,6 +81,9 @@ const (
 	DefaultRunSize            = Size(1 << 20)
 )
 
+// MinCPUs is the smallest CPU share: cpu.max refuses a quota below 1 ms per 100 ms period.
+const MinCPUs = 0.01
+
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
 // Parse decodes and validates a policy strictly.
@@ -179,8 +182,10 @@ func (q *Persona) validate() error {
 			return fmt.Errorf("env entry %q is not KEY=VALUE", e)
 		}
 	}
-	if q.CPUs <= 0 || q.CPUs > 64 {
-		return errors.New("cpus is mandatory and must be in (0, 64]")
+	// The kernel refuses a cpu.max quota under 1 ms of a 100 ms period, and a NaN fails
+	// every comparison, so the range is written to reject it too.
+	if !(q.CPUs >= MinCPUs && q.CPUs <= 64) {
+		return fmt.Errorf("cpus is mandatory and must be in [%g, 64]", MinCPUs)
 	}
 	if q.Memory < 4<<20 {
 		return errors.New("memory is mandatory and must be at least 4MiB")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -27,10 +28,24 @@ func Make(ctx context.Context, dir, out string, epoch int64) error {
 		"-mkfs-time", e, "-all-time", e,
 		"-comp", "gzip", "-b", "131072",
 		"-quiet", "-no-progress")
+	// mksquashfs refuses SOURCE_DATE_EPOCH together with -mkfs-time/-all-time, and the caller's
+	// environment (spine build under SOURCE_DATE_EPOCH) usually has it: epoch already carries it.
+	cmd.Env = withoutEnv(os.Environ(), "SOURCE_DATE_EPOCH")
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mksquashfs %s: %w: %s", dir, err, bytes.TrimSpace(o))
 	}
 	return nil
+}
+
+// withoutEnv returns env without the variable key.
+func withoutEnv(env []string, key string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != key {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // Entry is one file of a SquashFS listing.

@@ -1,12 +1,14 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +26,8 @@ const partialSettle = 250 * time.Millisecond
 type Machine struct {
 	args   []string
 	cmd    *exec.Cmd
-	stdin  io.WriteCloser // nil when Config.Stdin feeds the console
+	stdin  io.WriteCloser // QEMU's stdin, closed when QEMU exits
+	send   bool           // Send may write to stdin (Config.Stdin is nil)
 	stderr tailWriter
 	start  time.Time
 
@@ -67,11 +70,8 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 		}
 	}
 	if cfg.CtlSocket != "" {
-		dir := cfg.CtlSocket[:strings.LastIndexByte(cfg.CtlSocket, '/')+1]
-		if dir != "" {
-			if _, err := os.Stat(dir); err != nil {
-				return nil, fmt.Errorf("control socket directory: %w", err)
-			}
+		if _, err := os.Stat(filepath.Dir(cfg.CtlSocket)); err != nil {
+			return nil, fmt.Errorf("control socket directory: %w", err)
 		}
 	}
 	accel := cfg.Accel
@@ -89,16 +89,16 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	m.cmd = exec.Command(qemu, m.args[1:]...)
 	m.cmd.Stderr = &m.stderr
 	m.cmd.SysProcAttr = sysProcAttr()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
 	stdout, err := m.cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("console pipe: %w", err)
 	}
-	stdin, err := m.cmd.StdinPipe()
+	m.stdin, err = m.cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("console input pipe: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 	m.start = time.Now()
 	if err := m.cmd.Start(); err != nil {
@@ -106,13 +106,13 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	}
 	if cfg.Stdin != nil {
 		// This goroutine may outlive the machine while cfg.Stdin blocks in Read; it ends
-		// at the reader's next return.
+		// at the reader's next return, when writing to the closed pipe fails.
 		go func() {
-			io.Copy(stdin, cfg.Stdin)
-			stdin.Close()
+			io.Copy(m.stdin, cfg.Stdin)
+			m.stdin.Close()
 		}()
 	} else {
-		m.stdin = stdin
+		m.send = true
 	}
 
 	consoleDone := make(chan struct{})
@@ -135,20 +135,25 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	return m, nil
 }
 
-// reap waits for the console to close and QEMU to exit, then fixes the Result.
+// reap waits for QEMU to exit and the console to close, then fixes the Result.
 func (m *Machine) reap(consoleDone <-chan struct{}) {
-	// exec requires every read from StdoutPipe to finish before Wait; QEMU is the only
-	// writer, so the pipe closes when it dies.
+	pid := m.cmd.Process.Pid
+	exitErr := waitExit(pid)
+	end := time.Now()
+	m.mu.Lock()
+	// QEMU is a zombie, so its group id is still reserved: sweep anything it left in the
+	// group (it should have left nothing), then never signal the group again.
+	killGroup(pid)
+	m.reaped = true
+	m.mu.Unlock()
+	// exec requires every read from StdoutPipe to finish before Wait; with the whole
+	// group dead the pipe has no writer left.
 	<-consoleDone
 	werr := m.cmd.Wait()
-	end := time.Now()
-	if m.stdin != nil {
-		m.stdin.Close()
-	}
+	m.stdin.Close()
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.reaped = true
 	code, signaled := -1, false
 	if ps := m.cmd.ProcessState; ps != nil {
 		code = ps.ExitCode()
@@ -160,13 +165,16 @@ func (m *Machine) reap(consoleDone <-chan struct{}) {
 		ExitCode: code,
 		Duration: end.Sub(m.start),
 	}
-	if m.result.Outcome == Failed {
-		var ee *exec.ExitError
-		if werr != nil && !errors.As(werr, &ee) {
-			m.err = fmt.Errorf("wait for qemu: %w", werr)
-		} else {
-			m.err = &ExitError{Result: m.result, Stderr: string(m.stderr.buf)}
-		}
+	var ee *exec.ExitError
+	switch {
+	case exitErr != nil:
+		m.result.Outcome = Failed
+		m.err = fmt.Errorf("wait for qemu: %w", exitErr)
+	case werr != nil && !errors.As(werr, &ee):
+		m.result.Outcome = Failed
+		m.err = fmt.Errorf("wait for qemu: %w", werr)
+	case m.result.Outcome == Failed:
+		m.err = &ExitError{Result: m.result, Stderr: string(m.stderr.buf)}
 	}
 	m.exited = true
 	m.broadcast()
@@ -200,7 +208,7 @@ func (m *Machine) addOutput(p []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for len(p) > 0 {
-		i := indexByte(p, '\n')
+		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			m.partial = append(m.partial, p...)
 			break
@@ -213,21 +221,13 @@ func (m *Machine) addOutput(p []byte) {
 	m.broadcast()
 }
 
-func indexByte(p []byte, c byte) int {
-	for i, b := range p {
-		if b == c {
-			return i
-		}
-	}
-	return -1
-}
-
 // addLine completes the partial line. Precondition: m.mu held.
 func (m *Machine) addLine() {
 	line := strings.TrimRight(string(m.partial), "\r")
 	m.partial = m.partial[:0]
 	m.lines = append(m.lines, line)
-	if isBanner(line) {
+	// Output still in the pipe after a kill is kept but no longer counted.
+	if isBanner(line) && m.killedBy == 0 {
 		m.boots++
 		if m.boots > m.maxBoots {
 			m.killLocked(TooManyBoots)
@@ -280,22 +280,28 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 			settle.Stop()
 		}
 	}()
+	// next is this call's scan position; m.cursor moves only on a match, so a failed wait
+	// leaves every unmatched line for the next one.
+	next := -1
 	for {
 		m.mu.Lock()
-		for ; m.cursor < len(m.lines); m.cursor++ {
-			if i := matchAny(m.lines[m.cursor], substrs); i >= 0 {
-				line := m.lines[m.cursor]
-				m.cursor++
+		if next < m.cursor {
+			next = m.cursor
+		}
+		for ; next < len(m.lines); next++ {
+			if i := matchAny(m.lines[next], substrs); i >= 0 {
+				m.cursor = next + 1
 				m.mu.Unlock()
-				return i, line, nil
+				return i, m.lines[next], nil
 			}
 		}
+		expired := !time.Now().Before(deadline)
 		var settled <-chan time.Time
-		if m.cursor == len(m.lines) && len(m.partial) > 0 {
+		if next == len(m.lines) && len(m.partial) > 0 {
 			line := strings.TrimRight(string(m.partial), "\r")
 			if i := matchAny(line, substrs); i >= 0 {
 				wait := partialSettle - time.Since(m.lastByte)
-				if wait <= 0 || m.exited {
+				if wait <= 0 || m.exited || expired {
 					m.cursor = len(m.lines) + 1 // the partial line, once complete, is consumed
 					m.mu.Unlock()
 					return i, line, nil
@@ -307,7 +313,7 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 				settled = settle.C
 			}
 		}
-		if m.exited || !time.Now().Before(deadline) {
+		if m.exited || expired {
 			cause := ErrWaitTimeout
 			if m.exited {
 				cause = ErrExited
@@ -350,7 +356,7 @@ func (m *Machine) tailLocked(n int) []string {
 // Send writes s to the guest console. It returns ErrStdinConfigured if Config.Stdin feeds
 // the console instead.
 func (m *Machine) Send(s string) error {
-	if m.stdin == nil {
+	if !m.send {
 		return ErrStdinConfigured
 	}
 	if _, err := io.WriteString(m.stdin, s); err != nil {

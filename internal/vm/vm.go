@@ -120,7 +120,8 @@ type Config struct {
 	// Forwards, if any, add a user-mode network card (restrict=on: the guest reaches
 	// nothing but these forwards).
 	Forwards []Forward
-	// Console receives every console byte as it arrives, unmodified. May be nil.
+	// Console receives every console byte as it arrives, unmodified. May be nil. Its
+	// write errors are ignored: a broken log must not change the run.
 	Console io.Writer
 	// Stdin, if set, is copied to the guest console and Send is refused. It always goes
 	// through a pipe, never handed to QEMU as a file, so QEMU never touches a terminal; a
@@ -143,7 +144,8 @@ type Config struct {
 // Result is the verdict on a finished run.
 type Result struct {
 	Outcome Outcome
-	// Boots counts the kernel banners seen, including the one past MaxBoots.
+	// Boots counts the kernel banners seen before the machine was killed, including the
+	// one past MaxBoots: MaxBoots+1 for Outcome TooManyBoots.
 	Boots int
 	// ExitCode is QEMU's exit status, or -1 if a signal ended it.
 	ExitCode int
@@ -256,7 +258,7 @@ func validate(cfg Config) error {
 func buildArgs(qemu string, cfg Config, accel string) []string {
 	cpu := "qemu64,+rdrand" // without RDRAND getrandom() blocks ~4 s early in boot under TCG
 	if accel == AccelKVM {
-		cpu = "host"
+		cpu = "host" // qemu64 under KVM warns about every feature the host lacks
 	}
 	cmdline := BaseCmdline
 	if cfg.Cmdline != "" {

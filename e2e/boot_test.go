@@ -1,0 +1,254 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"alpinespine.org/spine/internal/bootctl"
+	"alpinespine.org/spine/internal/image"
+	"alpinespine.org/spine/internal/provision"
+	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/vm/vmtest"
+)
+
+// Article V §1 (A -> B -> poweroff) and Article I §2.4 (verified cryptographically at boot).
+
+const bootTimeout = 90 * time.Second
+
+// makeDisk lays out a machine disk with images in A and B ("" = empty) and lets the test edit
+// the first boot-control record.
+func makeDisk(t *testing.T, a, b string, edit func(*bootctl.Record)) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "disk.img")
+	if err := provision.Create(provision.Options{Out: out, A: a, B: b, PersistSize: 8 << 20, Seed: t.Name()}); err != nil {
+		t.Fatalf("create disk: %v", err)
+	}
+	if edit != nil {
+		rec, err := provision.Record(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(&rec)
+		f, err := os.OpenFile(out, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		state, err := provision.Partition(f, provision.StatePartition)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := provision.WriteRecord(f, state, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// machine returns the VM configuration that boots a disk with the shared kernel and initramfs.
+func machine(disk string) vm.Config {
+	return vm.Config{Kernel: fx.kernel.Vmlinux, Initrd: fx.initrd, Disk: disk, Timeout: bootTimeout}
+}
+
+// damaged copies an image and flips one byte at off (negative: from the end).
+func damaged(t *testing.T, img string, off int64) string {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off < 0 {
+		off += int64(len(b))
+	}
+	b[off] ^= 0x5a
+	out := filepath.Join(t.TempDir(), "damaged.spine")
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func footer(t *testing.T, img string) image.Footer {
+	t.Helper()
+	im, f, err := image.OpenFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return im.Footer
+}
+
+func record(t *testing.T, disk string) bootctl.Record {
+	t.Helper()
+	rec, err := provision.Record(disk)
+	if err != nil {
+		t.Fatalf("read boot-control record after the boot: %v", err)
+	}
+	return rec
+}
+
+func TestBootGoodSlotA(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	v := vmtest.Boot(t, machine(disk))
+	v.WaitFor(t, "bay0: stage1: trying slot a", bootTimeout)
+	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.Kill(t)
+	v.Never(t, "trying slot b")
+	v.Never(t, "failed")
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Good || rec.Slots[1].State != bootctl.Good {
+		t.Fatalf("record after a good boot: %+v", rec)
+	}
+}
+
+// TestBootFallsBackOnDamage damages slot A in every part of the image in turn: the machine must
+// come up on B and A must be marked bad with the reason.
+func TestBootFallsBackOnDamage(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	ft := footer(t, good)
+	untrusted := buildSpine(t, spineOpts{key: fx.otherKey})
+	cases := []struct {
+		name   string
+		img    string
+		edit   func(*bootctl.Record)
+		reason string
+	}{
+		{"data", damaged(t, good, 4096*3+17), nil, "eager verification"},
+		{"hash-tree", damaged(t, good, int64(ft.HashOffset)+4096+33), nil, "eager verification"},
+		{"manifest", damaged(t, good, int64(ft.ManifestOffset)+10), nil, "signature"},
+		{"signature", damaged(t, good, int64(ft.ManifestOffset)+int64(ft.ManifestSize)+5), nil, "signature"},
+		{"footer", damaged(t, good, -30), nil, "footer"},
+		{"untrusted-key", untrusted, nil, "trusted key"},
+		{"rollback", good, func(r *bootctl.Record) { r.MinVersion = 2; r.Slots[1].Version = 2 }, "older than min_version"},
+	}
+	newer := buildSpine(t, spineOpts{version: 2})
+	for _, c := range cases {
+		c := c
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := good
+			if c.name == "rollback" {
+				b = newer
+			}
+			disk := makeDisk(t, c.img, b, c.edit)
+			v := vmtest.Boot(t, machine(disk))
+			line := v.WaitFor(t, "bay0: stage1: slot a failed", bootTimeout)
+			if !strings.Contains(line, c.reason) {
+				t.Errorf("slot a failed for the wrong reason: %q, want it to mention %q", line, c.reason)
+			}
+			v.WaitFor(t, "slot b up", bootTimeout)
+			v.Kill(t)
+			rec := record(t, disk)
+			if rec.Slots[0].State != bootctl.Bad || !strings.Contains(rec.Slots[0].Reason, c.reason) {
+				t.Errorf("slot a after the boot: %+v, want bad with %q", rec.Slots[0], c.reason)
+			}
+			if rec.Slots[1].State != bootctl.Good {
+				t.Errorf("slot b after the boot: %+v, want good", rec.Slots[1])
+			}
+		})
+	}
+}
+
+// TestEagerVerification damages a block of a file that nothing reads: lazy verification would
+// never see it, so only reading the whole device at boot can catch it.
+func TestEagerVerification(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := bytes.Index(b, fx.unusedPattern)
+	if off < 0 || bytes.Index(b[off+1:], fx.unusedPattern) >= 0 {
+		t.Fatalf("the unused file's bytes are not stored verbatim exactly once in the image (index %d)", off)
+	}
+	disk := makeDisk(t, damaged(t, good, int64(off)+7), good, nil)
+	v := vmtest.Boot(t, machine(disk))
+	line := v.WaitFor(t, "bay0: stage1: slot a failed", bootTimeout)
+	if !strings.Contains(line, "eager verification") {
+		t.Errorf("slot a failed for the wrong reason: %q", line)
+	}
+	v.WaitFor(t, "slot b up", bootTimeout)
+	v.Kill(t)
+}
+
+func TestBothSlotsBadPowersOff(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	ft := footer(t, good)
+	disk := makeDisk(t, damaged(t, good, 5000), damaged(t, good, int64(ft.ManifestOffset)+3), nil)
+	v := vmtest.Boot(t, machine(disk))
+	v.ExpectOutcome(t, vm.PoweredOff)
+	for _, want := range []string{"no boot: slot a", "no boot: slot b", "eager verification", "signature", "bay0: halt: poweroff"} {
+		if !v.Saw(want) {
+			t.Errorf("console never said %q", want)
+		}
+	}
+	v.Never(t, "up")
+}
+
+func TestEmptyBAndBadAPowersOff(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, damaged(t, good, 9000), "", nil)
+	v := vmtest.Boot(t, machine(disk))
+	v.ExpectOutcome(t, vm.PoweredOff)
+	for _, want := range []string{"no boot: slot a", "slot b: empty", "bay0: halt: poweroff"} {
+		if !v.Saw(want) {
+			t.Errorf("console never said %q", want)
+		}
+	}
+}
+
+// TestTrialRunsOutOfTries boots a trial slot whose bay0 dies before the governor: each boot
+// uses up one try (written before the try), and then the machine comes up on the other slot.
+func TestTrialRunsOutOfTries(t *testing.T) {
+	t.Parallel()
+	crash := filepath.Join(t.TempDir(), "crashbay0")
+	if err := goBuild(crash, "./e2e/testdata/crashbay0"); err != nil {
+		t.Fatal(err)
+	}
+	bad := buildSpine(t, spineOpts{name: "crashy", version: 2, bay0: crash})
+	good := buildSpine(t, spineOpts{})
+	const tries = 2
+	disk := makeDisk(t, bad, good, func(r *bootctl.Record) {
+		r.Slots[0].State, r.Slots[0].TriesLeft = bootctl.Trial, tries
+	})
+	cfg := machine(disk)
+	cfg.PanicReboots = true
+	cfg.MaxBoots = tries + 2
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: spine tiny v1 slot b up", 3*bootTimeout)
+	v.Kill(t)
+	if n := v.Count("bay0: stage1: trying slot a"); n != tries {
+		t.Errorf("slot a was tried %d times, want exactly %d", n, tries)
+	}
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Bad || rec.Slots[0].TriesLeft != 0 {
+		t.Errorf("slot a after running out of tries: %+v", rec.Slots[0])
+	}
+}
+
+// TestDoorParametersIgnored passes every kernel parameter that opens a door on other systems;
+// bay0 obeys none of them and the machine boots as usual, with no shell anywhere.
+func TestDoorParametersIgnored(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	cfg := machine(disk)
+	cfg.Cmdline = "init=/bin/sh single emergency rd.break rescue systemd.unit=emergency.target 1 S"
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.Kill(t)
+	v.Never(t, "/bin/sh")
+	v.Never(t, "emergency mode")
+}

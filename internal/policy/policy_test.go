@@ -1,0 +1,285 @@
+package policy
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+[[persona]]
+name = "web"
+exec = ["/bin/web"]
+cpus = 0.5
+memory = "64MiB"
+pids = 32
+`
+
+func parse(t *testing.T, s string) Policy {
+	t.Helper()
+	p, err := Parse(strings.NewReader(s))
+	if err != nil {
+		t.Fatalf("Parse: %v\n%s", err, s)
+	}
+	return p
+}
+
+func TestParseDefaults(t *testing.T) {
+	p := parse(t, minimal)
+	g := p.Governor
+	if g.PassphraseAttempts != DefaultPassphraseAttempts || time.Duration(g.WatchdogTimeout) != DefaultWatchdogTimeout || time.Duration(g.HealthWindow) != DefaultHealthWindow {
+		t.Errorf("governor defaults not filled in: %+v", g)
+	}
+	if len(p.Personas) != 1 {
+		t.Fatalf("got %d personas, want 1", len(p.Personas))
+	}
+	q := p.Personas[0]
+	want := Persona{Name: "web", Exec: []string{"/bin/web"}, CPUs: 0.5, Memory: 64 << 20, Pids: 32,
+		TmpSize: DefaultTmpSize, RunSize: DefaultRunSize, Network: "none", Restart: "always"}
+	if !reflect.DeepEqual(q, want) {
+		t.Errorf("persona = %+v\nwant      %+v", q, want)
+	}
+	if q.Tree() != "personas/web" {
+		t.Errorf("Tree() = %q", q.Tree())
+	}
+}
+
+func TestParseOrder(t *testing.T) {
+	p := parse(t, `
+[[persona]]
+name = "zeta"
+exec = ["/z"]
+cpus = 1
+memory = "4MiB"
+pids = 1
+[[persona]]
+name = "beta"
+exec = ["/b"]
+cpus = 1
+memory = "4MiB"
+pids = 1
+order = 2
+[[persona]]
+name = "alpha"
+exec = ["/a"]
+cpus = 1
+memory = "4MiB"
+pids = 1
+`)
+	var got []string
+	for _, q := range p.Personas {
+		got = append(got, q.Name)
+	}
+	if want := []string{"alpha", "zeta", "beta"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("order = %v, want %v (by order, then name)", got, want)
+	}
+}
+
+// TestStrict checks that an unknown key anywhere is an error naming the key and its line.
+func TestStrict(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, key, line string
+	}{
+		{"top level", "typo = 1\n" + minimal, `"typo"`, "line 1"},
+		{"governor", "[governor]\npassphrase_attempt = 3\n" + minimal, `"governor.passphrase_attempt"`, "line 2"},
+		{"persona", minimal + "memroy = \"1GiB\"\n", `"persona.memroy"`, "line 8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.doc))
+			if err == nil {
+				t.Fatal("Parse accepted an unknown key")
+			}
+			if !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.line) {
+				t.Errorf("error %q does not name key %s at %s", err, tc.key, tc.line)
+			}
+		})
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	repl := func(old, new string) string {
+		if !strings.Contains(minimal, old) {
+			t.Fatalf("minimal policy has no %q", old)
+		}
+		return strings.Replace(minimal, old, new, 1)
+	}
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"no cpus", repl("cpus = 0.5\n", ""), "cpus is mandatory"},
+		{"no memory", repl("memory = \"64MiB\"\n", ""), "memory is mandatory"},
+		{"no pids", repl("pids = 32\n", ""), "pids is mandatory"},
+		{"zero cpus", repl("cpus = 0.5", "cpus = 0"), "cpus"},
+		{"tiny cpus", repl("cpus = 0.5", "cpus = 0.001"), "cpus"},
+		{"nan cpus", repl("cpus = 0.5", "cpus = nan"), "cpus"},
+		{"inf cpus", repl("cpus = 0.5", "cpus = inf"), "cpus"},
+		{"too many cpus", repl("cpus = 0.5", "cpus = 65"), "cpus"},
+		{"small memory", repl(`"64MiB"`, `"1MiB"`), "memory"},
+		{"too many pids", repl("pids = 32", "pids = 5000"), "pids"},
+		{"bad size", repl(`"64MiB"`, `"64 parsecs"`), "size"},
+		{"bad name", repl(`"web"`, `"Web"`), "name"},
+		{"relative exec", repl(`"/bin/web"`, `"bin/web"`), "exec"},
+		{"no exec", repl(`exec = ["/bin/web"]`, ""), "exec"},
+		{"bad env", minimal + "env = [\"NOEQUALS\"]\n", "env"},
+		{"data_exec without data", minimal + "data_exec = true\n", "data_exec"},
+		{"network", minimal + "network = \"bridge\"\n", "network"},
+		{"restart", minimal + "restart = \"sometimes\"\n", "restart"},
+		{"twice", minimal + minimal, "twice"},
+		{"passphrase attempts", "[governor]\npassphrase_attempts = 11\n" + minimal, "passphrase_attempts"},
+		{"watchdog", "[governor]\nwatchdog_timeout = \"100ms\"\n" + minimal, "watchdog_timeout"},
+		{"health window", "[governor]\nhealth_window = \"2h\"\n" + minimal, "health_window"},
+		{"bad duration", "[governor]\nhealth_window = \"soon\"\n" + minimal, "soon"},
+		{"wrong type", repl("pids = 32", `pids = "32"`), "line"},
+		{"too large", minimal + "#" + strings.Repeat("x", MaxSize) + "\n", "larger"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.doc))
+			if err == nil {
+				t.Fatalf("Parse accepted:\n%s", tc.doc)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCPUMax(t *testing.T) {
+	for _, tc := range []struct {
+		cpus float64
+		want string
+	}{
+		{0.01, "1000 100000"},
+		{0.1, "10000 100000"},
+		{0.5, "50000 100000"},
+		{1, "100000 100000"},
+		{1.5, "150000 100000"},
+		{0.333333, "33333 100000"},
+		{0.123456, "12346 100000"},
+		{64, "6400000 100000"},
+	} {
+		if got := (Persona{CPUs: tc.cpus}).CPUMax(); got != tc.want {
+			t.Errorf("CPUMax(%v) = %q, want %q", tc.cpus, got, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"4096", 4096, true},
+		{"512K", 512 << 10, true},
+		{"512k", 512 << 10, true},
+		{"512KiB", 512 << 10, true},
+		{"64M", 64 << 20, true},
+		{"64m", 64 << 20, true},
+		{"64MiB", 64 << 20, true},
+		{"1G", 1 << 30, true},
+		{"1g", 1 << 30, true},
+		{"2GiB", 2 << 30, true},
+		{" 8MiB ", 8 << 20, true},
+		{"8 MiB", 8 << 20, true},
+		{"1048576G", 1 << 50, true},
+		{"1048577G", 0, false},
+		{"", 0, false},
+		{"MiB", 0, false},
+		{"-1", 0, false},
+		{"-1MiB", 0, false},
+		{"1.5GiB", 0, false},
+		{"1TiB", 0, false},
+		{"1B", 0, false},
+		{"1MB", 0, false},
+		{"1GiBG", 0, false},
+		{"0x10", 0, false},
+		{"99999999999999999999", 0, false},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestSizeMarshalText(t *testing.T) {
+	for _, tc := range []struct {
+		in   Size
+		want string
+	}{
+		{0, "0"},
+		{1000, "1000"},
+		{1024, "1KiB"},
+		{1536, "1536"},
+		{3 << 20, "3MiB"},
+		{1 << 30, "1GiB"},
+		{(1 << 30) + (1 << 20), "1025MiB"},
+	} {
+		b, err := tc.in.MarshalText()
+		if err != nil || string(b) != tc.want {
+			t.Errorf("Size(%d).MarshalText() = %q, %v; want %q", tc.in, b, err, tc.want)
+			continue
+		}
+		back, err := ParseSize(string(b))
+		if err != nil || back != tc.in {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", b, back, err, tc.in)
+		}
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	p := parse(t, `
+[governor]
+passphrase_attempts = 5
+watchdog_timeout = "30s"
+health_window = "1m30s"
+
+[[persona]]
+name = "web"
+exec = ["/bin/web", ":8080"]
+env = ["A=1", "B=two words"]
+workdir = "/srv"
+cpus = 0.25
+memory = "96MiB"
+pids = 64
+tmp_size = "8MiB"
+run_size = "512KiB"
+data = true
+data_exec = true
+network = "uplink"
+restart = "never"
+order = 3
+syscalls = ["ptrace"]
+
+[[persona]]
+name = "heartbeat"
+exec = ["/bin/heartbeat"]
+cpus = 0.1
+memory = "16MiB"
+pids = 8
+`)
+	b, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Parse(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatalf("Parse(Marshal()): %v\n%s", err, b)
+	}
+	if !reflect.DeepEqual(p, q) {
+		t.Errorf("round trip changed the policy:\n%+v\n%+v\n%s", p, q, b)
+	}
+	b2, err := q.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != string(b2) {
+		t.Errorf("Marshal is not stable:\n%s\n---\n%s", b, b2)
+	}
+	if time.Duration(q.Governor.HealthWindow) != 90*time.Second {
+		t.Errorf("health_window = %v", time.Duration(q.Governor.HealthWindow))
+	}
+}
