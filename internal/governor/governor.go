@@ -1,6 +1,6 @@
-// Package governor is bay0 as PID 1 of a running Spine: it finishes mounting the system, and
-// from then on is the only authority on the machine. It reads the boot that stage 1 chose and
-// keeps the machine running or ends it through the halt package.
+// Package governor is bay0 as PID 1 of a running Spine: it finishes mounting the system, unlocks
+// /persist, launches the personas, and from then on is the only authority on the machine. It
+// ends only through the halt package.
 package governor
 
 import (
@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"alpinespine.org/spine/internal/bootctl"
+	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/stage1"
 )
 
@@ -26,13 +27,23 @@ func Boot(root string) (stage1.Handoff, error) {
 	return h, nil
 }
 
+// LoadPolicy reads the policy baked into the running Spine.
+func LoadPolicy(root string) (policy.Policy, error) {
+	f, err := os.Open(root + "/" + policy.Path)
+	if err != nil {
+		return policy.Policy{}, fmt.Errorf("open policy: %w", err)
+	}
+	defer f.Close()
+	return policy.Parse(f)
+}
+
 // UpLine is the console line that says the Spine is up; tests and operators wait for it.
 func UpLine(h stage1.Handoff) string {
 	return fmt.Sprintf("bay0: spine %s v%d slot %s up", h.Manifest.Name, h.Manifest.Version, bootctl.SlotName(h.Slot))
 }
 
 // Run is the governor's main loop. It returns only with the error that ends the machine.
-func Run(log io.Writer) error {
+func Run(console io.ReadWriter) error {
 	if err := mountSystem(); err != nil {
 		return err
 	}
@@ -40,6 +51,16 @@ func Run(log io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(log, UpLine(h))
+	pol, err := LoadPolicy("")
+	if err != nil {
+		return err
+	}
+	if err := unlockPersist(console, pol); err != nil {
+		return err
+	}
+	if err := startPersonas(console, pol); err != nil {
+		return err
+	}
+	fmt.Fprintln(console, UpLine(h))
 	return reapForever()
 }

@@ -192,19 +192,19 @@ func TestDetectAccel(t *testing.T) {
 	tests := []struct {
 		name string
 		dev  string
-		body string
+		qemu string
 		want string
 	}{
-		{"probe-passes", kvm, "exit 85", AccelKVM},
-		{"probe-fails", kvm, "exit 1", AccelTCG},
-		{"probe-hangs", kvm, "exec sleep 30", AccelTCG},
-		{"no-device", filepath.Join(t.TempDir(), "absent"), "exit 85", AccelTCG},
+		{"probe-passes", kvm, "probe-pass", AccelKVM},
+		{"probe-fails", kvm, "probe-fail", AccelTCG},
+		{"probe-hangs", kvm, "probe-hang", AccelTCG},
+		{"no-device", filepath.Join(t.TempDir(), "absent"), "probe-pass", AccelTCG},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			begin := time.Now()
-			if got := detectAccel(ctx, fakeQEMU(t, tt.body), tt.dev, 300*time.Millisecond); got != tt.want {
+			if got := detectAccel(ctx, fakeQEMU(t, tt.qemu), tt.dev, 300*time.Millisecond); got != tt.want {
 				t.Errorf("detectAccel = %q, want %q", got, tt.want)
 			}
 			if d := time.Since(begin); d > 3*time.Second {

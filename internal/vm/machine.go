@@ -290,9 +290,10 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 		}
 		for ; next < len(m.lines); next++ {
 			if i := matchAny(m.lines[next], substrs); i >= 0 {
+				line := m.lines[next]
 				m.cursor = next + 1
 				m.mu.Unlock()
-				return i, m.lines[next], nil
+				return i, line, nil
 			}
 		}
 		expired := !time.Now().Before(deadline)

@@ -17,24 +17,52 @@ import (
 // banner is what a fake QEMU prints to pose as a booting kernel.
 const banner = "[    0.000000] Linux version 6.1.0-fake (fake@example) #1 SMP"
 
-// fakeQEMU writes a /bin/sh script standing in for QEMU and returns its path.
-func fakeQEMU(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "fake-qemu")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
+// fakeDir holds the fake QEMU scripts. TestMain writes them before any test starts a
+// process: writing an executable while another goroutine forks can leave the new file open
+// for writing in the child, and exec then fails with ETXTBSY (Go issue 22315).
+var fakeDir string
+
+// fakeScripts are the fake QEMUs. "fake-qemu" sources its -kernel file, so each test puts
+// the fake guest's behaviour (a shell script body seeing QEMU's "$@") in the kernel file.
+var fakeScripts = map[string]string{
+	"fake-qemu":  "kernel=; prev=\nfor a in \"$@\"; do [ \"$prev\" = -kernel ] && kernel=$a; prev=$a; done\n. \"$kernel\"",
+	"probe-pass": "exit 85",
+	"probe-fail": "exit 1",
+	"probe-hang": "exec sleep 30",
 }
 
-// fakeConfig returns a Config that runs body as QEMU with a dummy kernel file.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vm-test-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	for name, body := range fakeScripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			panic(err)
+		}
+	}
+	fakeDir = dir
+	m.Run()
+}
+
+// fakeQEMU returns the path of one of fakeScripts.
+func fakeQEMU(t *testing.T, name string) string {
+	t.Helper()
+	if _, ok := fakeScripts[name]; !ok {
+		t.Fatalf("no fake QEMU %q", name)
+	}
+	return filepath.Join(fakeDir, name)
+}
+
+// fakeConfig returns a Config whose QEMU runs body as the guest.
 func fakeConfig(t *testing.T, body string) Config {
 	t.Helper()
 	k := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(k, []byte("not a kernel"), 0o644); err != nil {
+	if err := os.WriteFile(k, []byte(body+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return Config{QEMU: fakeQEMU(t, body), Kernel: k, Accel: AccelTCG, Timeout: 20 * time.Second}
+	return Config{QEMU: fakeQEMU(t, "fake-qemu"), Kernel: k, Accel: AccelTCG, Timeout: 20 * time.Second}
 }
 
 func start(t *testing.T, cfg Config) *Machine {
