@@ -21,6 +21,7 @@ import (
 	"alpinespine.org/spine/internal/initramfs"
 	"alpinespine.org/spine/internal/kernel"
 	"alpinespine.org/spine/internal/keys"
+	"alpinespine.org/spine/internal/vm"
 )
 
 // fixture is built once per run and shared, read-only, by every scenario.
@@ -31,6 +32,7 @@ type fixture struct {
 	key      ed25519.PrivateKey
 	otherKey ed25519.PrivateKey // not trusted by the initramfs
 	initrd   string
+	accel    string // QEMU accelerator, probed once
 	// unusedPattern is a run of bytes found only inside a file of the "tiny" Spine that nothing
 	// ever reads, so damage there is invisible to lazy verification.
 	unusedPattern []byte
@@ -72,6 +74,7 @@ func setup() error {
 	if fx.kernel, err = kernel.Prepare(ctx, cache); err != nil {
 		return fmt.Errorf("prepare kernel: %w", err)
 	}
+	fx.accel = vm.DetectAccel(ctx, vm.DefaultQEMU)
 	fx.bay0 = filepath.Join(dir, "bay0")
 	if err := goBuild(fx.bay0, "./cmd/bay0"); err != nil {
 		return err

@@ -124,14 +124,13 @@ func Build(w io.Writer, s Spec) error {
 	}
 	slices.Sort(names)
 
-	gz, err := gzip.NewWriterLevel(w, gzip.BestCompression)
-	if err != nil {
-		return fmt.Errorf("initramfs: %w", err)
-	}
-	// The zero gzip.Header has no name and mtime 0: nothing varies between builds.
+	// The zero gzip.Header has no name and mtime 0: nothing varies between
+	// builds. (BestCompression saves 0.1% here and takes 2.5 times longer.)
+	gz := gzip.NewWriter(w)
 	cw := NewWriter(gz)
 	for _, n := range names {
 		e := entries[n]
+		var err error
 		if e.Mode.IsDir() {
 			err = cw.AddDir(n, e.Mode)
 		} else {

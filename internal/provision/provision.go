@@ -11,6 +11,7 @@ import (
 	"alpinespine.org/spine/internal/bootctl"
 	"alpinespine.org/spine/internal/disk"
 	"alpinespine.org/spine/internal/image"
+	"alpinespine.org/spine/internal/manifest"
 )
 
 // Partition names; bay0 finds partitions by these names, never by their order.
@@ -29,6 +30,9 @@ type Options struct {
 	SlotSize    int64  // bytes per slot; 0 picks room for twice the larger image
 	PersistSize int64  // bytes
 	Seed        string // makes GUIDs reproducible
+	// Unchecked lays out images that do not even open (tests of the boot law write damaged
+	// images on purpose); the slot then records the file size and version 0.
+	Unchecked bool
 }
 
 const mib = 1 << 20
@@ -44,17 +48,12 @@ func Create(o Options) error {
 		if p == "" {
 			continue
 		}
-		im, f, err := image.OpenFile(p)
+		init, err := slotInit(p, o.Unchecked)
 		if err != nil {
 			return err
 		}
-		f.Close()
-		m, err := im.Manifest()
-		if err != nil {
-			return fmt.Errorf("image %q: %w", p, err)
-		}
-		inits[i] = &bootctl.SlotInit{Version: m.Version, ImageSize: im.Footer.ImageSize}
-		sizes[i] = int64(im.Footer.ImageSize)
+		inits[i] = &init
+		sizes[i] = int64(init.ImageSize)
 	}
 	slot := o.SlotSize
 	if slot == 0 {
@@ -122,6 +121,27 @@ func Create(o Options) error {
 	}
 	ok = true
 	return nil
+}
+
+// slotInit describes an image for the first record.
+func slotInit(p string, unchecked bool) (bootctl.SlotInit, error) {
+	im, f, err := image.OpenFile(p)
+	if err == nil {
+		f.Close()
+		var m manifest.Manifest
+		if m, err = im.Manifest(); err == nil {
+			return bootctl.SlotInit{Version: m.Version, ImageSize: im.Footer.ImageSize}, nil
+		}
+		err = fmt.Errorf("image %q: %w", p, err)
+	}
+	if !unchecked {
+		return bootctl.SlotInit{}, err
+	}
+	st, serr := os.Stat(p)
+	if serr != nil {
+		return bootctl.SlotInit{}, serr
+	}
+	return bootctl.SlotInit{ImageSize: uint64(st.Size())}, nil
 }
 
 // WriteRecord writes both copies of a fresh record (a new disk has no older copy to keep).

@@ -136,6 +136,9 @@ type Config struct {
 	// Timeout limits the whole run; past it the machine is killed with Outcome TimedOut.
 	// Zero means no limit other than the context's.
 	Timeout time.Duration
+	// PanicReboots leaves out the pvpanic device, so a guest kernel panic reboots the machine
+	// (panic=-1) as it would on hardware instead of ending QEMU with Outcome Panicked.
+	PanicReboots bool
 	// Accel is AccelKVM, AccelTCG or AccelAuto (""), which uses KVM only when /dev/kvm
 	// opens read-write and a probe guest runs quickly (see DetectAccel).
 	Accel string
@@ -175,6 +178,7 @@ type WaitError struct {
 	Tail []string
 }
 
+// Error names the awaited substrings and quotes the console tail.
 func (e *WaitError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "wait for %q (timeout %v): %v", e.Want, e.Timeout, e.Err)
@@ -190,6 +194,7 @@ func (e *WaitError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns ErrWaitTimeout or ErrExited.
 func (e *WaitError) Unwrap() error { return e.Err }
 
 // ExitError reports a run whose Outcome is Failed, with the end of QEMU's stderr.
@@ -198,6 +203,7 @@ type ExitError struct {
 	Stderr string
 }
 
+// Error gives the exit status and the end of QEMU's stderr.
 func (e *ExitError) Error() string {
 	msg := fmt.Sprintf("qemu exited with status %d after %d boots", e.Result.ExitCode, e.Result.Boots)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
@@ -271,8 +277,10 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 		// signal=off: console bytes are never interpreted by QEMU.
 		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
 		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-device", "pvpanic", "-action", "panic=exit-failure",
 		"-kernel", cfg.Kernel,
+	}
+	if !cfg.PanicReboots {
+		a = append(a, "-device", "pvpanic", "-action", "panic=exit-failure")
 	}
 	if cfg.Initrd != "" {
 		a = append(a, "-initrd", cfg.Initrd)

@@ -207,3 +207,17 @@ func (w *logWriter) flush() {
 func (w *logWriter) emit(line []byte) {
 	w.t.Logf("%s%s", ConsolePrefix, strings.TrimRight(string(line), "\r"))
 }
+
+// Saw reports whether any console line so far contains substr.
+func (v *VM) Saw(substr string) bool { return v.Count(substr) > 0 }
+
+// Count is the number of console lines so far that contain substr.
+func (v *VM) Count(substr string) int {
+	n := 0
+	for _, l := range v.Machine().Lines() {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}

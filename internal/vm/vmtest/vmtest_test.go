@@ -78,19 +78,39 @@ func run(body func(r *recorder)) *recorder {
 	return r
 }
 
-// fakeConfig returns a Config whose "QEMU" is a shell script running body.
+// fakeQEMU is a stand-in for QEMU that runs its -kernel file as a shell script. TestMain
+// writes it before any test forks: writing an executable while another goroutine forks can
+// make exec fail with ETXTBSY (Go issue 22315).
+const fakeQEMU = `#!/bin/sh
+kernel=; prev=
+for a in "$@"; do [ "$prev" = -kernel ] && kernel=$a; prev=$a; done
+. "$kernel"
+`
+
+// fakeQEMUPath is where TestMain wrote fakeQEMU.
+var fakeQEMUPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmtest-test-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	fakeQEMUPath = filepath.Join(dir, "fake-qemu")
+	if err := os.WriteFile(fakeQEMUPath, []byte(fakeQEMU), 0o755); err != nil {
+		panic(err)
+	}
+	m.Run()
+}
+
+// fakeConfig returns a Config whose QEMU runs body as the guest.
 func fakeConfig(t *testing.T, body string) vm.Config {
 	t.Helper()
-	dir := t.TempDir()
-	qemu := filepath.Join(dir, "fake-qemu")
-	if err := os.WriteFile(qemu, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(kernel, []byte(body+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	kernel := filepath.Join(dir, "vmlinux")
-	if err := os.WriteFile(kernel, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return vm.Config{QEMU: qemu, Kernel: kernel, Accel: vm.AccelTCG, Timeout: 20 * time.Second}
+	return vm.Config{QEMU: fakeQEMUPath, Kernel: kernel, Accel: vm.AccelTCG, Timeout: 20 * time.Second}
 }
 
 const banner = "[    0.000000] Linux version 6.1.0-fake #1"
