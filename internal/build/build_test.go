@@ -11,6 +11,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/audit"
 	"alpinespine.org/spine/internal/image"
@@ -33,6 +36,15 @@ pids = 8
 [persona.source]
 dir = "app"
 `
+
+var time0 = time.Unix(1, 0)
+
+func mkfifo(t *testing.T, p string) {
+	t.Helper()
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
 
 var testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
 
@@ -70,8 +82,8 @@ func TestLoadConfigStrict(t *testing.T) {
 	}{
 		{"top level", "version = 4\n", "version = 4\nsigning = \"yes\"\n", `line 3: unknown key "signing"`},
 		{"governor", "passphrase_attempts = 2\n", "passphrase_attempts = 2\nwatchdog = \"1s\"\n", `line 6: unknown key "governor.watchdog"`},
-		{"persona", "pids = 8\n", "pids = 8\nmemroy = \"1GiB\"\n", `line 14: unknown key "persona.memroy"`},
-		{"persona source", "dir = \"app\"\n", "dir = \"app\"\noci = \"alpine\"\n", `line 17: unknown key "persona.source.oci"`},
+		{"persona", "pids = 8\n", "pids = 8\nmemroy = \"1GiB\"\n", `line 13: unknown key "persona.memroy"`},
+		{"persona source", "dir = \"app\"\n", "dir = \"app\"\noci = \"alpine\"\n", `line 15: unknown key "persona.source.oci"`},
 		{"no cpus", "cpus = 0.5\n", "", "cpus is mandatory"},
 		{"no memory", "memory = \"16MiB\"\n", "", "memory is mandatory"},
 		{"no pids", "pids = 8\n", "", "pids is mandatory"},
@@ -163,14 +175,18 @@ func TestBuild(t *testing.T) {
 
 func TestBuildReproducible(t *testing.T) {
 	ctx := context.Background()
-	dir, opts := project(t, testConfig)
+	_, opts := project(t, testConfig)
 	if _, err := Build(ctx, opts); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.ReadFile(opts.Out)
-	// The same inputs in another directory, with other host timestamps and umask-free modes.
-	_, opts2 := project(t, testConfig)
-	os.Chtimes(filepath.Join(dir, "app/bin/app"), time0, time0)
+	// The same inputs in another directory, with other host timestamps.
+	dir2, opts2 := project(t, testConfig)
+	for _, p := range []string{"app/bin/app", "app/bin", "bay0"} {
+		if err := os.Chtimes(filepath.Join(dir2, p), time0, time0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := Build(ctx, opts2); err != nil {
 		t.Fatal(err)
 	}
