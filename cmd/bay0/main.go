@@ -22,21 +22,25 @@ func main() {
 	// Kernel command line words reach init as arguments and environment; none of them is
 	// obeyed. Only the argument stage 1 itself passes selects the governor.
 	booting := len(os.Args) < 2 || os.Args[1] != "governor" || os.Args[0] != "/bin/bay0"
+	var hooks []halt.Hook
 	defer func() {
 		if r := recover(); r != nil {
 			action := halt.Reboot
 			if booting {
 				action = halt.PowerOff
 			}
-			halt.Now(console, action, fmt.Sprintf("panic: %v\n%s", r, debug.Stack()))
+			fmt.Fprintf(console, "bay0: panic: %v\n%s", r, debug.Stack())
+			halt.Now(console, action, fmt.Sprintf("panic: %v", r), hooks...)
 		}
 	}()
 	var err error
 	if booting {
 		err = stage1.Run(stage1.Linux{Log: console}, console)
 	} else {
-		err = governor.Run(console)
+		g := governor.New(console)
+		hooks = g.HaltHooks()
+		err = g.Run()
 	}
 	action, reason := halt.Decide(err, booting)
-	halt.Now(console, action, reason)
+	halt.Now(console, action, reason, hooks...)
 }

@@ -1,0 +1,7 @@
+//go:build !faultinject
+
+package governor
+
+const faultInjection = false
+
+const faultMarker = ""
