@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,8 +125,27 @@ func setup() error {
 	return goBuild(filepath.Join(tree, "heartbeat"), "./personas/heartbeat")
 }
 
-func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
+var faultOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// faultBay0 builds bay0 with the test-only fault injection, once per run.
+func faultBay0(t testing.TB) string {
+	faultOnce.Do(func() {
+		faultOnce.path = filepath.Join(fx.dir, "bay0-faultinject")
+		faultOnce.err = goBuild(faultOnce.path, "./cmd/bay0", "-tags", "faultinject")
+	})
+	if faultOnce.err != nil {
+		t.Fatal(faultOnce.err)
+	}
+	return faultOnce.path
+}
+
+func goBuild(out, pkg string, flags ...string) error {
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}, flags...)
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = repoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if o, err := cmd.CombinedOutput(); err != nil {
@@ -140,6 +160,10 @@ type spineOpts struct {
 	version uint64
 	key     ed25519.PrivateKey // default fx.key
 	bay0    string             // default fx.bay0
+	// governor holds extra lines of the [governor] table.
+	governor string
+	// faulty builds the Spine with the fault-injection test build of bay0.
+	faulty bool
 }
 
 // buildSpine builds a small signed Spine with one persona and returns its path.
@@ -156,13 +180,16 @@ func buildSpine(t testing.TB, o spineOpts) string {
 	}
 	if o.bay0 == "" {
 		o.bay0 = fx.bay0
+		if o.faulty {
+			o.bay0 = faultBay0(t)
+		}
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "spine.toml")
 	conf := fmt.Sprintf(`name = %q
 version = %d
 [governor]
-watchdog_timeout = "10s"
+%s
 [[persona]]
 name = "idle"
 exec = ["/bin/heartbeat"]
@@ -171,14 +198,14 @@ memory = "16MiB"
 pids = 8
 [persona.source]
 dir = %q
-`, o.name, o.version, filepath.Join(fx.dir, "tiny-tree"))
+`, o.name, o.version, o.governor, filepath.Join(fx.dir, "tiny-tree"))
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, fmt.Sprintf("%s-v%d.spine", o.name, o.version))
 	start := time.Now()
 	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, Out: out,
-		Epoch: 1767225600, Kernel: fx.kernel.Release}); err != nil {
+		Epoch: 1767225600, Kernel: fx.kernel.Release, AllowFaultInjection: o.faulty}); err != nil {
 		t.Fatalf("build spine: %v", err)
 	}
 	t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))

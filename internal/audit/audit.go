@@ -35,6 +35,9 @@ func (v Violation) String() string { return "/" + v.Path + ": " + v.Rule }
 // contains; an image whose bay0 carries it is refused.
 const FaultMarker = "bay0-fault-injection-enabled"
 
+// RuleFaultInjection is the violation of a bay0 built with test-only fault injection.
+const RuleFaultInjection = "bay0 is a test build with fault injection"
+
 // Reader returns the contents of a file of the tree, by relative path.
 type Reader func(rel string) ([]byte, error)
 
@@ -82,7 +85,7 @@ func Check(files []File, read Reader) []Violation {
 	if data, err := read("bin/bay0"); err != nil {
 		add("bin/bay0", "no readable bay0: "+err.Error())
 	} else if bytes.Contains(data, []byte(FaultMarker)) {
-		add("bin/bay0", "bay0 is a test build with fault injection")
+		add("bin/bay0", RuleFaultInjection)
 	}
 
 	seenTree := map[string]bool{}

@@ -223,7 +223,7 @@ func TestBuildReproducible(t *testing.T) {
 func TestBuildRefusesAudit(t *testing.T) {
 	dir, opts := project(t, testConfig)
 	write(t, filepath.Join(dir, "app/usr/bin/dpkg"), "dpkg", 0o755)
-	write(t, filepath.Join(dir, "app/bin/su"), "su", 0o4755|os.ModeSetuid)
+	write(t, filepath.Join(dir, "app/bin/su"), "su", 0o755|os.ModeSetuid)
 	write(t, filepath.Join(dir, "app/etc/shadow"), "open", 0o666)
 	write(t, filepath.Join(dir, "app/bin/wall"), "wall", 0o755|os.ModeSetgid)
 	_, err := Build(context.Background(), opts)
