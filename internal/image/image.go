@@ -2,6 +2,7 @@ package image
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,7 +36,7 @@ func Open(r io.ReaderAt, size int64) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if false && f.ImageSize != uint64(size) {
+	if f.ImageSize != uint64(size) {
 		return nil, fmt.Errorf("%w: footer says the image is %d bytes but it is %d (truncated, or trailing data)", ErrFooter, f.ImageSize, size)
 	}
 	im := &Image{r: r, Footer: f,
@@ -73,6 +74,9 @@ func (im *Image) Authenticate(trusted []ed25519.PublicKey) (manifest.Manifest, e
 
 // VerifyData checks every data block and every hash block against the signed root hash.
 func (im *Image) VerifyData(m manifest.Manifest, workers int) error {
+	if im.r == nil {
+		return errors.New("verify hash tree: the image was made from its parts and has no data")
+	}
 	data := io.NewSectionReader(im.r, 0, int64(im.Footer.DataSize))
 	hash := io.NewSectionReader(im.r, int64(im.Footer.HashOffset), int64(im.Footer.HashSize))
 	if err := verity.Verify(data, hash, VerityParams(m), m.RootHashBytes(), workers); err != nil {

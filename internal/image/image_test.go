@@ -327,3 +327,26 @@ func TestOpenShortReads(t *testing.T) {
 		t.Error("footer image size is not the file size")
 	}
 }
+
+// TestFromParts: an image made from its footer, manifest and signature authenticates like
+// the whole file, and refuses (without a panic) to verify data it does not have.
+func TestFromParts(t *testing.T) {
+	p, m := makeImage(t, 0)
+	good := readFile(t, p)
+	ft := footerOf(t, good)
+	mb := good[ft.ManifestOffset : ft.ManifestOffset+uint64(ft.ManifestSize)]
+	sig := good[ft.ManifestOffset+uint64(ft.ManifestSize) : ft.ImageSize-FooterSize]
+	im := FromParts(ft, mb, sig)
+	got, err := im.Authenticate(testPub())
+	if err != nil || got.RootHash != m.RootHash {
+		t.Fatalf("Authenticate = %+v, %v", got, err)
+	}
+	if err := im.VerifyData(got, 1); err == nil {
+		t.Error("VerifyData without data succeeded")
+	}
+	bad := bytes.Clone(sig)
+	bad[0] ^= 1
+	if _, err := FromParts(ft, mb, bad).Authenticate(testPub()); !errors.Is(err, keys.ErrUntrusted) {
+		t.Errorf("damaged signature: %v", err)
+	}
+}

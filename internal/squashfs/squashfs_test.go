@@ -32,7 +32,7 @@ func tree(t *testing.T, mtime bool) string {
 		mode       os.FileMode
 	}{
 		{"bin/bay0", "bay0 binary", 0o755},
-		{"bin/su", "setuid", 0o4755},
+		{"bin/su", "setuid", 0o755 | fs.ModeSetuid},
 		{"etc/spine/policy.toml", "# policy\n", 0o644},
 		{"open", "anyone", 0o666},
 	} {
@@ -43,7 +43,7 @@ func tree(t *testing.T, mtime bool) string {
 		if err := os.WriteFile(p, []byte(f.data), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(p, f.mode&fs.ModePerm|modeBits(f.mode)); err != nil {
+		if err := os.Chmod(p, f.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,13 +60,6 @@ func tree(t *testing.T, mtime bool) string {
 }
 
 var fixed = time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
-
-func modeBits(m os.FileMode) os.FileMode {
-	if m&0o4000 != 0 {
-		return fs.ModeSetuid
-	}
-	return 0
-}
 
 func sum(t *testing.T, p string) [32]byte {
 	t.Helper()
