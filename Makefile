@@ -20,11 +20,13 @@ lint: deps
 	@scripts/lint.sh
 
 unit: deps build
-	$(GO) test -count=1 ./...
+	@mkdir -p .cache
+	$(GO) run ./tools/gotest .cache/unit.json -count=1 ./...
 
 # E2E boots real machines under QEMU; a failing scenario prints its console.
 e2e: deps build
-	$(GO) test -count=1 -tags e2e -timeout 30m -parallel 2 ./e2e/...
+	@mkdir -p .cache
+	$(GO) run ./tools/gotest .cache/e2e.json -count=1 -tags e2e -timeout 30m -parallel 2 ./e2e/...
 
 test: lint unit e2e
 
