@@ -165,7 +165,7 @@ func (rep *Report) BrokenPackages() []string {
 func (rep *Report) Find(name string) []*Result {
 	var out []*Result
 	for k, r := range rep.Results {
-		if k == name || strings.HasSuffix(k, "."+name) {
+		if k == name || strings.HasSuffix(k, "."+name) || strings.HasSuffix(k, "/"+name) {
 			out = append(out, r)
 		}
 	}
