@@ -15,6 +15,7 @@ import (
 
 	"alpinespine.org/spine/internal/bootctl"
 	"alpinespine.org/spine/internal/halt"
+	"alpinespine.org/spine/internal/keys"
 	"alpinespine.org/spine/internal/manifest"
 )
 
@@ -27,6 +28,9 @@ type Handoff struct {
 	Verity   string            `json:"verity"`
 	// Attempts lists what happened to the slots tried before this one in this boot.
 	Attempts []string `json:"attempts,omitempty"`
+	// Keys are the trusted public keys (PEM) of the initramfs, which the governor needs to
+	// authenticate updates once the initramfs is gone.
+	Keys [][]byte `json:"keys"`
 }
 
 // HandoffPath is the handoff file, relative to the new root.
@@ -94,6 +98,13 @@ func Run(sys System, log io.Writer) error {
 			return &halt.PowerError{Action: halt.PowerOff, Reason: "no bootable Spine slot"}
 		case bootctl.Boot:
 			mounted.Attempts = attempts
+			for _, k := range trusted {
+				pem, err := keys.EncodePublic(k)
+				if err != nil {
+					return err
+				}
+				mounted.Keys = append(mounted.Keys, pem)
+			}
 			fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", bootctl.SlotName(act.Slot))
 			if err := sys.SwitchRoot(mounted); err != nil {
 				return fmt.Errorf("switch root to slot %s: %w", bootctl.SlotName(act.Slot), err)

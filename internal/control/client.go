@@ -1,0 +1,200 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// RemoteError is the governor's refusal: a response with ok false.
+type RemoteError struct {
+	Verb    Verb
+	Message string
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+
+// Client speaks to the governor over the host end of the channel (the unix socket QEMU makes
+// of the port). Calls are serialised.
+type Client struct {
+	mu   sync.Mutex
+	conn net.Conn
+	br   *bufio.Reader
+	last uint64 // the last request ID used
+}
+
+// Dial connects to the unix socket at path.
+func Dial(path string) (*Client, error) {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("dial control socket: %w", err)
+	}
+	// The serial line may still hold half a line from an earlier client: a blank line ends
+	// it (and draws at most one error answer, which Call skips), and is otherwise ignored.
+	if _, err := conn.Write([]byte("\n")); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write control socket: %w", err)
+	}
+	return newClient(conn), nil
+}
+
+func newClient(conn net.Conn) *Client {
+	return &Client{conn: conn, br: bufio.NewReaderSize(conn, MaxResponseLine+1), last: firstID()}
+}
+
+// firstID picks where a client's request IDs start. A serial line outlives its clients: an
+// answer meant for an earlier client that hung up may still arrive, and with IDs counted
+// from 1 in every client it would pass for ours. 48 random bits make that unlikely and stay
+// exact in any JSON reader.
+func firstID() uint64 {
+	var b [8]byte
+	rand.Read(b[2:]) // never fails: it crashes the program instead (Go 1.24)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Call sends req and waits for its answer until ctx ends. A zero V is set to Version and a
+// zero ID to a fresh one. Lines that are not an answer to this request (stale answers, an
+// answer to the leftovers of an earlier client, noise) are skipped. When the governor refuses,
+// Call returns the response and a *RemoteError.
+func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if req.V == 0 {
+		req.V = Version
+	}
+	if req.ID == 0 {
+		c.last++
+		req.ID = c.last
+	}
+	line, err := EncodeRequest(req)
+	if err != nil {
+		return Response{}, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		_ = c.conn.SetDeadline(time.Time{})
+	}()
+	resp, err := c.roundTrip(req, line)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Every deadline comes from ctx, whose own timer may fire a moment later.
+		<-ctx.Done()
+	}
+	if err != nil && ctx.Err() != nil {
+		return Response{}, fmt.Errorf("%s: no answer: %w (%w)", req.Verb, ctx.Err(), err)
+	}
+	return resp, err
+}
+
+func (c *Client) roundTrip(req Request, line []byte) (Response, error) {
+	if _, err := c.conn.Write(line); err != nil {
+		return Response{}, fmt.Errorf("%s: write request: %w", req.Verb, err)
+	}
+	return c.readAnswer(req)
+}
+
+// readAnswer reads lines until the answer to req arrives.
+func (c *Client) readAnswer(req Request) (Response, error) {
+	var skipped error
+	tooLong := false
+	for {
+		b, err := c.br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			tooLong = true
+			continue
+		}
+		if err != nil {
+			if skipped != nil {
+				err = fmt.Errorf("%w; skipped a line: %w", err, skipped)
+			}
+			return Response{}, fmt.Errorf("%s: read answer: %w", req.Verb, err)
+		}
+		if tooLong {
+			tooLong = false
+			skipped = fmt.Errorf("%w: an answer is at most %d bytes", ErrTooLong, MaxResponseLine)
+			continue
+		}
+		b = b[:len(b)-1]
+		if isBlank(b) {
+			continue
+		}
+		resp, err := DecodeResponse(b)
+		if err != nil {
+			skipped = err
+			continue
+		}
+		if resp.ID != req.ID {
+			continue
+		}
+		if !resp.OK {
+			return resp, &RemoteError{Verb: req.Verb, Message: resp.Error}
+		}
+		return resp, nil
+	}
+}
+
+// Update sends an update offer and, once the governor answers ready, streams exactly req.Size
+// bytes of body, telling progress the bytes sent so far; it returns the governor's final
+// answer. There is no deadline on the body itself: it is as long as the image.
+func (c *Client) Update(ctx context.Context, req Request, body io.Reader, progress func(int64)) (Response, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req.V, req.Verb = Version, VerbUpdate
+	if req.ID == 0 {
+		c.last++
+		req.ID = c.last
+	}
+	line, err := EncodeRequest(req)
+	if err != nil {
+		return Response{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		_ = c.conn.SetDeadline(time.Time{})
+	}()
+	resp, err := c.roundTrip(req, line)
+	if err != nil {
+		return resp, err
+	}
+	var ready Ready
+	if err := resp.Decode(&ready); err != nil || !ready.Ready || ready.Size != req.Size {
+		return resp, fmt.Errorf("update: the governor did not answer ready for %d bytes: %s", req.Size, resp.Result)
+	}
+	buf := make([]byte, 256<<10)
+	var sent int64
+	for sent < req.Size {
+		n := int64(len(buf))
+		if req.Size-sent < n {
+			n = req.Size - sent
+		}
+		k, rerr := io.ReadFull(body, buf[:n])
+		if k > 0 {
+			if _, err := c.conn.Write(buf[:k]); err != nil {
+				return Response{}, fmt.Errorf("update: send body at byte %d: %w", sent, err)
+			}
+			sent += int64(k)
+			if progress != nil {
+				progress(sent)
+			}
+		}
+		if rerr != nil {
+			return Response{}, fmt.Errorf("update: read image at byte %d: %w", sent, rerr)
+		}
+	}
+	return c.readAnswer(req)
+}
