@@ -10,11 +10,24 @@ import (
 
 	"alpinespine.org/spine/internal/governor"
 	"alpinespine.org/spine/internal/halt"
+	"alpinespine.org/spine/internal/persist"
+	"alpinespine.org/spine/internal/persona"
+	"alpinespine.org/spine/internal/personainit"
 	"alpinespine.org/spine/internal/stage1"
 )
 
 func main() {
 	console := os.Stdout
+	// persona-init is PID 1 of a persona's PID namespace, not of the machine. It is told apart
+	// by its user namespace, which kernel command line arguments cannot fake; and a bay0 in a
+	// persona's user namespace is persona-init or nothing, never stage 1 or the governor.
+	if personainit.Inside() {
+		if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
+			personainit.Main(os.Args[2:]) // does not return
+		}
+		fmt.Fprintln(os.Stderr, "bay0: inside a persona, only persona-init runs")
+		os.Exit(2)
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "bay0: must run as PID 1")
 		os.Exit(2)
@@ -38,7 +51,8 @@ func main() {
 		err = stage1.Run(stage1.Linux{Log: console}, console)
 	} else {
 		g := governor.New(console)
-		hooks = g.HaltHooks()
+		// The reason is recorded first, then /persist is closed.
+		hooks = append(g.HaltHooks(), persist.CloseHook(console))
 		err = g.Run()
 	}
 	action, reason := halt.Decide(err, booting)

@@ -33,3 +33,41 @@ func (v Verity) table() (length uint64, hashStart uint64, params []string, err e
 	}
 	return m.DataBlocks * uint64(m.DataBlockSize), hashStart, params, nil
 }
+
+// Crypt describes a dm-crypt mapping of a LUKS2 data segment.
+type Crypt struct {
+	Name       string // device-mapper name, e.g. "persist"
+	UUID       string // device-mapper UUID; cryptsetup's form is CRYPT-LUKS2-<uuid without dashes>-<name>
+	Device     string // the partition holding the container
+	Offset     uint64 // bytes from the start of Device to the encrypted data
+	Length     uint64 // bytes of encrypted data
+	Cipher     string // e.g. "aes-xts-plain64"
+	IVTweak    uint64
+	SectorSize uint64 // encryption sector size in bytes: 512 or 4096
+	// Key is the volume key. MapCrypt hands it to the kernel through the keyring (a "logon"
+	// key, which user space cannot read back), so the table names the key instead of
+	// carrying it as hex text; MapCrypt does not keep or wipe Key: its owner does.
+	Key []byte
+}
+
+// keyDescription names the logon key of a mapping; logon keys need a "subsystem:" prefix.
+func (c Crypt) keyDescription() string { return "bay0:" + c.Name }
+
+// keyID is the table's key argument: ":<key size>:logon:<description>" (see the kernel's
+// Documentation/admin-guide/device-mapper/dm-crypt.rst).
+func (c Crypt) keyID() string { return fmt.Sprintf(":%d:logon:%s", len(c.Key), c.keyDescription()) }
+
+// check refuses a mapping dm-crypt would reject less clearly.
+func (c Crypt) check() error {
+	switch {
+	case c.Name == "" || c.Device == "" || c.Cipher == "":
+		return fmt.Errorf("crypt mapping %q: name, device and cipher are required", c.Name)
+	case len(c.Key) == 0:
+		return fmt.Errorf("crypt mapping %q: no key", c.Name)
+	case c.SectorSize != 512 && c.SectorSize != 4096:
+		return fmt.Errorf("crypt mapping %q: sector size %d is neither 512 nor 4096", c.Name, c.SectorSize)
+	case c.Length == 0 || c.Length%c.SectorSize != 0 || c.Offset%512 != 0:
+		return fmt.Errorf("crypt mapping %q: segment at %d of %d bytes is not sector aligned", c.Name, c.Offset, c.Length)
+	}
+	return nil
+}

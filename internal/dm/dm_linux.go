@@ -3,6 +3,7 @@ package dm
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	devmapper "github.com/anatol/devmapper.go"
@@ -58,4 +59,41 @@ func nodeOf(name string) (string, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return "", fmt.Errorf("device node %s for %q did not appear", p, name)
+}
+
+// MapCrypt creates a read-write dm-crypt device and returns its /dev path. The key goes
+// into the calling thread's keyring only for as long as the kernel takes to load the table
+// (dm-crypt copies it into its cipher state), and is invalidated right after, whether the
+// mapping was made or not.
+func MapCrypt(c Crypt) (string, error) {
+	if err := c.check(); err != nil {
+		return "", err
+	}
+	// The thread keyring is private to this OS thread, and the table load that reads the key
+	// must run on the same thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	id, err := unix.AddKey("logon", c.keyDescription(), c.Key, unix.KEY_SPEC_THREAD_KEYRING)
+	if err != nil {
+		return "", fmt.Errorf("add key for crypt device %q to the keyring: %w", c.Name, err)
+	}
+	t := devmapper.CryptTable{
+		Length:        c.Length, // bytes: the library converts to sectors
+		BackendDevice: c.Device,
+		BackendOffset: c.Offset,
+		Encryption:    c.Cipher,
+		KeyID:         c.keyID(),
+		IVTweak:       c.IVTweak,
+		SectorSize:    c.SectorSize,
+	}
+	err = devmapper.CreateAndLoad(c.Name, c.UUID, 0, t)
+	if _, ierr := unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0); ierr != nil && err == nil {
+		err = fmt.Errorf("invalidate key of crypt device %q: %w", c.Name, ierr)
+		devmapper.Remove(c.Name)
+		return "", err
+	}
+	if err != nil {
+		return "", fmt.Errorf("create crypt device %q on %s: %w", c.Name, c.Device, err)
+	}
+	return nodeOf(c.Name)
 }

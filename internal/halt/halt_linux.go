@@ -13,17 +13,18 @@ import (
 // bounded time and their errors are printed, never obeyed.
 type Hook func(action Action, reason string) error
 
-// Now ends the machine: prints the marker line, runs the hooks, kills every other process,
-// syncs with a time limit, then reboots or powers off. It does not return. If the reboot
+// Now ends the machine: prints the marker line, kills every other process (personas hold
+// /persist open through their mount namespaces), runs the hooks, syncs with a time limit, then
+// reboots or powers off. It does not return. If the reboot
 // syscall itself fails, PID 1 exits, the kernel panics and panic=-1 reboots.
 func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	fmt.Fprintf(console, "bay0: halt: %s: %s\n", action, reason)
+	killAll(2 * time.Second)
 	for _, h := range hooks {
 		if err := runBounded(func() error { return h(action, reason) }, 10*time.Second); err != nil {
 			fmt.Fprintf(console, "bay0: halt: hook: %v\n", err)
 		}
 	}
-	_ = unix.Kill(-1, unix.SIGKILL)
 	_ = runBounded(func() error { unix.Sync(); return nil }, 10*time.Second)
 	cmd := unix.LINUX_REBOOT_CMD_RESTART
 	if action == PowerOff {
@@ -32,6 +33,21 @@ func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	err := unix.Reboot(cmd)
 	fmt.Fprintf(console, "bay0: halt: reboot syscall: %v\n", err)
 	os.Exit(1)
+}
+
+// killAll SIGKILLs every process but PID 1 and reaps them, for at most d.
+func killAll(d time.Duration) {
+	_ = unix.Kill(-1, unix.SIGKILL)
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		pid, err := unix.Wait4(-1, nil, unix.WNOHANG, nil)
+		if err == unix.ECHILD {
+			return
+		}
+		if pid <= 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 func runBounded(f func() error, d time.Duration) error {

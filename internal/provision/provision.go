@@ -1,9 +1,11 @@
 // Package provision writes a whole machine disk: the GPT with the bay0-state, spine-a, spine-b
-// and persist partitions, the Spine images in their slots, and the first boot-control record.
-// It works on plain files, without root, loop devices or device-mapper.
+// and persist partitions, the Spine images in their slots, the first boot-control record and
+// the encrypted persist container. It works on plain files, without root, loop devices or
+// device-mapper.
 package provision
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +14,13 @@ import (
 	"alpinespine.org/spine/internal/disk"
 	"alpinespine.org/spine/internal/image"
 	"alpinespine.org/spine/internal/manifest"
+	"alpinespine.org/spine/internal/persist"
 )
 
 // Partition names; bay0 finds partitions by these names, never by their order.
 const (
 	StatePartition   = "bay0-state"
-	PersistPartition = "persist"
+	PersistPartition = persist.Partition
 )
 
 // SlotPartition names the partition of slot 0 (A) or 1 (B).
@@ -28,8 +31,13 @@ type Options struct {
 	Out         string
 	A, B        string // image paths; B may be empty
 	SlotSize    int64  // bytes per slot; 0 picks room for twice the larger image
-	PersistSize int64  // bytes
-	Seed        string // makes GUIDs reproducible
+	PersistSize int64  // bytes; at least persist.MinSize when Passphrase is set
+	// Passphrase, if set, formats the persist partition as LUKS2 over ext4 with KDF (zero:
+	// persist.DefaultKDF). Without it the partition stays zeros, and bay0 refuses to boot
+	// such a machine: only tests of that refusal want it. The caller wipes the slice.
+	Passphrase []byte
+	KDF        persist.KDF
+	Seed       string // makes GUIDs reproducible
 	// Unchecked lays out images that do not even open (tests of the boot law write damaged
 	// images on purpose); the slot then records the file size and version 0.
 	Unchecked bool
@@ -105,6 +113,11 @@ func Create(o Options) error {
 			return fmt.Errorf("write slot %s: %w", bootctl.SlotName(i), err)
 		}
 	}
+	if o.Passphrase != nil {
+		if err := formatPersist(f, parts, o); err != nil {
+			return err
+		}
+	}
 	state, err := disk.Find(parts, StatePartition)
 	if err != nil {
 		return err
@@ -142,6 +155,27 @@ func slotInit(p string, unchecked bool) (bootctl.SlotInit, error) {
 		return bootctl.SlotInit{}, serr
 	}
 	return bootctl.SlotInit{ImageSize: uint64(st.Size())}, nil
+}
+
+// formatPersist formats the persist container beside the disk and copies it in.
+func formatPersist(f *os.File, parts []disk.Partition, o Options) error {
+	part, err := disk.Find(parts, PersistPartition)
+	if err != nil {
+		return err
+	}
+	kdf := o.KDF
+	if kdf == (persist.KDF{}) {
+		kdf = persist.DefaultKDF()
+	}
+	img := o.Out + ".persist.tmp"
+	defer os.Remove(img)
+	if err := persist.Format(context.Background(), img, part.Size, o.Passphrase, kdf); err != nil {
+		return err
+	}
+	if err := copyInto(f, part.Start, img); err != nil {
+		return fmt.Errorf("write persist partition: %w", err)
+	}
+	return nil
 }
 
 // WriteRecord writes both copies of a fresh record (a new disk has no older copy to keep).

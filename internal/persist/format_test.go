@@ -1,0 +1,349 @@
+package persist
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/crypto/xts"
+)
+
+const testPass = "correct horse battery staple"
+
+// testLimits let TestKDF through and keep a fuzzed header cheap.
+var testLimits = Limits{MemoryKiB: 8 << 10, Passes: 8, Iterations: 2000}
+
+// formatted is one container made with TestKDF, shared by the tests that only read it.
+var formatted struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func formattedImage(t *testing.T) string { return formattedImageF(t) }
+
+func formattedImageF(t testing.TB) string {
+	t.Helper()
+	formatted.once.Do(func() {
+		dir, err := os.MkdirTemp("", "persist-test-")
+		if err != nil {
+			formatted.err = err
+			return
+		}
+		formatted.path = filepath.Join(dir, "persist.img")
+		formatted.err = Format(context.Background(), formatted.path, MinSize, []byte(testPass), TestKDF())
+	})
+	if formatted.err != nil {
+		t.Fatalf("Format: %v", formatted.err)
+	}
+	return formatted.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if formatted.path != "" {
+		os.RemoveAll(filepath.Dir(formatted.path))
+	}
+	os.Exit(code)
+}
+
+// cryptsetup runs the reference tool; a missing tool fails the test with the package name.
+func cryptsetup(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	if _, err := exec.LookPath("cryptsetup"); err != nil {
+		t.Fatalf("cryptsetup is missing (install the Debian package cryptsetup-bin): %v", err)
+	}
+	cmd := exec.Command("cryptsetup", args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestFormatLuksDump(t *testing.T) {
+	img := formattedImage(t)
+	st, err := os.Stat(img)
+	if err != nil || st.Size() != MinSize {
+		t.Fatalf("image size: %v, %v", st, err)
+	}
+	dump, err := cryptsetup(t, "", "luksDump", img)
+	if err != nil {
+		t.Fatalf("luksDump: %v\n%s", err, dump)
+	}
+	for _, re := range []string{
+		`(?m)^Version:\s+2$`,
+		`(?m)^Label:\s+persist$`,
+		`(?m)^\s+offset: 8388608 \[bytes\]$`,
+		`(?m)^\s+length: \(whole device\)$`,
+		`(?m)^\s+cipher: aes-xts-plain64$`,
+		`(?m)^\s+sector: 4096 \[bytes\]$`,
+		`(?m)^\s+PBKDF:\s+argon2id$`,
+		`(?m)^\s+Time cost:\s+4$`,
+		`(?m)^\s+Memory:\s+8192$`,
+		`(?m)^\s+Threads:\s+1$`,
+		`(?m)^\s+Key:\s+512 bits$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(dump) {
+			t.Errorf("luksDump does not match %s:\n%s", re, dump)
+		}
+	}
+	if n := strings.Count(dump, ": luks2"); n != 1 {
+		t.Errorf("%d keyslots, want 1", n)
+	}
+}
+
+func TestFormatTestPassphrase(t *testing.T) {
+	img := formattedImage(t)
+	if out, err := cryptsetup(t, testPass, "open", "--test-passphrase", "--disable-locks", "--key-file=-", img); err != nil {
+		t.Errorf("the right passphrase does not open the container: %v\n%s", err, out)
+	}
+	for _, wrong := range []string{testPass + "\n", "correct horse battery stapl", "x"} {
+		out, err := cryptsetup(t, wrong, "open", "--test-passphrase", "--disable-locks", "--key-file=-", img)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("passphrase %q: %v (want exit status 2, no key available)\n%s", wrong, err, out)
+		}
+	}
+}
+
+// TestFormatNoPlaintext checks that nothing of the ext4 filesystem is left in the clear.
+func TestFormatNoPlaintext(t *testing.T) {
+	b, err := os.ReadFile(formattedImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"lost+found", "/persist"} {
+		if bytes.Contains(b, []byte(s)) {
+			t.Errorf("the container holds %q in the clear", s)
+		}
+	}
+	// The ext4 magic sits at byte 56 of the superblock, 1024 bytes into the filesystem.
+	for off := 0; off+4096 <= len(b); off += 4096 {
+		if binary.LittleEndian.Uint16(b[off+1024+56:]) == 0xef53 && binary.LittleEndian.Uint32(b[off+1024+24:]) == 2 {
+			t.Errorf("an ext4 superblock in the clear at %d", off)
+		}
+	}
+}
+
+// TestUnsealDecryptsExt4 unseals the container with luks.go and decrypts the first sector of
+// the data segment as dm-crypt will: it must be the start of the ext4 filesystem.
+func TestUnsealDecryptsExt4(t *testing.T) {
+	c, err := Open(formattedImage(t), testLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Unseal([]byte("wrong")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	v, err := c.Unseal([]byte(testPass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Offset != ReduceSize/2 || v.Length != MinSize-ReduceSize/2 || v.SectorSize != SectorSize || v.Cipher != Cipher || v.IVTweak != 0 || v.UUID == "" {
+		t.Errorf("volume %+v", *v)
+	}
+	f, err := os.Open(v.Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sector := make([]byte, SectorSize)
+	if _, err := f.ReadAt(sector, int64(v.Offset)); err != nil {
+		t.Fatal(err)
+	}
+	ciph, err := xts.NewCipher(aes.NewCipher, v.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ciph.Decrypt(sector, sector, 0) // plain64 IV of the first sector: 0
+	if magic := binary.LittleEndian.Uint16(sector[1024+56:]); magic != 0xef53 {
+		t.Errorf("decrypted first sector has no ext4 magic (%#x): wrong key or layout", magic)
+	}
+	if label := string(bytes.TrimRight(sector[1024+120:1024+136], "\x00")); label != Partition {
+		t.Errorf("ext4 label %q, want %q", label, Partition)
+	}
+	key := v.Key
+	v.Wipe()
+	if !bytes.Equal(key, make([]byte, len(key))) || v.Key != nil {
+		t.Error("Wipe left the volume key")
+	}
+}
+
+// TestVolumeKeyMatchesCryptsetup pins volumeKey (which reads luks.go's unexported field)
+// against cryptsetup's own dump of the volume key.
+func TestVolumeKeyMatchesCryptsetup(t *testing.T) {
+	img := formattedImage(t)
+	out, err := cryptsetup(t, testPass, "luksDump", "--dump-volume-key", "--batch-mode", "--key-file=-", img)
+	if err != nil {
+		t.Fatalf("luksDump --dump-volume-key: %v\n%s", err, out)
+	}
+	_, dump, ok := strings.Cut(out, "MK dump:")
+	if !ok {
+		t.Fatalf("no MK dump in:\n%s", out)
+	}
+	want, err := hex.DecodeString(strings.Join(strings.Fields(dump), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(img, testLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v, err := c.Unseal([]byte(testPass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v.Key, want) {
+		t.Errorf("volume key differs from cryptsetup's")
+	}
+}
+
+func TestOpenRefusesEmptyPartition(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "zeros")
+	if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, testLimits); !errors.Is(err, ErrNotLUKS) || !strings.Contains(err.Error(), "never formatted") {
+		t.Errorf("Open(zeros) = %v", err)
+	}
+}
+
+func TestFormatRefuses(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "p.img")
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"small":      Format(ctx, out, MinSize-SectorSize, []byte(testPass), TestKDF()),
+		"unaligned":  Format(ctx, out, MinSize+1, []byte(testPass), TestKDF()),
+		"empty pass": Format(ctx, out, MinSize, nil, TestKDF()),
+		"bad kdf":    Format(ctx, out, MinSize, []byte(testPass), KDF{Type: "md5"}),
+	} {
+		if err == nil {
+			t.Errorf("%s: Format accepted it", name)
+		}
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused Format left %s: %v", out, err)
+	}
+}
+
+// withJSON returns a copy of a LUKS2 header (hdr_size bytes at least) whose metadata is js,
+// with a valid checksum, so that fuzzing reaches the JSON checks and luks.go behind them.
+func withJSON(hdr, js []byte) []byte {
+	out := append([]byte(nil), hdr...)
+	size := int(binary.BigEndian.Uint64(out[offHdrSize:]))
+	if size < binHeaderSize || size > len(out) {
+		return out
+	}
+	area := out[binHeaderSize:size]
+	clear(area)
+	copy(area[:len(area)-1], js)
+	clear(out[offCsum : offCsum+64])
+	sum := sha256.Sum256(out[:size])
+	copy(out[offCsum:], sum[:])
+	return out
+}
+
+func jsonOf(hdr []byte) []byte {
+	js := hdr[binHeaderSize:binary.BigEndian.Uint64(hdr[offHdrSize:])]
+	return js[:bytes.IndexByte(js, 0)]
+}
+
+func TestReadHeader(t *testing.T) {
+	hdr, err := os.ReadFile("testdata/luks2-header.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limits{MemoryKiB: 32 << 10, Passes: 4, Iterations: 1000}
+	h, err := ReadHeader(bytes.NewReader(hdr), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Keyslot{ID: 0, KDF: KDF{Type: KDFArgon2id, MemoryKiB: 32 << 10, Iterations: 4, Parallel: 1}}
+	if len(h.Keyslots) != 1 || h.Keyslots[0] != want || h.DataOffset != ReduceSize/2 || h.SectorSize != SectorSize || len(h.UUID) != 36 {
+		t.Errorf("header %+v", h)
+	}
+	js := string(jsonOf(hdr))
+	for _, c := range []struct{ name, from, to, msg string }{
+		{"memory over the limit", `"memory":32768`, `"memory":65536`, "limits"},
+		{"passes over the limit", `"time":4`, `"time":5`, "limits"},
+		{"other cipher", `"encryption":"aes-xts-plain64","sector_size"`, `"encryption":"serpent-xts-plain64","sector_size"`, "segment"},
+		{"requirements", `"keyslots_size":"8355840"`, `"keyslots_size":"8355840","requirements":{"mandatory":["online-reencrypt-v2"]}`, "requirements"},
+		{"short key", `"key_size":64,"af"`, `"key_size":32,"af"`, "key"},
+		{"digest cost", `"iterations":1000`, `"iterations":1001`, "digest"},
+	} {
+		if !strings.Contains(js, c.from) {
+			t.Fatalf("%s: seed JSON lacks %q", c.name, c.from)
+		}
+		bad := withJSON(hdr, []byte(strings.Replace(js, c.from, c.to, 1)))
+		if _, err := ReadHeader(bytes.NewReader(bad), lim); err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: ReadHeader = %v, want an error mentioning %q", c.name, err, c.msg)
+		}
+	}
+	bad := append([]byte(nil), hdr...)
+	bad[binHeaderSize+10] ^= 1
+	if _, err := ReadHeader(bytes.NewReader(bad), lim); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("flipped metadata bit: %v", err)
+	}
+}
+
+// FuzzReadHeader checks arbitrary metadata (with a correct checksum): never a panic, and
+// whatever is accepted stays within the limits.
+func FuzzReadHeader(f *testing.F) {
+	hdr, err := os.ReadFile("testdata/luks2-header.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(jsonOf(hdr))
+	f.Add([]byte(`{"keyslots":{},"segments":{},"digests":{},"config":{}}`))
+	lim := Limits{MemoryKiB: 32 << 10, Passes: 4, Iterations: 1000}
+	f.Fuzz(func(t *testing.T, js []byte) {
+		h, err := ReadHeader(bytes.NewReader(withJSON(hdr, js)), lim)
+		if err != nil {
+			return
+		}
+		for _, k := range h.Keyslots {
+			if k.KDF.MemoryKiB > lim.MemoryKiB || k.KDF.Iterations > max(lim.Passes, lim.Iterations) {
+				t.Fatalf("accepted %+v beyond %+v", k, lim)
+			}
+		}
+	})
+}
+
+// FuzzUnseal gives luks.go whatever metadata ReadHeader lets through, on a real container:
+// a crafted partition must end in an error, never a panic or a runaway derivation in PID 1.
+func FuzzUnseal(f *testing.F) {
+	src, err := os.ReadFile(formattedImageF(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	src = src[:ReduceSize/2] // header, keyslots; no data needed
+	f.Add(jsonOf(src))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, js []byte) {
+		p := filepath.Join(dir, "img")
+		if err := os.WriteFile(p, withJSON(src, js), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Open(p, testLimits)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if v, err := c.Unseal([]byte(testPass)); err == nil {
+			v.Wipe()
+		}
+	})
+}

@@ -1,0 +1,400 @@
+package persist
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckPassphrase(t *testing.T) {
+	for _, c := range []struct {
+		p  string
+		ok bool
+	}{
+		{"correct horse battery staple", true},
+		{"ünïcödé ok", true},
+		{"", false},
+		{"tab\there", false},
+		{"new\nline", false},
+		{"del\x7f", false},
+		{"\xff\xfe", false},
+		{strings.Repeat("a", MaxPassphrase), true},
+		{strings.Repeat("a", MaxPassphrase+1), false},
+	} {
+		err := CheckPassphrase([]byte(c.p))
+		if (err == nil) != c.ok {
+			t.Errorf("CheckPassphrase(%q) = %v, want ok=%v", c.p, err, c.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadPassphrase) {
+			t.Errorf("CheckPassphrase(%q) = %v, not ErrBadPassphrase", c.p, err)
+		}
+	}
+}
+
+func TestParsePassphraseFile(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"secret\n", "secret", true},
+		{"secret\r\n", "secret", true},
+		{"secret", "secret", true},
+		{"secret\n\n", "", false},
+		{"two\nlines\n", "", false},
+		{"\n", "", false},
+		{"", "", false},
+	} {
+		got, err := ParsePassphraseFile([]byte(c.in))
+		if (err == nil) != c.ok || string(got) != c.want {
+			t.Errorf("ParsePassphraseFile(%q) = %q, %v; want %q ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+// fakeTerm is a console with scripted input that records what the prompt did to it.
+type fakeTerm struct {
+	in       io.Reader
+	out      bytes.Buffer
+	echoOff  bool
+	restored int
+	discards int
+	log      []string // "discard", "prompt", "read:<line>" in order
+}
+
+func (f *fakeTerm) Read(p []byte) (int, error) { return f.in.Read(p) }
+func (f *fakeTerm) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(Prompt)) {
+		if !f.echoOff {
+			return 0, errors.New("prompt shown with echo on")
+		}
+		f.log = append(f.log, "prompt")
+	}
+	return f.out.Write(p)
+}
+func (f *fakeTerm) EchoOff() (func() error, error) {
+	f.echoOff = true
+	return func() error { f.echoOff = false; f.restored++; return nil }, nil
+}
+func (f *fakeTerm) Discard() error {
+	f.discards++
+	f.log = append(f.log, "discard")
+	return nil
+}
+
+// fakeUnlocker accepts one passphrase and keeps every slice it was given, to check the wiping.
+type fakeUnlocker struct {
+	right string
+	tries []string
+	seen  [][]byte
+	fail  error // returned instead of a verdict, if set
+}
+
+func (u *fakeUnlocker) try(p []byte) error {
+	u.tries = append(u.tries, string(p))
+	u.seen = append(u.seen, p)
+	if u.fail != nil {
+		return u.fail
+	}
+	if string(p) != u.right {
+		return fmt.Errorf("keyslot 0: %w", ErrWrongPassphrase)
+	}
+	return nil
+}
+
+func TestAsk(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		input     string
+		attempts  int
+		fail      error
+		wantErr   error
+		wantTries []string
+		wantWrong int
+	}{
+		{"right", "hunter2\n", 3, nil, nil, []string{"hunter2"}, 0},
+		{"carriage return", "hunter2\r\n", 3, nil, nil, []string{"hunter2"}, 0},
+		{"typo then right", "hunter3\nhunter2\n", 3, nil, nil, []string{"hunter3", "hunter2"}, 1},
+		{"three wrong", "a\nb\nc\nhunter2\n", 3, nil, ErrTooManyAttempts, []string{"a", "b", "c"}, 3},
+		{"one attempt", "a\nhunter2\n", 1, nil, ErrTooManyAttempts, []string{"a"}, 1},
+		// Empty lines and unusable ones cost an attempt but no key derivation.
+		{"empty lines", "\n\t\nhunter2\n", 3, nil, nil, []string{"hunter2"}, 2},
+		{"too long", strings.Repeat("x", 3*MaxPassphrase) + "\nhunter2\n", 3, nil, nil, []string{"hunter2"}, 1},
+		// A console that only ever says end-of-file burns the attempts instead of looping.
+		{"eof", "", 3, nil, ErrTooManyAttempts, nil, 3},
+		{"unlock error stops", "hunter2\nhunter2\n", 3, errors.New("device gone"), nil, []string{"hunter2"}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			term := &fakeTerm{in: strings.NewReader(c.input)}
+			u := &fakeUnlocker{right: "hunter2", fail: c.fail}
+			err := Ask(term, c.attempts, u.try)
+			switch {
+			case c.fail != nil:
+				if err != c.fail {
+					t.Fatalf("Ask = %v, want the unlocker's error", err)
+				}
+			case c.wantErr != nil:
+				var ae *AttemptsError
+				if !errors.Is(err, c.wantErr) || !errors.As(err, &ae) || ae.Attempts != c.attempts {
+					t.Fatalf("Ask = %v, want %v after %d attempts", err, c.wantErr, c.attempts)
+				}
+			case err != nil:
+				t.Fatalf("Ask = %v", err)
+			}
+			if strings.Join(u.tries, "|") != strings.Join(c.wantTries, "|") {
+				t.Errorf("tried %q, want %q", u.tries, c.wantTries)
+			}
+			for i, p := range u.seen {
+				if !bytes.Equal(p, make([]byte, len(p))) {
+					t.Errorf("passphrase of try %d not wiped: %q", i, p)
+				}
+			}
+			out := term.out.String()
+			if n := strings.Count(out, WrongLine); n != c.wantWrong {
+				t.Errorf("%q printed %d times, want %d:\n%s", WrongLine, n, c.wantWrong, out)
+			}
+			prompts := strings.Count(out, Prompt)
+			if prompts == 0 || prompts > c.attempts {
+				t.Errorf("%d prompts for %d attempts", prompts, c.attempts)
+			}
+			if term.echoOff || term.restored != 1 {
+				t.Errorf("echo off at the end: %v, restored %d times; want on, restored once", term.echoOff, term.restored)
+			}
+			for i, l := range term.log {
+				if l == "prompt" && (i == 0 || term.log[i-1] != "discard") {
+					t.Errorf("prompt %d not preceded by discarding old input: %v", i, term.log)
+				}
+			}
+			if strings.Contains(out, "hunter") {
+				t.Errorf("the passphrase reached the console output:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestAskPromptCount(t *testing.T) {
+	term := &fakeTerm{in: strings.NewReader("a\nb\nc\n")}
+	u := &fakeUnlocker{right: "z"}
+	if err := Ask(term, 3, u.try); !errors.Is(err, ErrTooManyAttempts) {
+		t.Fatalf("Ask = %v", err)
+	}
+	want := strings.Repeat(Prompt+" \n"+WrongLine+"\n", 3)
+	if term.out.String() != want {
+		t.Errorf("console:\n%q\nwant\n%q", term.out.String(), want)
+	}
+}
+
+func TestReadLineStopsAtNewline(t *testing.T) {
+	r := strings.NewReader("first\nsecond\n")
+	buf := make([]byte, 16)
+	n, err := readLine(r, buf)
+	if err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("readLine = %q, %v", buf[:n], err)
+	}
+	if rest, _ := io.ReadAll(r); string(rest) != "second\n" {
+		t.Errorf("readLine consumed past its line: rest %q", rest)
+	}
+}
+
+func TestReadPassphrase(t *testing.T) {
+	p, err := ReadPassphrase(strings.NewReader("s3cret\n"))
+	if err != nil || string(p) != "s3cret" {
+		t.Fatalf("ReadPassphrase = %q, %v", p, err)
+	}
+	if _, err := ReadPassphrase(strings.NewReader("\n")); !errors.Is(err, ErrBadPassphrase) {
+		t.Errorf("empty line: %v", err)
+	}
+	if _, err := ReadPassphrase(strings.NewReader(strings.Repeat("y", 600) + "\n")); !errors.Is(err, ErrBadPassphrase) {
+		t.Errorf("long line: %v", err)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	luks2 := append([]byte("LUKS\xba\xbe\x00\x02"), make([]byte, 100)...)
+	luks1 := append([]byte("LUKS\xba\xbe\x00\x01"), make([]byte, 100)...)
+	for _, c := range []struct {
+		name string
+		b    []byte
+		ok   bool
+		msg  string
+	}{
+		{"luks2", luks2, true, ""},
+		{"zeros", make([]byte, 4096), false, "zeros"},
+		{"ext4", bytes.Repeat([]byte{0x53, 0xef}, 100), false, "unknown magic"},
+		{"luks1", luks1, false, "version 1"},
+		{"short", []byte("LUKS"), false, "shorter"},
+	} {
+		err := Probe(bytes.NewReader(c.b))
+		if (err == nil) != c.ok || err != nil && (!errors.Is(err, ErrNotLUKS) || !strings.Contains(err.Error(), c.msg)) {
+			t.Errorf("%s: Probe = %v, want ok=%v mentioning %q", c.name, err, c.ok, c.msg)
+		}
+	}
+}
+
+const mountinfo = `22 1 0:20 / / ro,relatime shared:1 - squashfs /dev/dm-0 ro
+23 22 0:5 / /dev rw,nosuid,noexec shared:2 - devtmpfs devtmpfs rw,size=1k
+40 22 253:1 / /persist rw,nosuid,nodev,noexec,relatime shared:9 - ext4 /dev/mapper/persist rw
+41 22 253:1 / /with\040space rw,relatime - ext4 /dev/dm-1 rw
+`
+
+func TestFindMount(t *testing.T) {
+	e, err := FindMount(strings.NewReader(mountinfo), "/persist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Secure() || e.FSType != "ext4" || e.Source != "/dev/mapper/persist" || !e.Has("rw") || e.Has("ro") {
+		t.Errorf("entry %+v", e)
+	}
+	e, err = FindMount(strings.NewReader(mountinfo), "/with space")
+	if err != nil || e.Secure() {
+		t.Errorf("escaped mount point: %+v, %v", e, err)
+	}
+	if _, err := FindMount(strings.NewReader(mountinfo), "/data"); !errors.Is(err, ErrNotMounted) {
+		t.Errorf("missing mount: %v", err)
+	}
+	// The topmost mount wins: a later plain mount over /persist is not secure.
+	over := mountinfo + "50 40 0:30 / /persist rw,relatime - tmpfs tmpfs rw\n"
+	if e, err := FindMount(strings.NewReader(over), "/persist"); err != nil || e.Secure() || e.FSType != "tmpfs" {
+		t.Errorf("overmounted: %+v, %v", e, err)
+	}
+}
+
+func TestCountBoot(t *testing.T) {
+	dir := t.TempDir()
+	for want := uint64(1); want <= 3; want++ {
+		n, err := CountBoot(dir)
+		if err != nil || n != want {
+			t.Fatalf("CountBoot = %d, %v; want %d", n, err, want)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, BootFile))
+	if err != nil || string(b) != bootHeader+"3\n" {
+		t.Fatalf("boot file %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, BootFile+".tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, BootFile), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CountBoot(dir); err == nil {
+		t.Error("a garbled counter was silently reset")
+	}
+	// A symlink is never followed.
+	sym := t.TempDir()
+	target := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, FormatBootCount(7), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(sym, BootFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CountBoot(sym); err == nil {
+		t.Error("CountBoot followed a symlink")
+	}
+}
+
+func TestParseBootCount(t *testing.T) {
+	for _, s := range []string{"", bootHeader, bootHeader + "\n", bootHeader + "x\n", bootHeader + "1", bootHeader + "-1\n", bootHeader + "99999999999999999999999\n"} {
+		if n, err := ParseBootCount([]byte(s)); err == nil {
+			t.Errorf("ParseBootCount(%q) = %d, want an error", s, n)
+		}
+	}
+	if n, err := ParseBootCount(FormatBootCount(42)); err != nil || n != 42 {
+		t.Errorf("round trip: %d, %v", n, err)
+	}
+}
+
+func FuzzParseBootCount(f *testing.F) {
+	f.Add(FormatBootCount(1))
+	f.Add([]byte(bootHeader + "18446744073709551615\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := ParseBootCount(b)
+		if err != nil {
+			return
+		}
+		m, err := ParseBootCount(FormatBootCount(n))
+		if err != nil || m != n {
+			t.Fatalf("round trip of %d: %d, %v", n, m, err)
+		}
+	})
+}
+
+func TestAnswerer(t *testing.T) {
+	a := NewAnswerer([]byte("wrong"), []byte("right"))
+	got := make(chan string, 8)
+	go func() {
+		buf := make([]byte, 3) // small reads: an answer may take several
+		var line []byte
+		for {
+			n, err := a.Read(buf)
+			line = append(line, buf[:n]...)
+			if i := bytes.IndexByte(line, '\n'); i >= 0 {
+				got <- string(line[:i+1])
+				line = line[i+1:]
+			}
+			if err != nil {
+				close(got)
+				return
+			}
+		}
+	}()
+	// Console output that merely mentions the passphrase is not a prompt.
+	a.Write([]byte("bay0: persist: unlocked\nbay0: enter pass"))
+	a.Write([]byte("phrase for /persist: "))
+	if s := <-got; s != "wrong\n" {
+		t.Fatalf("first answer %q", s)
+	}
+	a.Write([]byte("\n" + WrongLine + "\n" + Prompt + " "))
+	if s := <-got; s != "right\n" {
+		t.Fatalf("second answer %q", s)
+	}
+	a.Write([]byte(Prompt + " " + Prompt))
+	for i := 0; i < 2; i++ {
+		if s := <-got; s != "right\n" {
+			t.Fatalf("later answer %q: the last answer must repeat", s)
+		}
+	}
+	if n := a.Prompts(); n != 4 {
+		t.Errorf("Prompts = %d, want 4", n)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("answered %q without a prompt", s)
+	default:
+	}
+	a.Close()
+	if _, ok := <-got; ok {
+		t.Error("Read did not end after Close")
+	}
+}
+
+func TestKDFArgs(t *testing.T) {
+	for _, c := range []struct {
+		k    KDF
+		want string // "" means an error
+	}{
+		{DefaultKDF(), "--pbkdf argon2id --pbkdf-memory 131072 --pbkdf-parallel 1 --pbkdf-force-iterations 4"},
+		{TestKDF(), "--pbkdf argon2id --pbkdf-memory 8192 --pbkdf-parallel 1 --pbkdf-force-iterations 4"},
+		{KDF{Type: KDFArgon2i, MemoryKiB: 65536, Parallel: 2, IterTime: 1500e6}, "--pbkdf argon2i --pbkdf-memory 65536 --pbkdf-parallel 2 --iter-time 1500"},
+		{KDF{Type: KDFPBKDF2, Iterations: 100000}, "--pbkdf pbkdf2 --hash sha256 --pbkdf-force-iterations 100000"},
+		{KDF{Type: KDFPBKDF2, Iterations: 10}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 1, Iterations: 1}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 16, Parallel: 1, Iterations: 4}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 0, Iterations: 4}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 1}, ""},
+		{KDF{Type: "scrypt"}, ""},
+		{KDF{}, ""},
+	} {
+		a, err := c.k.args()
+		got := strings.Join(a, " ")
+		if c.want == "" && err == nil || c.want != "" && got != c.want {
+			t.Errorf("%+v: args %q, %v; want %q", c.k, got, err, c.want)
+		}
+	}
+}
