@@ -122,7 +122,10 @@ func setup() error {
 	if err := os.WriteFile(filepath.Join(dir, "tiny-tree", "unused.bin"), unused, 0o644); err != nil {
 		return err
 	}
-	return goBuild(filepath.Join(tree, "heartbeat"), "./personas/heartbeat")
+	if err := goBuild(filepath.Join(tree, "heartbeat"), "./personas/heartbeat"); err != nil {
+		return err
+	}
+	return setupPersist(ctx)
 }
 
 var faultOnce struct {

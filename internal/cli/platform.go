@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
 
 	"alpinespine.org/spine/internal/initramfs"
 	"alpinespine.org/spine/internal/kernel"
+	"alpinespine.org/spine/internal/persist"
 	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/provision"
 	"alpinespine.org/spine/internal/vm"
@@ -95,8 +97,10 @@ func diskCmd() command {
 			b := fs.String("b", "", "image for slot B (empty slot if not given)")
 			out := fs.String("out", "", "disk image to write")
 			slot := fs.String("size-slot", "", "size of each slot, e.g. 64MiB (default: twice the larger image, at least 16MiB)")
-			persist := fs.String("persist-size", "64MiB", "size of the persist partition")
-			return func(_ context.Context, env *Env, args []string) error {
+			persistSize := fs.String("persist-size", "64MiB", "size of the persist partition (LUKS2 over ext4, at least 32MiB)")
+			passFile := fs.String("passphrase-file", "", "file holding the /persist passphrase on one line (default: ask twice on the terminal, without echo)")
+			kdf := addKDFFlags(fs)
+			return func(ctx context.Context, env *Env, args []string) error {
 				if *a == "" || *out == "" || len(args) != 0 {
 					return errUsage
 				}
@@ -108,11 +112,21 @@ func diskCmd() command {
 					}
 					slotSize = int64(s)
 				}
-				ps, err := policy.ParseSize(*persist)
+				ps, err := policy.ParseSize(*persistSize)
 				if err != nil {
 					return err
 				}
-				if err := provision.Create(provision.Options{Out: *out, A: *a, B: *b, SlotSize: slotSize, PersistSize: int64(ps), Seed: *out}); err != nil {
+				k, err := kdf.kdf(fs)
+				if err != nil {
+					return err
+				}
+				pass, err := diskPassphrase(ctx, env, *passFile)
+				if err != nil {
+					return err
+				}
+				defer persist.Wipe(pass)
+				if err := provision.Create(provision.Options{Out: *out, A: *a, B: *b, SlotSize: slotSize, PersistSize: int64(ps),
+					Seed: *out, Passphrase: pass, KDF: k}); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "wrote %s\n", *out)
@@ -158,6 +172,7 @@ func vmCmd() command {
 			boots := fs.Int("max-boots", 3, "stop the machine when it starts booting more often than this")
 			appendArgs := fs.String("append", "", "extra kernel parameters (door-opening ones are refused)")
 			mem := fs.Int("memory", 512, "guest memory in MiB")
+			passFile := fs.String("passphrase-file", "", "answer the guest's /persist passphrase prompt with this file's passphrase (default: type it; the terminal's echo is off while the machine runs)")
 			var fwd multi
 			fs.Var(&fwd, "forward", "forward host port to guest port, HOST:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
@@ -177,6 +192,26 @@ func vmCmd() command {
 				}
 				cfg := vm.Config{Kernel: k, Initrd: *initrd, Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
 					MaxBoots: *boots, Cmdline: *appendArgs, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
+				if *passFile != "" {
+					pass, err := passphraseFile(*passFile)
+					if err != nil {
+						return err
+					}
+					// The console's only input is the answer to the prompt.
+					ans := persist.NewAnswerer(pass)
+					persist.Wipe(pass)
+					defer ans.Close()
+					cfg.Console, cfg.Stdin = io.MultiWriter(env.Stdout, ans), ans
+				} else if in, ok := env.Stdin.(*os.File); ok && isTerminal(in) {
+					// The guest turns its echo off for the prompt; the host terminal must not
+					// echo the passphrase either. Lines still go out on Enter, and ^C still
+					// stops the machine.
+					restore, err := echoOff(in, false)
+					if err != nil {
+						return err
+					}
+					defer restore()
+				}
 				for _, f := range fwd {
 					var h, g int
 					if _, err := fmt.Sscanf(f, "%d:%d", &h, &g); err != nil {
