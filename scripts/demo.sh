@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# make demo: keys (kept in demo/keys, git-ignored), two demo Spine versions, the initramfs, the
-# machine disk, then a boot under QEMU with the console on this terminal.
-# DEMO_TIMEOUT=60s stops the machine after a while (non-interactive runs).
+# make demo: keys and a /persist passphrase (kept in demo/keys, git-ignored), two demo Spine
+# versions, the initramfs, the machine disk, then a boot under QEMU with the console here.
+#   DEMO_TIMEOUT=90s   stop the machine after a while (non-interactive runs)
+#   DEMO_INTERACTIVE=1 type the /persist passphrase yourself at the machine's prompt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 spine=bin/spine
 out=demo/out
 mkdir -p "$out"
 [ -f demo/keys/spine.key ] || $spine keygen --out demo/keys
+if [ ! -f demo/keys/passphrase ]; then
+  (umask 077; head -c 18 /dev/urandom | base64 > demo/keys/passphrase)
+fi
 $spine build --config demo/spine.toml --key demo/keys/spine.key --out "$out/demo-v1.spine"
 $spine build --config demo/spine.toml --key demo/keys/spine.key --version 2 --out "$out/demo-v2.spine"
 $spine verify --pub demo/keys/spine.pub "$out/demo-v1.spine"
 $spine initramfs --pub demo/keys/spine.pub --out "$out/initrd.gz"
-$spine disk --a "$out/demo-v1.spine" --out "$out/disk.img"
+# A light KDF keeps the demo's unlock quick under TCG; real machines keep the default.
+$spine disk --a "$out/demo-v1.spine" --out "$out/disk.img" \
+  --passphrase-file demo/keys/passphrase --kdf-memory 32MiB
+answer=(--passphrase-file demo/keys/passphrase)
+if [ -n "${DEMO_INTERACTIVE:-}" ]; then
+  answer=()
+  echo "The /persist passphrase is in demo/keys/passphrase: $(cat demo/keys/passphrase)"
+fi
 cat <<MSG
 
 Booting the demo machine (QEMU, serial console below). In another terminal, try:
-  bin/spine inspect $out/demo-v1.spine
+  bin/spine ctl --socket $out/ctl.sock status
+  bin/spine ctl --socket $out/ctl.sock personas
+  bin/spine ctl --socket $out/ctl.sock replace heartbeat
+  curl http://127.0.0.1:8080/                      # the web persona, counting in /data
+  bin/spine ctl --socket $out/ctl.sock update $out/demo-v2.spine --reboot   # after the health window
+  bin/spine ctl --socket $out/ctl.sock poweroff
 Stop the machine with Ctrl-C.
 
 MSG
 exec $spine vm --disk "$out/disk.img" --initrd "$out/initrd.gz" --ctl "$out/ctl.sock" \
-  --forward 8080:8080 --timeout "${DEMO_TIMEOUT:-0}"
+  --forward 8080:8080 --timeout "${DEMO_TIMEOUT:-0}" "${answer[@]}"
