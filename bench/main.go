@@ -37,6 +37,7 @@ func main() {
 func run(ctx context.Context) error {
 	benches := []benchmark{
 		{name: "verity", run: benchVerity},
+		{name: "persona", run: benchPersona},
 	}
 	var rows []result
 	for _, b := range benches {

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bootctl"
+	"alpinespine.org/spine/internal/control"
 	"alpinespine.org/spine/internal/disk"
 	"alpinespine.org/spine/internal/halt"
 	"alpinespine.org/spine/internal/health"
 	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/stage1"
+	"alpinespine.org/spine/internal/supervise"
 	"alpinespine.org/spine/internal/watchdog"
 )
 
@@ -44,12 +46,23 @@ type Governor struct {
 	// personasUp reports whether every persona that should run is running; set by startPersonas.
 	personasUp func() bool
 	persistUp  atomic.Bool
+	// ring keeps bay0's recent log lines for the control channel's logs verb.
+	ring *control.LogRing
+	// lastFeed is when the watchdog was last fed (unix nanoseconds).
+	lastFeed atomic.Int64
+	// requests carries the operator's reboot and power-off requests to the main loop.
+	requests chan *halt.PowerError
+	// reaper is the only waiter for children; personas is the persona supervisor (the control
+	// channel drives it). Both are set by startPersonas.
+	reaper   *reaper
+	personas *supervise.Supervisor
 }
 
 // New returns a governor that talks on console.
 func New(console io.ReadWriter) *Governor {
-	return &Governor{console: console, log: console, fatal: make(chan error, 4), started: time.Now(),
-		personasUp: func() bool { return true }}
+	ring := control.NewLogRing(0, 0)
+	return &Governor{console: console, log: io.MultiWriter(console, ring), ring: ring, fatal: make(chan error, 4),
+		started: time.Now(), personasUp: func() bool { return true }, requests: make(chan *halt.PowerError, 1)}
 }
 
 // Boot reads the handoff that stage 1 left in /run.
@@ -90,6 +103,9 @@ func (g *Governor) Run() error {
 	if err := mountSystem(); err != nil {
 		return err
 	}
+	if err := g.validateRoot(); err != nil {
+		return err
+	}
 	var err error
 	if g.boot, err = Boot(""); err != nil {
 		return err
@@ -104,7 +120,7 @@ func (g *Governor) Run() error {
 		return err
 	}
 	g.health = health.New(time.Now(), LoopMain)
-	if err := startPersonas(g.console, g.policy); err != nil {
+	if err := g.startPersonas(); err != nil {
 		return err
 	}
 	if g.wd, err = watchdog.Open(time.Duration(g.policy.Governor.WatchdogTimeout)); err != nil {
@@ -112,8 +128,11 @@ func (g *Governor) Run() error {
 	}
 	g.logf("watchdog: armed, timeout %s", g.wd.Timeout())
 	fmt.Fprintln(g.log, UpLine(g.boot))
+	if err := g.serveControl(); err != nil {
+		return err
+	}
 	g.goSafe("watchdog feeder", g.feedWatchdog)
-	g.goSafe("reaper", reapForever)
+	g.goSafe("reaper", g.reaper.reapForever)
 	return g.mainLoop()
 }
 
@@ -165,6 +184,10 @@ func (g *Governor) mainLoop() error {
 		select {
 		case err := <-g.fatal:
 			return err
+		case req := <-g.requests:
+			// Give the control channel a moment to send its answer before the machine goes.
+			time.Sleep(200 * time.Millisecond)
+			return req
 		case now := <-tick.C:
 			g.health.Beat(LoopMain, now)
 			if !g.committed.Load() && now.Sub(g.started) >= time.Duration(g.policy.Governor.HealthWindow) {
@@ -231,8 +254,18 @@ func (g *Governor) feedWatchdog() error {
 			if err := g.wd.Feed(); err != nil {
 				return err
 			}
+			g.lastFeed.Store(now.UnixNano())
 		}
 		time.Sleep(period)
+	}
+}
+
+// request asks the main loop to end the machine; a second request while one is pending is
+// dropped.
+func (g *Governor) request(pe *halt.PowerError) {
+	select {
+	case g.requests <- pe:
+	default:
 	}
 }
 

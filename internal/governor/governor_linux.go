@@ -3,8 +3,6 @@ package governor
 import (
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,20 +23,4 @@ func mountSystem() error {
 		}
 	}
 	return nil
-}
-
-// reapForever collects orphaned children, as PID 1 must.
-func reapForever() error {
-	sig := make(chan os.Signal, 16)
-	signal.Notify(sig, unix.SIGCHLD)
-	for range sig {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
-	return errors.New("signal channel closed")
 }

@@ -1,10 +1,55 @@
 package governor
 
 import (
-	"io"
+	"context"
+	"os"
+	"syscall"
 
-	"alpinespine.org/spine/internal/policy"
+	"alpinespine.org/spine/internal/persist"
+	"alpinespine.org/spine/internal/persona"
+	"alpinespine.org/spine/internal/supervise"
 )
 
-// startPersonas launches every persona of the policy under supervision. (Issue 5 fills this in.)
-func startPersonas(console io.Writer, pol policy.Policy) error { return nil }
+// cgroupParent holds one cgroup v2 leaf per running persona.
+const cgroupParent = "/sys/fs/cgroup/personas"
+
+// startPersonas makes PID 1's reaper (before any child exists) and launches every persona of
+// the policy under supervision, in policy order. The supervisor's loop is a supervised loop:
+// it beats for the watchdog, and its end or panic ends the machine.
+func (g *Governor) startPersonas() error {
+	g.reaper = newReaper()
+	if err := persona.PrepareCgroups(cgroupParent); err != nil {
+		return err
+	}
+	sup, err := supervise.New(supervise.Config{
+		Console:      g.log,
+		Launcher:     supervise.Kernel{Spawner: g.reaper},
+		SpineRoot:    "/",
+		PersistRoot:  mountedAt(persist.Root),
+		CgroupParent: cgroupParent,
+		Beat:         g.health.Beater(LoopSupervisor),
+	}, g.policy)
+	if err != nil {
+		return err
+	}
+	g.personas = sup
+	g.personasUp = sup.AllUp
+	g.goSafe("persona supervisor", func() error { return sup.Run(context.Background()) })
+	return nil
+}
+
+// mountedAt returns dir if a filesystem is mounted there (its device differs from the root's),
+// and "" if not; personas with data = true then refuse to start.
+func mountedAt(dir string) string {
+	a, errA := os.Stat(dir)
+	b, errB := os.Stat("/")
+	if errA != nil || errB != nil {
+		return ""
+	}
+	sa, okA := a.Sys().(*syscall.Stat_t)
+	sb, okB := b.Sys().(*syscall.Stat_t)
+	if !okA || !okB || sa.Dev == sb.Dev {
+		return ""
+	}
+	return dir
+}

@@ -1,0 +1,212 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"alpinespine.org/spine/internal/bootctl"
+	"alpinespine.org/spine/internal/control"
+	"alpinespine.org/spine/internal/image"
+	"alpinespine.org/spine/internal/provision"
+	"alpinespine.org/spine/internal/update"
+	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/vm/vmtest"
+)
+
+// withControl adds the control channel to a machine, as a unix socket in the test's directory.
+func withControl(t *testing.T, cfg vm.Config) (vm.Config, string) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	cfg.CtlSocket = sock
+	return cfg, sock
+}
+
+// dial connects to the control socket, retrying while QEMU creates it.
+func dial(t *testing.T, sock string) *control.Client {
+	t.Helper()
+	var err error
+	for i := 0; i < 100; i++ {
+		var c *control.Client
+		if c, err = control.Dial(sock); err == nil {
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("dial control socket: %v", err)
+	return nil
+}
+
+// pushUpdate streams an image through the control channel.
+func pushUpdate(ctx context.Context, c *control.Client, img string, progress func(int64)) (control.UpdateResult, error) {
+	im, f, err := image.OpenFile(img)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	defer f.Close()
+	offer, err := update.OfferFromImage(im)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	size := update.BodySize(im.Footer)
+	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), progress)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	var r control.UpdateResult
+	return r, resp.Decode(&r)
+}
+
+func TestOnlineUpdate(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{governor: quickHealth})
+	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
+	untrusted := buildSpine(t, spineOpts{version: 3, key: fx.otherKey, governor: quickHealth})
+	disk := makeDisk(t, v1, "", nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 3 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	c := dial(t, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)
+	defer cancel()
+
+	// Before the commit the running slot is not yet the last good one: refused.
+	if _, err := pushUpdate(ctx, c, v2, nil); err == nil || !strings.Contains(err.Error(), "not committed yet") {
+		t.Fatalf("an update before the commit: %v, want a refusal", err)
+	}
+	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	for _, bad := range []struct{ img, want string }{
+		{v1, "not newer"},
+		{untrusted, "trusted key"},
+	} {
+		if _, err := pushUpdate(ctx, c, bad.img, nil); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("update with %s: %v, want a refusal mentioning %q", filepath.Base(bad.img), err, bad.want)
+		}
+	}
+	start := time.Now()
+	res, err := pushUpdate(ctx, c, v2, nil)
+	if err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	el := time.Since(start)
+	t.Logf("figure: update_staging=%s for %d bytes (write %d ms, verify %d ms)", el.Round(time.Millisecond), res.Bytes, res.WriteMS, res.VerifyMS)
+	if res.Slot != "b" || res.Version != 2 {
+		t.Fatalf("update staged %+v, want v2 in slot b", res)
+	}
+	// The status verb tells the truth about the staged slot.
+	resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st control.StatusInfo
+	if err := resp.Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Slots[1].State != "trial" || st.Slots[0].State != "good" || st.Slot != "a" {
+		t.Fatalf("status after staging: %+v", st)
+	}
+	if _, err := c.Call(ctx, control.Request{Verb: control.VerbReboot}); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	v.WaitFor(t, "bay0: halt: reboot: operator asked", bootTimeout)
+	v.WaitFor(t, "bay0: spine tiny v2 slot b up", bootTimeout)
+	v.WaitFor(t, "bay0: slot b committed: good, primary, min_version 1", bootTimeout)
+	v.Kill(t)
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Good || rec.Slots[0].Version != 1 || rec.Primary != 1 {
+		t.Errorf("after the update: %+v", rec)
+	}
+}
+
+// TestPowerCutDuringUpdate kills the machine (SIGKILL of QEMU) at random moments while an
+// update streams, while the slot is written and while the record is written. Every time, the
+// next boot must bring up a valid Spine from a record that parses.
+func TestPowerCutDuringUpdate(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{governor: quickHealth})
+	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
+	const cuts = 20
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	seeds := make([]int64, cuts)
+	for i := range seeds {
+		seeds[i] = rng.Int63()
+	}
+	outcomes := make(chan string, cuts)
+	t.Run("cuts", func(t *testing.T) {
+		for i := 0; i < cuts; i++ {
+			i := i
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				t.Parallel()
+				outcomes <- powerCut(t, v1, v2, rand.New(rand.NewSource(seeds[i])))
+			})
+		}
+	})
+	close(outcomes)
+	seen := map[string]int{}
+	for o := range outcomes {
+		seen[o]++
+	}
+	t.Logf("figure: power_cuts=%d (%v)", cuts, seen)
+}
+
+// powerCut runs one cut and says which Spine came back.
+func powerCut(t *testing.T, v1, v2 string, rng *rand.Rand) string {
+	disk := makeDisk(t, v1, "", nil)
+	cfg, sock := withControl(t, machine(disk))
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	c := dial(t, sock)
+	size := footer(t, v2).ManifestOffset
+	// Cut at a random point of the stream, or a random delay after it (slot write, verify,
+	// record write).
+	cutAt := rng.Int63n(int64(size) + int64(size)/2)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		_, err := pushUpdate(ctx, c, v2, func(n int64) {
+			if n >= cutAt {
+				v.Machine().Kill()
+			}
+		})
+		if err == nil {
+			time.Sleep(time.Duration(rng.Int63n(int64(300 * time.Millisecond))))
+		}
+		v.Machine().Kill()
+	}()
+	<-killed
+	v.Kill(t)
+	rec, err := loadRecord(disk)
+	if err != nil {
+		t.Fatalf("after a cut at byte %d the record does not parse: %v", cutAt, err)
+	}
+	v = vmtest.Boot(t, machine(disk))
+	_, line, err := v.Machine().WaitForAny([]string{"bay0: spine tiny v1 slot a up", "bay0: spine tiny v2 slot b up"}, bootTimeout)
+	if err != nil {
+		t.Fatalf("after a cut at byte %d (record %+v) no Spine came up: %v", cutAt, rec, err)
+	}
+	v.Kill(t)
+	if _, err := loadRecord(disk); err != nil {
+		t.Fatalf("record after the boot: %v", err)
+	}
+	return line[strings.Index(line, "v"):]
+}
+
+func loadRecord(disk string) (bootctl.Record, error) {
+	rec, err := provision.Record(disk)
+	if err != nil {
+		return rec, errors.Join(errors.New("boot-control record"), err)
+	}
+	return rec, nil
+}

@@ -1,0 +1,256 @@
+package persona
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// StartTimeout bounds a launch, clone to exec (generous: QEMU without KVM is slow).
+const StartTimeout = 20 * time.Second
+
+// DestroyTimeout bounds the wait for a killed persona's cgroup to empty. It is well under the
+// watchdog window, so that a persona that will not die cannot stall the supervisor into a
+// machine reset; a leaf left behind is emptied again before the persona's next start.
+const DestroyTimeout = 3 * time.Second
+
+// cloneFlags are the persona's namespaces. CLONE_NEWUSER makes the others owned by the
+// persona's own user namespace, so that persona-init can set them up as its (mapped) root.
+const cloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWNET |
+	unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP
+
+// Spawner forks a child and delivers its wait status. In the governor it is PID 1's reaper,
+// which is the only code that waits for children, so that no status is stolen. start runs
+// while the reaper cannot reap, so the pid is known before its status can arrive.
+type Spawner interface {
+	Spawn(start func() (pid int, err error)) (<-chan unix.WaitStatus, error)
+}
+
+// Instance is one launch of a persona whose workload is running.
+type Instance struct {
+	pid     int
+	cgroup  *Cgroup
+	startup time.Duration
+	exited  <-chan unix.WaitStatus
+}
+
+// PID is the workload's pid in the governor's PID namespace.
+func (in *Instance) PID() int { return in.pid }
+
+// Startup is the time from the clone to the workload's exec.
+func (in *Instance) Startup() time.Duration { return in.startup }
+
+// Exited delivers the workload's wait status once. The workload is PID 1 of the persona's PID
+// namespace: when it ends, the kernel kills everything else in the namespace.
+func (in *Instance) Exited() <-chan unix.WaitStatus { return in.exited }
+
+// OOMKills is the number of processes the OOM killer took in this instance's cgroup.
+func (in *Instance) OOMKills() int64 {
+	ev, err := in.cgroup.Events("memory.events")
+	if err != nil {
+		return 0
+	}
+	return ev["oom_kill"]
+}
+
+// Destroy kills everything of the instance and removes its cgroup. Its mount namespace, and so
+// its tmpfs /tmp and /run, die with its last process.
+func (in *Instance) Destroy() error { return in.cgroup.Destroy(DestroyTimeout) }
+
+// Start launches one instance of s and returns once its workload is exec'd. Its stdout and
+// stderr go to out, line by line, prefixed with "persona NAME: ". On failure nothing of the
+// instance is left behind.
+func Start(s Spec, sp Spawner, out io.Writer) (*Instance, error) {
+	cg, err := NewCgroup(s.CgroupParent, s.Name, s.Limits)
+	if err != nil {
+		return nil, &StartError{Name: s.Name, Err: err}
+	}
+	in, err := start(s, sp, out, cg)
+	if err != nil {
+		// Killing the leaf ends the child if it got that far; the reaper collects it.
+		_ = cg.Destroy(DestroyTimeout)
+		return nil, err
+	}
+	return in, nil
+}
+
+func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
+	fail := func(stage string, err error) error { return &StartError{Name: s.Name, Stage: stage, Err: err} }
+	// childEnds are the child's copies: closed as soon as it is forked (or on any return).
+	var childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			f.Close()
+		}
+	}()
+	cgfd, err := cg.Open()
+	if err != nil {
+		return nil, fail("", err)
+	}
+	childEnds = append(childEnds, os.NewFile(uintptr(cgfd), cg.Path))
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	childEnds = append(childEnds, devnull)
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return nil, fail("", err)
+	}
+	defer syncR.Close()
+	childEnds = append(childEnds, syncW)
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fail("", err)
+	}
+	childEnds = append(childEnds, cfgR)
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		cfgW.Close()
+		return nil, fail("", err)
+	}
+	childEnds = append(childEnds, logW)
+	forked := false
+	defer func() {
+		if !forked {
+			cfgW.Close()
+			logR.Close()
+		}
+	}()
+	files := []uintptr{devnull.Fd(), logW.Fd(), logW.Fd(), cfgR.Fd(), syncW.Fd()}
+	if s.DataDir != "" {
+		data, err := detachedData(s)
+		if err != nil {
+			return nil, fail("", err)
+		}
+		childEnds = append(childEnds, data)
+		files = append(files, data.Fd())
+	}
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(s.UID), Size: IDBlock}}
+	gids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(s.GID), Size: IDBlock}}
+	attr := &syscall.ProcAttr{
+		Dir: "/",
+		// persona-init needs one thread: fewer threads start faster and count less
+		// against pids.max. It clears its environment at once.
+		Env:   []string{"GOMAXPROCS=1"},
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  cloneFlags,
+			UidMappings: ids,
+			GidMappings: gids,
+			UseCgroupFD: true,
+			CgroupFD:    cgfd,
+			Setsid:      true,
+			// Become the namespace's root (the persona's first host id) before the exec, or
+			// persona-init runs as the unmapped overflow id with no capabilities at all.
+			// setgroups is denied in the namespace; the governor has no supplementary groups.
+			Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
+		},
+	}
+	argv := []string{"bay0", InitArg, fmt.Sprintf("--config-fd=%d", ConfigFD)}
+	started := time.Now()
+	var pid int
+	exited, err := sp.Spawn(func() (int, error) {
+		var err error
+		pid, err = syscall.ForkExec(s.Self, argv, attr)
+		return pid, err
+	})
+	if err != nil {
+		return nil, fail("", fmt.Errorf("clone: %w", err))
+	}
+	forked = true
+	for _, f := range childEnds {
+		f.Close()
+	}
+	childEnds = nil
+	go func() {
+		_ = s.Config().Encode(cfgW)
+		cfgW.Close()
+	}()
+	go func() {
+		_ = CopyLines(out, logR, "persona "+s.Name+": ")
+		logR.Close()
+	}()
+	if err := syncR.SetReadDeadline(started.Add(StartTimeout)); err != nil {
+		return nil, fail("", err)
+	}
+	stage, err := ReadReports(syncR)
+	if err != nil {
+		if errors.Is(err, ErrNoExec) {
+			// Say how the child ended, if it did.
+			select {
+			case ws := <-exited:
+				err = fmt.Errorf("%w: %s", err, Describe(ws))
+			case <-time.After(time.Second):
+			}
+		}
+		return nil, fail(stage, err)
+	}
+	return &Instance{pid: pid, cgroup: cg, startup: time.Since(started), exited: exited}, nil
+}
+
+// detachedData returns a detached bind mount of the persona's data directory (open_tree),
+// with nosuid, nodev and, unless the policy allows it, noexec. It is made here, in the
+// governor's user namespace, because inside the persona's the flags of /persist would be
+// locked; persona-init attaches it at /data with move_mount.
+func detachedData(s Spec) (*os.File, error) {
+	if err := EnsureDataDir(s.DataDir, s.UID, s.GID); err != nil {
+		return nil, err
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, s.DataDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", s.DataDir, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+	if s.DataExec {
+		attr.Attr_set &^= unix.MOUNT_ATTR_NOEXEC
+		attr.Attr_clr = unix.MOUNT_ATTR_NOEXEC
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set mount flags of %s: %w", s.DataDir, err)
+	}
+	return os.NewFile(uintptr(fd), s.DataDir), nil
+}
+
+// EnsureDataDir makes dir (mode 0700) owned by uid:gid, the persona's root. If it exists
+// with another owner (the persona's index in the policy changed with an update), everything
+// in it is given to the persona's new ids; the files inside are the persona's alone.
+func EnsureDataDir(dir string, uid, gid uint32) error {
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
+	if errors.Is(err, unix.ENOENT) {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return fmt.Errorf("make data dir: %w", err)
+		}
+		if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+			return fmt.Errorf("give data dir to the persona: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	if st.Uid == uid && st.Gid == gid {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, int(uid), int(gid)); err != nil {
+			return fmt.Errorf("give %s to the persona: %w", p, err)
+		}
+		return nil
+	})
+}

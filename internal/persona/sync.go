@@ -1,0 +1,109 @@
+package persona
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+)
+
+// The launch protocol. persona-init never answers on the config pipe and the parent never
+// writes on the sync pipe; the sync pipe is close-on-exec in the child, so the parent's EOF
+// after an "exec" report is the proof that the workload is running.
+//
+//	governor (parent)                            persona-init (child)
+//	-----------------                            --------------------
+//	leaf cgroup + limits
+//	pipes: config, sync, log
+//	clone3(NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS|NEWCGROUP,
+//	       CLONE_INTO_CGROUP) ---------------->  (blocks until the id maps are written)
+//	write uid_map, gid_map ------------------->  execve /proc/self/exe persona-init --config-fd=3
+//	Config JSON, close ----- config pipe ---->   read Config to EOF
+//	                                             mounts, pivot_root, hostname, lo up
+//	                                             no_new_privs, drop caps, seccomp,
+//	                                             close-on-exec on every fd >= 3
+//	                         <--- sync pipe ---  {"stage":"exec"}
+//	                                             execve(workload)
+//	EOF after "exec": running                    on any error: {"stage":S,"error":E}, exit 255
+//	anything else: kill the leaf, StartError
+
+// Report is one message from persona-init on the sync pipe.
+type Report struct {
+	Stage string `json:"stage"`
+	Error string `json:"error,omitempty"`
+}
+
+// StageExec is the report sent just before execve of the workload.
+const StageExec = "exec"
+
+// maxReports bounds what the parent reads from the sync pipe.
+const maxReports = 64 << 10
+
+// StartError is a launch that did not reach the workload.
+type StartError struct {
+	Name  string
+	Stage string // the step of persona-init that failed, or "" if it never reported
+	Err   error
+}
+
+func (e *StartError) Error() string {
+	if e.Stage == "" {
+		return fmt.Sprintf("start persona %q: %v", e.Name, e.Err)
+	}
+	return fmt.Sprintf("start persona %q: %s: %v", e.Name, e.Stage, e.Err)
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// ErrNoExec is a persona-init that ended without reaching exec and without saying why (it
+// could not even read its config, or it was killed).
+var ErrNoExec = errors.New("persona-init ended before exec")
+
+// ReadReports reads the child's reports until EOF and says whether the workload was exec'd:
+// success is an "exec" report that no error report follows.
+func ReadReports(r io.Reader) (stage string, err error) {
+	dec := json.NewDecoder(io.LimitReader(r, maxReports))
+	execd := false
+	for {
+		var rep Report
+		if err := dec.Decode(&rep); err != nil {
+			if errors.Is(err, io.EOF) {
+				if execd {
+					return "", nil
+				}
+				return "", ErrNoExec
+			}
+			return stage, fmt.Errorf("read persona-init report: %w", err)
+		}
+		stage = rep.Stage
+		if rep.Error != "" {
+			return rep.Stage, errors.New(rep.Error)
+		}
+		execd = rep.Stage == StageExec
+	}
+}
+
+// WriteReport sends one report.
+func WriteReport(w io.Writer, rep Report) error {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// Describe says how a process ended, in the words of the console log.
+func Describe(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled() && ws.Signal() == unix.SIGSYS:
+		return "killed by seccomp (SIGSYS)"
+	case ws.Signaled():
+		return "killed by signal " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}

@@ -1,0 +1,108 @@
+// Command hog is a misbehaving persona for the tests; its argument picks the misbehaviour:
+//
+//	forkbomb  forks until the kernel refuses (pids.max), then holds its processes
+//	memory    allocates and touches memory until the OOM killer ends it (memory.max)
+//	cpu       spins on every CPU and reports the share of one CPU it gets (cpu.max)
+//
+// Every report is one line "hog: MODE: ..." on stdout, which the governor puts on the console.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	mode := ""
+	if len(os.Args) > 1 {
+		mode = os.Args[1]
+	}
+	switch mode {
+	case "forkbomb":
+		forkbomb()
+	case "memory":
+		memory()
+	case "cpu":
+		cpu()
+	default:
+		fmt.Println("hog: usage: hog forkbomb|memory|cpu")
+	}
+}
+
+// forkbomb forks with the raw system call: each child only sleeps, with no Go runtime
+// underneath it (no threads to start, nothing to allocate), as a C fork bomb's children would.
+func forkbomb() {
+	n := 0
+	for {
+		pid, _, e := syscall.RawSyscall(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0)
+		if e != 0 {
+			fmt.Printf("hog: forkbomb: fork refused after %d forks: %v\n", n, e)
+			break
+		}
+		if pid == 0 {
+			// ppoll on no fds with no timeout sleeps until a signal ends the process.
+			for {
+				syscall.RawSyscall6(syscall.SYS_PPOLL, 0, 0, 0, 0, 0, 0)
+			}
+		}
+		n++
+	}
+	for {
+		time.Sleep(2 * time.Second)
+		fmt.Printf("hog: forkbomb: holding %d processes\n", n)
+	}
+}
+
+// memory keeps allocating and touching 1 MiB chunks; the OOM killer must end it.
+func memory() {
+	var keep [][]byte
+	for mib := 1; ; mib++ {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = byte(mib)
+		}
+		keep = append(keep, b)
+		if mib%4 == 0 {
+			fmt.Printf("hog: memory: %d MiB\n", len(keep))
+		}
+	}
+}
+
+// cpu spins on every CPU and once a second reports the share of one CPU the process got, from
+// its own utime+stime in /proc/self/stat (clock ticks of 10 ms).
+func cpu() {
+	for range runtime.NumCPU() + 1 {
+		go func() {
+			x := 0
+			for {
+				x++
+			}
+		}()
+	}
+	lastCPU, lastWall := cpuTicks(), time.Now()
+	for {
+		time.Sleep(time.Second)
+		c, w := cpuTicks(), time.Now()
+		share := float64(c-lastCPU) / 100 / w.Sub(lastWall).Seconds()
+		fmt.Printf("hog: cpu: share %.3f of one cpu\n", share)
+		lastCPU, lastWall = c, w
+	}
+}
+
+func cpuTicks() int64 {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
+}

@@ -1,0 +1,277 @@
+// Command probe is the escape-probe persona of the tests: from inside a persona it tries to
+// break out in every way the constitution forbids and reports each attempt as one console line:
+//
+//	probe: NAME: ok DETAIL        the attempt failed, as it must
+//	probe: NAME: ESCAPE DETAIL    the attempt worked: isolation is broken
+//	probe: done N checks, M escapes
+//
+// Its first argument is the persona's name (the hostname it must see). With "int80" or "x32"
+// it instead makes one system call through that ABI, which must kill it. With "fresh" it
+// reports what a new instance finds in /tmp and /data, leaves something in both, and ends.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// i386 getpid, for the int 0x80 attempt.
+const i386Getpid = 20
+
+type prober struct {
+	checks, escapes int
+}
+
+func (p *prober) report(name string, escaped bool, detail string) {
+	p.checks++
+	verdict := "ok"
+	if escaped {
+		p.escapes++
+		verdict = "ESCAPE"
+	}
+	fmt.Printf("probe: %s: %s %s\n", name, verdict, detail)
+}
+
+// denied reports an attempt that must fail: err == nil is an escape.
+func (p *prober) denied(name string, err error) {
+	if err == nil {
+		p.report(name, true, "succeeded")
+		return
+	}
+	p.report(name, false, "refused: "+err.Error())
+}
+
+func errno(_, _ uintptr, e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "int80":
+			int80(i386Getpid)
+			fmt.Println("probe: int 0x80 returned")
+			return
+		case "x32":
+			unix.RawSyscall(0x40000000|unix.SYS_GETPID, 0, 0, 0)
+			fmt.Println("probe: x32 call returned")
+			return
+		case "fresh":
+			fresh()
+			return
+		}
+	}
+	want := "probe"
+	if len(os.Args) > 1 {
+		want = os.Args[1]
+	}
+	var p prober
+	p.namespaces(want)
+	p.files()
+	p.syscalls()
+	p.abis()
+	p.privileges()
+	fmt.Printf("probe: done %d checks, %d escapes\n", p.checks, p.escapes)
+	// Stay up: a persona that ends is replaced, and the test reads the report once.
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+func (p *prober) namespaces(want string) {
+	ents, _ := os.ReadDir("/proc")
+	var pids []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, e.Name())
+		}
+	}
+	p.report("pid namespace", os.Getpid() != 1 || len(pids) != 1, fmt.Sprintf("pid %d, /proc shows %v", os.Getpid(), pids))
+
+	b, err := os.ReadFile("/proc/net/dev")
+	var ifs []string
+	for _, line := range strings.Split(string(b), "\n")[2:] {
+		if name, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			ifs = append(ifs, name)
+		}
+	}
+	p.report("network namespace", err != nil || len(ifs) != 1 || ifs[0] != "lo", fmt.Sprintf("interfaces %v", ifs))
+
+	host, _ := os.Hostname()
+	p.report("uts namespace", host != want, "hostname "+host)
+
+	uidMap, _ := os.ReadFile("/proc/self/uid_map")
+	f := strings.Fields(string(uidMap))
+	p.report("user namespace", len(f) != 3 || f[0] != "0" || f[1] == "0", "uid_map "+strings.Join(f, " "))
+
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	p.report("cgroup namespace", strings.TrimSpace(string(cg)) != "0::/", "cgroup "+strings.TrimSpace(string(cg)))
+}
+
+func (p *prober) files() {
+	for _, path := range []string{"/personas", "/persist", "/etc/spine/policy.toml", "/bin/bay0", "/bin/heartbeat", "/sys/fs/cgroup", "/dev/vda", "/dev/mem", "/dev/console", "/dev/kmsg"} {
+		_, err := os.Lstat(path)
+		p.report("hidden "+path, err == nil, fmt.Sprint(err))
+	}
+	ents, _ := os.ReadDir("/dev")
+	var names, blocks []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+		if e.Type()&os.ModeDevice != 0 && e.Type()&os.ModeCharDevice == 0 {
+			blocks = append(blocks, e.Name())
+		}
+	}
+	sort.Strings(names)
+	p.report("no block devices", len(blocks) > 0, fmt.Sprintf("/dev holds %v", names))
+	p.denied("mknod block device", unix.Mknod("/tmp/sda", unix.S_IFBLK|0o600, int(unix.Mkdev(8, 0))))
+	p.denied("write root", os.WriteFile("/escape", []byte("x"), 0o644))
+	p.denied("write tree", os.WriteFile("/bin/escape", []byte("x"), 0o644))
+	p.denied("remove tree file", os.Remove("/bin/probe"))
+	p.denied("write /dev", os.WriteFile("/dev/escape", []byte("x"), 0o644))
+	p.denied("write /sys", os.WriteFile("/sys/kernel/uevent_helper", []byte("/escape"), 0o644))
+	p.denied("write /proc/sys", os.WriteFile("/proc/sys/kernel/hostname", []byte("escape"), 0o644))
+	// Masked with /dev/null: a write may "succeed" and reach nothing.
+	var st unix.Stat_t
+	err := unix.Stat("/proc/sysrq-trigger", &st)
+	masked := err == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && unix.Major(st.Rdev) == 1 && unix.Minor(st.Rdev) == 3
+	if werr := writeExisting("/proc/sysrq-trigger", "h"); !masked && werr == nil {
+		p.report("write /proc/sysrq-trigger", true, "reached the kernel")
+	} else {
+		p.report("write /proc/sysrq-trigger", false, fmt.Sprintf("masked %v, write %v", masked, werr))
+	}
+	kcore, err := os.ReadFile("/proc/kcore")
+	p.report("masked /proc/kcore", err == nil && len(kcore) > 0, fmt.Sprintf("%d bytes, %v", len(kcore), err))
+	tmp := os.WriteFile("/tmp/probe", []byte("x"), 0o644)
+	p.report("tmp writable", tmp != nil, fmt.Sprint(tmp))
+}
+
+func writeExisting(path, s string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (p *prober) syscalls() {
+	p.denied("mount", unix.Mount("tmpfs", "/tmp", "tmpfs", 0, ""))
+	p.denied("umount2", unix.Unmount("/proc", unix.MNT_DETACH))
+	p.denied("pivot_root", unix.PivotRoot("/tmp", "/tmp"))
+	p.denied("chroot", unix.Chroot("/tmp"))
+	p.denied("ptrace attach", unix.PtraceAttach(1))
+	p.denied("ptrace traceme", errno(unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)))
+	p.denied("kexec_load", errno(unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0)))
+	p.denied("kexec_file_load", errno(unix.Syscall6(unix.SYS_KEXEC_FILE_LOAD, ^uintptr(0), ^uintptr(0), 0, 0, 0, 0)))
+	p.denied("init_module", errno(unix.Syscall(unix.SYS_INIT_MODULE, 0, 0, 0)))
+	p.denied("finit_module", errno(unix.Syscall(unix.SYS_FINIT_MODULE, 0, 0, 0)))
+	p.denied("delete_module", errno(unix.Syscall(unix.SYS_DELETE_MODULE, 0, 0, 0)))
+	p.denied("bpf", errno(unix.Syscall(unix.SYS_BPF, 0, 0, 0)))
+	// Size 0 means the first version of the struct to the kernel.
+	var attr unix.PerfEventAttr
+	_, err := unix.PerfEventOpen(&attr, 0, -1, -1, 0)
+	p.denied("perf_event_open", err)
+	p.denied("keyctl", errno(unix.Syscall(unix.SYS_KEYCTL, 0, 0, 0)))
+	p.denied("add_key", errno(unix.Syscall6(unix.SYS_ADD_KEY, 0, 0, 0, 0, 0, 0)))
+	p.denied("unshare user namespace", unix.Unshare(unix.CLONE_NEWUSER))
+	p.denied("unshare mount namespace", unix.Unshare(unix.CLONE_NEWNS))
+	p.denied("clone new user namespace", errno(unix.RawSyscall(unix.SYS_CLONE, unix.CLONE_NEWUSER|uintptr(unix.SIGCHLD), 0, 0)))
+	p.denied("setns", unix.Setns(0, 0))
+	// The raw call: the lint reserves unix.Reboot for bay0's halt path, and this is an attack.
+	p.denied("reboot", errno(unix.Syscall6(unix.SYS_REBOOT, unix.LINUX_REBOOT_MAGIC1, unix.LINUX_REBOOT_MAGIC2,
+		unix.LINUX_REBOOT_CMD_CAD_OFF, 0, 0, 0)))
+	p.denied("swapon", errno(unix.Syscall(unix.SYS_SWAPON, 0, 0, 0)))
+	tv := unix.Timeval{Sec: 1}
+	p.denied("settimeofday", unix.Settimeofday(&tv))
+	p.denied("clock_settime", unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: 1}))
+	p.denied("open_by_handle_at", errno(unix.Syscall6(unix.SYS_OPEN_BY_HANDLE_AT, 0, 0, 0, 0, 0, 0)))
+	p.denied("sethostname", unix.Sethostname([]byte("escape")))
+	p.denied("setuid", errno(unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0)))
+	for _, s := range []struct {
+		name        string
+		domain, typ int
+	}{
+		{"socket AF_PACKET SOCK_RAW", unix.AF_PACKET, unix.SOCK_RAW},
+		{"socket AF_PACKET SOCK_DGRAM", unix.AF_PACKET, unix.SOCK_DGRAM},
+		{"socket AF_INET SOCK_RAW", unix.AF_INET, unix.SOCK_RAW},
+		{"socket AF_NETLINK", unix.AF_NETLINK, unix.SOCK_RAW},
+	} {
+		fd, err := unix.Socket(s.domain, s.typ, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		p.denied(s.name, err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	p.report("tcp socket allowed", err != nil, fmt.Sprint(err))
+}
+
+// abis runs a child that makes one call through a foreign ABI: the filter must kill it.
+func (p *prober) abis() {
+	for _, abi := range []string{"int80", "x32"} {
+		cmd := exec.Command("/proc/self/exe", abi)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() &&
+			ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGSYS
+		p.report(abi+" system call", !killed, fmt.Sprintf("child ended with %v %s", err, strings.TrimSpace(string(out))))
+	}
+}
+
+func (p *prober) privileges() {
+	b, _ := os.ReadFile("/proc/self/status")
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		p.report("no capabilities "+k, fields[k] != "0000000000000000", k+" "+fields[k])
+	}
+	p.report("no_new_privs", fields["NoNewPrivs"] != "1", "NoNewPrivs "+fields["NoNewPrivs"])
+	p.report("seccomp filter", fields["Seccomp"] != "2", "Seccomp "+fields["Seccomp"])
+}
+
+// fresh shows what survives a replacement: it lists /tmp (a fresh instance must find it empty),
+// counts its instances in /data/counter (which must survive), leaves a file in /tmp, and ends
+// so that the governor replaces it.
+func fresh() {
+	ents, _ := os.ReadDir("/tmp")
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	fmt.Printf("probe: fresh: tmp holds %v\n", names)
+	n := 0
+	if b, err := os.ReadFile("/data/counter"); err == nil {
+		n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	n++
+	if err := os.WriteFile("/data/counter", []byte(strconv.Itoa(n)), 0o644); err != nil {
+		fmt.Println("probe: fresh: write /data:", err)
+	}
+	if err := os.WriteFile("/tmp/left-behind", []byte("x"), 0o644); err != nil {
+		fmt.Println("probe: fresh: write /tmp:", err)
+	}
+	fmt.Printf("probe: fresh: data counter %d\n", n)
+	time.Sleep(time.Second)
+}
