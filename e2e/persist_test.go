@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"alpinespine.org/spine/internal/control"
 	"bytes"
 	"context"
 	"fmt"
@@ -298,4 +299,62 @@ func persistPartition(t *testing.T, disk string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBridgeRule (Article IV §2 and §3): what a persona writes to /data survives a reboot;
+// what it writes to /tmp does not; its root cannot be written; /persist's root is out of its
+// sight; a program in /data runs only where the policy says data_exec.
+func TestBridgeRule(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t,
+		personaEntry(t, "bridge", "probe", []string{"bridge"}, "cpus = 0.3\nmemory = \"32MiB\"\npids = 16\ndata = true"),
+		personaEntry(t, "runner", "probe", []string{"bridge"}, "cpus = 0.3\nmemory = \"32MiB\"\npids = 16\ndata = true\ndata_exec = true"))
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 3 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	for boot := 1; boot <= 2; boot++ {
+		if boot == 2 {
+			c := dial(t, sock)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_, err := c.Call(ctx, control.Request{Verb: control.VerbReboot})
+			cancel()
+			if err != nil {
+				t.Fatalf("reboot: %v", err)
+			}
+			v.WaitFor(t, "bay0: persist: closed", bootTimeout)
+			v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+		}
+		// Both personas report in any order; wait until both have reported this boot.
+		waitCount(t, v, "probe: bridge: exec from /data:", 2*boot, bootTimeout)
+		for _, p := range []string{"bridge", "runner"} {
+			want := fmt.Sprintf("persona %s: probe: bridge: boot %d, tmp holds []", p, boot)
+			if v.Count(want) != 1 {
+				t.Errorf("boot %d: no line %q", boot, want)
+			}
+		}
+	}
+	if n := v.Count("probe: bridge: write root: refused"); n != 4 {
+		t.Errorf("the root refused %d writes of 4", n)
+	}
+	v.Kill(t)
+	if n := v.Count("persona bridge: probe: bridge: exec from /data: refused"); n != 2 {
+		t.Errorf("exec from /data without data_exec was refused %d times of 2", n)
+	}
+	if n := v.Count("persona runner: probe: bridge: exec from /data: allowed"); n != 2 {
+		t.Errorf("exec from /data with data_exec ran %d times of 2", n)
+	}
+	v.Never(t, "ESCAPE")
+}
+
+// waitCount waits until at least n console lines contain substr.
+func waitCount(t *testing.T, v *vmtest.VM, substr string, n int, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); v.Count(substr) < n; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lines contain %q, want %d", v.Count(substr), substr, n)
+		}
+	}
 }

@@ -59,10 +59,10 @@ type Status string
 
 // The four statuses a clause can have.
 const (
-	Pass    Status = "pass"
-	Fail    Status = "FAIL"
-	Gap     Status = "gap"
-	NotRun  Status = "not run"
+	Pass   Status = "pass"
+	Fail   Status = "FAIL"
+	Gap    Status = "gap"
+	NotRun Status = "not run"
 )
 
 // Row is one clause's verdict.

@@ -50,6 +50,8 @@ type Governor struct {
 	ring *control.LogRing
 	// lastFeed is when the watchdog was last fed (unix nanoseconds).
 	lastFeed atomic.Int64
+	// stopPersonas stops the supervisor from launching anything more; set by startPersonas.
+	stopPersonas func()
 	// requests carries the operator's reboot and power-off requests to the main loop.
 	requests chan *halt.PowerError
 	// reaper is the only waiter for children; personas is the persona supervisor (the control
@@ -272,12 +274,22 @@ func (g *Governor) request(pe *halt.PowerError) {
 // HaltHooks are what must happen before the machine goes down: the reason is recorded for the
 // next boot's status.
 func (g *Governor) HaltHooks() []halt.Hook {
-	return []halt.Hook{func(action halt.Action, reason string) error {
+	record := func(action halt.Action, reason string) error {
 		if g.state == nil {
 			return nil
 		}
 		return g.state.update(func(r *bootctl.Record) {
 			r.LastReset = bootctl.Clip(action.String()+": "+reason, bootctl.LastResetSize)
 		})
-	}}
+	}
+	// The supervisor would replace the personas halt has just killed: stop it, then kill
+	// whatever it started meanwhile, so nothing holds /persist when it is closed.
+	quiesce := func(halt.Action, string) error {
+		if g.stopPersonas != nil {
+			g.stopPersonas()
+			halt.KillAll(2 * time.Second)
+		}
+		return nil
+	}
+	return []halt.Hook{record, quiesce}
 }

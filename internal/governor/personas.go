@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"syscall"
+	"time"
 
 	"alpinespine.org/spine/internal/persist"
 	"alpinespine.org/spine/internal/persona"
@@ -34,7 +35,19 @@ func (g *Governor) startPersonas() error {
 	}
 	g.personas = sup
 	g.personasUp = sup.AllUp
-	g.goSafe("persona supervisor", func() error { return sup.Run(context.Background()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	g.stopPersonas = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	g.goSafe("persona supervisor", func() error {
+		defer close(done)
+		return sup.Run(ctx)
+	})
 	return nil
 }
 

@@ -19,7 +19,7 @@ type Hook func(action Action, reason string) error
 // syscall itself fails, PID 1 exits, the kernel panics and panic=-1 reboots.
 func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	fmt.Fprintf(console, "bay0: halt: %s: %s\n", action, reason)
-	killAll(2 * time.Second)
+	KillAll(2 * time.Second)
 	for _, h := range hooks {
 		if err := runBounded(func() error { return h(action, reason) }, 10*time.Second); err != nil {
 			fmt.Fprintf(console, "bay0: halt: hook: %v\n", err)
@@ -35,8 +35,8 @@ func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	os.Exit(1)
 }
 
-// killAll SIGKILLs every process but PID 1 and reaps them, for at most d.
-func killAll(d time.Duration) {
+// KillAll SIGKILLs every process but PID 1 and reaps them, for at most d.
+func KillAll(d time.Duration) {
 	_ = unix.Kill(-1, unix.SIGKILL)
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {

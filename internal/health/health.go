@@ -55,7 +55,9 @@ func (m *Monitor) Check(now time.Time, window time.Duration) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	sort.Slice(bad, func(i, j int) bool { return bad[i].age > bad[j].age || bad[i].age == bad[j].age && bad[i].name < bad[j].name })
+	sort.Slice(bad, func(i, j int) bool {
+		return bad[i].age > bad[j].age || bad[i].age == bad[j].age && bad[i].name < bad[j].name
+	})
 	msg := ""
 	for i, b := range bad {
 		if i > 0 {

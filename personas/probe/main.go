@@ -8,6 +8,8 @@
 // Its first argument is the persona's name (the hostname it must see). With "int80" or "x32"
 // it instead makes one system call through that ABI, which must kill it. With "fresh" it
 // reports what a new instance finds in /tmp and /data, leaves something in both, and ends.
+// With "bridge" it shows the bridge rule across reboots: what survives in /data and /tmp, that
+// its root cannot be written, and whether a program copied into /data may run.
 package main
 
 import (
@@ -70,6 +72,14 @@ func main() {
 			return
 		case "fresh":
 			fresh()
+			return
+		case "bridge":
+			bridge()
+			for {
+				time.Sleep(time.Hour)
+			}
+		case "exec-ok":
+			fmt.Println("probe: bridge: a program from /data ran")
 			return
 		}
 	}
@@ -274,4 +284,42 @@ func fresh() {
 	}
 	fmt.Printf("probe: fresh: data counter %d\n", n)
 	time.Sleep(time.Second)
+}
+
+// bridge reports, once per boot: the boot count kept in /data (must survive reboots), what /tmp
+// holds (must be empty: it is RAM), whether the root can be written (never), and whether a copy
+// of this program in /data may run (only where the policy sets data_exec).
+func bridge() {
+	n := 0
+	if b, err := os.ReadFile("/data/boots"); err == nil {
+		n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	n++
+	if err := os.WriteFile("/data/boots", []byte(strconv.Itoa(n)), 0o644); err != nil {
+		fmt.Println("probe: bridge: write /data:", err)
+	}
+	ents, _ := os.ReadDir("/tmp")
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	fmt.Printf("probe: bridge: boot %d, tmp holds %v\n", n, names)
+	_ = os.WriteFile("/tmp/ephemeral", []byte("gone after a reboot"), 0o644)
+	if err := os.WriteFile("/ephemeral-root", []byte("x"), 0o644); err != nil {
+		fmt.Println("probe: bridge: write root: refused:", err)
+	} else {
+		fmt.Println("probe: bridge: write root: ESCAPE: written")
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err == nil {
+		err = os.WriteFile("/data/probe-copy", self, 0o755)
+	}
+	if err == nil {
+		err = exec.Command("/data/probe-copy", "exec-ok").Run()
+	}
+	if err != nil {
+		fmt.Println("probe: bridge: exec from /data: refused:", err)
+	} else {
+		fmt.Println("probe: bridge: exec from /data: allowed")
+	}
 }
