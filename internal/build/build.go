@@ -5,20 +5,26 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"alpinespine.org/spine/internal/audit"
+	"alpinespine.org/spine/internal/debtree"
 	"alpinespine.org/spine/internal/image"
+	"alpinespine.org/spine/internal/kernel"
 	"alpinespine.org/spine/internal/manifest"
+	"alpinespine.org/spine/internal/ocitree"
 	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/squashfs"
+	"alpinespine.org/spine/internal/tree"
 )
 
 // Options are the inputs of Build besides the configuration file.
@@ -34,10 +40,16 @@ type Options struct {
 	Version uint64
 	Kernel  string // kernel release recorded in the manifest
 	Workers int
+	// Cache is where downloaded inputs are kept between builds (Debian packages under debs/);
+	// "" is kernel.DefaultCacheDir(). It is only looked up when a persona needs it.
+	Cache string
 	// AllowFaultInjection lets the e2e suite sign a Spine whose bay0 is a fault-injection test
 	// build. It is not reachable from the spine command line: a release build never sets it.
 	AllowFaultInjection bool
 }
+
+// maxManifestRest bounds what a manifest holds besides its sources.
+const maxManifestRest = 8 << 10
 
 // AuditError lists every violation that made the build refuse to sign.
 type AuditError struct{ Violations []audit.Violation }
@@ -66,16 +78,23 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		return manifest.Manifest{}, fmt.Errorf("create work dir: %w", err)
 	}
 	defer os.RemoveAll(work)
-	tree := filepath.Join(work, "tree")
-	if err := Stage(ctx, cfg, opts.Bay0, tree); err != nil {
+	root := filepath.Join(work, "tree")
+	staged, err := Stage(ctx, cfg, StageOptions{Bay0: opts.Bay0, Dir: root, Cache: opts.Cache})
+	if err != nil {
 		return manifest.Manifest{}, err
 	}
-	files, err := audit.Dir(tree)
+	// bay0 refuses a manifest larger than manifest.MaxSize; the sources are its only part that
+	// grows with the inputs (one entry per Debian package). The rest fits in a few KiB.
+	if b, err := json.Marshal(staged.Sources); err != nil || len(b) > manifest.MaxSize-maxManifestRest {
+		return manifest.Manifest{}, fmt.Errorf("the persona sources take %d bytes of the manifest, more than its %d-byte limit allows: list fewer packages",
+			len(b), manifest.MaxSize)
+	}
+	files, err := audit.Dir(root)
 	if err != nil {
 		return manifest.Manifest{}, err
 	}
 	var violations []audit.Violation
-	for _, v := range audit.Check(files, audit.DirReader(tree)) {
+	for _, v := range audit.Check(files, audit.DirReader(root)) {
 		if opts.AllowFaultInjection && v.Rule == audit.RuleFaultInjection {
 			continue
 		}
@@ -90,7 +109,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		fsEpoch = 0
 	}
 	sqfs := filepath.Join(work, "root.squashfs")
-	if err := squashfs.Make(ctx, tree, sqfs, fsEpoch); err != nil {
+	if err := squashfs.Make(ctx, root, sqfs, fsEpoch); err != nil {
 		return manifest.Manifest{}, err
 	}
 	salt, uuid, err := saltAndUUID(cfg, epoch)
@@ -104,8 +123,9 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		Constitution: manifest.Constitution,
 		Kernel:       opts.Kernel,
 		BuildTime:    fsEpoch,
+		Sources:      staged.Sources,
 	}
-	for _, p := range cfg.Policy().Personas {
+	for _, p := range cfg.Personas {
 		m.Personas = append(m.Personas, p.Name)
 	}
 	m, err = image.Assemble(opts.Out, sqfs, image.Assembly{Manifest: m, Key: opts.Key, Salt: salt, UUID: uuid, Workers: opts.Workers})
@@ -139,48 +159,206 @@ func saltAndUUID(cfg Config, epoch int64) ([]byte, [16]byte, error) {
 	return salt, uuid, nil
 }
 
-// Stage lays out the Spine tree in dir: /bin/bay0, the baked policy, one tree per persona,
+// StageOptions are the inputs of Stage besides the configuration.
+type StageOptions struct {
+	Bay0 string // static bay0 binary placed at /bin/bay0
+	Dir  string // the Spine tree to lay out; it may exist (empty)
+	// Cache is where downloaded inputs are kept; "" is kernel.DefaultCacheDir().
+	Cache string
+}
+
+// Staged is what Stage made besides the tree.
+type Staged struct {
+	// Policy is the validated policy baked into the tree: the configuration's, with the
+	// defaults of OCI images merged in.
+	Policy policy.Policy
+	// Sources records where the persona trees came from (OCI images, Debian packages), in the
+	// configuration's order.
+	Sources []manifest.Source
+}
+
+// Stage lays out the Spine tree in opts.Dir: /bin/bay0, one tree per persona, the baked policy,
 // and the empty mount points bay0 needs.
-func Stage(ctx context.Context, cfg Config, bay0, dir string) error {
+func Stage(ctx context.Context, cfg Config, opts StageOptions) (Staged, error) {
+	dir := opts.Dir
 	for _, d := range []string{"bin", "etc/spine", policy.TreeRoot, "proc", "sys", "dev", "run", "tmp", "persist"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return fmt.Errorf("stage %s: %w", d, err)
+			return Staged{}, fmt.Errorf("stage %s: %w", d, err)
 		}
 	}
-	if err := copyFile(bay0, filepath.Join(dir, "bin/bay0"), 0o755); err != nil {
-		return fmt.Errorf("stage bay0: %w", err)
+	if err := copyFile(opts.Bay0, filepath.Join(dir, "bin/bay0"), 0o755); err != nil {
+		return Staged{}, fmt.Errorf("stage bay0: %w", err)
 	}
-	pol := cfg.Policy()
-	if err := pol.Validate(); err != nil {
-		return err
+	st := Staged{Policy: policy.Policy{Governor: cfg.Governor}}
+	for _, p := range cfg.Personas {
+		q, sources, err := stagePersona(ctx, cfg, p, dir, opts.Cache)
+		if err != nil {
+			return Staged{}, err
+		}
+		st.Policy.Personas = append(st.Policy.Personas, q)
+		st.Sources = append(st.Sources, sources...)
 	}
-	pb, err := pol.Marshal()
+	if err := st.Policy.Validate(); err != nil {
+		return Staged{}, err
+	}
+	pb, err := st.Policy.Marshal()
+	if err != nil {
+		return Staged{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, policy.Path), pb, 0o644); err != nil {
+		return Staged{}, fmt.Errorf("stage policy: %w", err)
+	}
+	return st, nil
+}
+
+// stagePersona fills one persona's tree from its sources, in the order oci, debian, dir, go,
+// and returns its policy entry with the image's defaults merged in.
+func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache string) (policy.Persona, []manifest.Source, error) {
+	q := p.Persona
+	src := p.Source
+	dir := filepath.Join(spine, q.Tree())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return q, nil, fmt.Errorf("stage persona %q: %w", q.Name, err)
+	}
+	t, err := tree.Open(dir)
+	if err != nil {
+		return q, nil, fmt.Errorf("stage persona %q: %w", q.Name, err)
+	}
+	defer t.Close()
+	var sources []manifest.Source
+	if src.OCI != "" {
+		img, err := ocitree.Unpack(ctx, cfg.resolve(src.OCI), t, ocitree.Options{Ref: src.Ref, TempDir: filepath.Dir(spine)})
+		if err != nil {
+			return q, nil, fmt.Errorf("persona %q: source oci %q: %w", q.Name, src.OCI, err)
+		}
+		if q, err = imageDefaults(q, img, t); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source oci %q: %w", q.Name, src.OCI, err)
+		}
+		sources = append(sources, manifest.Source{Persona: q.Name, Kind: "oci", Ref: img.Digest})
+	}
+	if len(src.Debian) > 0 {
+		if cache == "" {
+			if cache, err = kernel.DefaultCacheDir(); err != nil {
+				return q, nil, fmt.Errorf("persona %q: source debian: %w", q.Name, err)
+			}
+		}
+		res, err := debtree.Install(ctx, t, src.Debian, filepath.Join(cache, "debs"))
+		if err != nil {
+			return q, nil, fmt.Errorf("persona %q: source debian: %w", q.Name, err)
+		}
+		for _, pkg := range res.Packages {
+			sources = append(sources, manifest.Source{Persona: q.Name, Kind: "debian", Ref: pkg.String()})
+		}
+	}
+	if src.OCI != "" || len(src.Debian) > 0 {
+		// What the audit would refuse and a persona cannot need. The operator's own files
+		// below are not pruned: the audit judges them as they are.
+		if _, err := t.Prune(); err != nil {
+			return q, nil, fmt.Errorf("persona %q: prune tree: %w", q.Name, err)
+		}
+	}
+	if src.Dir != "" {
+		if err := t.CopyDir(cfg.resolve(src.Dir)); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source dir %q: %w", q.Name, src.Dir, err)
+		}
+	}
+	if src.Go != "" {
+		if err := goBuildInto(ctx, cfg.dir, src.Go, t, filepath.Dir(spine)); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source go %q: %w", q.Name, src.Go, err)
+		}
+	}
+	if _, mode, err := t.Lookup(q.Exec[0]); err != nil || !mode.IsRegular() {
+		return q, nil, fmt.Errorf("persona %q: exec %q is not in its tree", q.Name, q.Exec[0])
+	}
+	return q, sources, nil
+}
+
+// defaultPath is the PATH a container runtime gives an image that sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// imageDefaults merges an image's config into a persona's policy entry: the image's
+// Entrypoint+Cmd where the policy sets no exec (a bare command name is looked up on the image's
+// PATH, since the policy wants an absolute path), its Env under the policy's (the policy wins
+// for a variable both set) and its WorkingDir where the policy sets none.
+func imageDefaults(q policy.Persona, img ocitree.Image, t *tree.Tree) (policy.Persona, error) {
+	env := mergeEnv(img.Env, q.Env)
+	if q.Workdir == "" && img.WorkingDir != "" {
+		q.Workdir = path.Join("/", img.WorkingDir)
+	}
+	if len(q.Exec) == 0 {
+		exec := append(append([]string{}, img.Entrypoint...), img.Cmd...)
+		if len(exec) == 0 {
+			return q, fmt.Errorf("image %s has no entrypoint or cmd, and the policy sets no exec", img.Digest)
+		}
+		pathEnv := defaultPath
+		for _, e := range env {
+			if v, ok := strings.CutPrefix(e, "PATH="); ok {
+				pathEnv = v
+			}
+		}
+		bin, err := t.LookPath(exec[0], pathEnv, q.Workdir)
+		if err != nil {
+			return q, fmt.Errorf("image entrypoint: %w", err)
+		}
+		exec[0] = bin
+		q.Exec = exec
+	}
+	q.Env = env
+	return q, nil
+}
+
+// mergeEnv returns the image's variables, each replaced by the policy's value when the policy
+// sets it, followed by the policy's other variables.
+func mergeEnv(image, pol []string) []string {
+	set := map[string]string{}
+	var order []string
+	for _, e := range pol {
+		k, _, _ := strings.Cut(e, "=")
+		if _, dup := set[k]; !dup {
+			order = append(order, k)
+		}
+		set[k] = e
+	}
+	var out []string
+	used := map[string]bool{}
+	for _, e := range image {
+		k, _, _ := strings.Cut(e, "=")
+		if used[k] {
+			continue
+		}
+		used[k] = true
+		if v, ok := set[k]; ok {
+			out = append(out, v)
+			continue
+		}
+		out = append(out, e)
+	}
+	for _, k := range order {
+		if !used[k] {
+			out = append(out, set[k])
+		}
+	}
+	return out
+}
+
+// goBuildInto builds a Go package into /bin/<last path element> of the tree. The binary is
+// built beside the tree first: go build would follow a symlink the tree has at that path.
+func goBuildInto(ctx context.Context, dir, pkg string, t *tree.Tree, scratch string) error {
+	tmp, err := os.MkdirTemp(scratch, "spine-go-")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, policy.Path), pb, 0o644); err != nil {
-		return fmt.Errorf("stage policy: %w", err)
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bin")
+	if err := goBuild(ctx, dir, pkg, bin); err != nil {
+		return err
 	}
-	for _, p := range cfg.Personas {
-		tree := filepath.Join(dir, p.Tree())
-		if err := os.MkdirAll(tree, 0o755); err != nil {
-			return fmt.Errorf("stage persona %q: %w", p.Name, err)
-		}
-		if p.Source.Dir != "" {
-			if err := copyTree(cfg.resolve(p.Source.Dir), tree); err != nil {
-				return fmt.Errorf("persona %q: source dir %q: %w", p.Name, p.Source.Dir, err)
-			}
-		}
-		if p.Source.Go != "" {
-			if err := goBuild(ctx, cfg.dir, p.Source.Go, filepath.Join(tree, "bin", filepath.Base(p.Source.Go))); err != nil {
-				return fmt.Errorf("persona %q: source go %q: %w", p.Name, p.Source.Go, err)
-			}
-		}
-		if _, err := os.Lstat(filepath.Join(tree, p.Exec[0])); err != nil {
-			return fmt.Errorf("persona %q: exec %q is not in its tree", p.Name, p.Exec[0])
-		}
+	f, err := os.Open(bin)
+	if err != nil {
+		return err
 	}
-	return nil
+	defer f.Close()
+	return t.WriteFile("bin/"+filepath.Base(pkg), f, 0o755)
 }
 
 // goBuild builds a static, reproducible binary of a Go package of this module.
@@ -198,54 +376,6 @@ func goBuild(ctx context.Context, dir, pkg, out string) error {
 		return fmt.Errorf("go build: %w: %s", err, strings.TrimSpace(string(o)))
 	}
 	return os.Chmod(out, 0o755)
-}
-
-// copyTree copies a directory tree, keeping permission bits (setuid included, so that the
-// audit sees them and refuses) and symlinks. Special files cannot be carried into a Spine.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch t := info.Mode().Type(); {
-		case t == fs.ModeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-			return os.Chmod(target, info.Mode().Perm()|info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
-		case t == fs.ModeSymlink:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case t == 0:
-			return copyFile(p, target, info.Mode().Perm()|info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
-		default:
-			return fmt.Errorf("%s: %s cannot be part of a Spine", rel, describe(t))
-		}
-	})
-}
-
-func describe(t fs.FileMode) string {
-	switch {
-	case t&fs.ModeDevice != 0:
-		return "device node"
-	case t&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case t&fs.ModeSocket != 0:
-		return "socket"
-	}
-	return "special file"
 }
 
 func copyFile(src, dst string, mode fs.FileMode) error {

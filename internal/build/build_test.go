@@ -83,13 +83,13 @@ func TestLoadConfigStrict(t *testing.T) {
 		{"top level", "version = 4\n", "version = 4\nsigning = \"yes\"\n", `line 3: unknown key "signing"`},
 		{"governor", "passphrase_attempts = 2\n", "passphrase_attempts = 2\nwatchdog = \"1s\"\n", `line 6: unknown key "governor.watchdog"`},
 		{"persona", "pids = 8\n", "pids = 8\nmemroy = \"1GiB\"\n", `line 13: unknown key "persona.memroy"`},
-		{"persona source", "dir = \"app\"\n", "dir = \"app\"\noci = \"alpine\"\n", `line 15: unknown key "persona.source.oci"`},
+		{"persona source", "dir = \"app\"\n", "dir = \"app\"\ndocker = \"alpine\"\n", `line 15: unknown key "persona.source.docker"`},
 		{"no cpus", "cpus = 0.5\n", "", "cpus is mandatory"},
 		{"no memory", "memory = \"16MiB\"\n", "", "memory is mandatory"},
 		{"no pids", "pids = 8\n", "", "pids is mandatory"},
 		{"no name", "name = \"test\"\n", "", "name is missing"},
 		{"no version", "version = 4\n", "", "version is missing"},
-		{"no source", "dir = \"app\"\n", "", "source needs dir or go"},
+		{"no source", "dir = \"app\"\n", "", "source needs one of oci, debian, dir or go"},
 		{"syntax", "version = 4\n", "version = \n", "line 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"alpinespine.org/spine/internal/debtree"
 	"alpinespine.org/spine/internal/policy"
 )
 
@@ -30,13 +31,27 @@ type Persona struct {
 }
 
 // Source says where a persona's tree comes from. Several may be combined; they are applied in
-// the order dir, go.
+// the order oci, debian, dir, go, each over what the previous ones made, so that the operator's
+// own files (dir, go) can add to or replace files of an image or a package.
 type Source struct {
+	// OCI is an OCI image layout: a directory or a tar of one (skopeo copy docker://IMAGE
+	// oci:DIR:TAG or oci-archive:FILE). Its config's Entrypoint+Cmd, Env and WorkingDir are the
+	// persona's defaults where the policy sets no exec, env or workdir; env is merged by key.
+	OCI string `toml:"oci"`
+	// Ref selects the image when the layout holds several: a tag (ref name) or a digest.
+	Ref string `toml:"ref"`
+	// Debian lists Debian packages ("name" or "name=version") unpacked with their Depends and
+	// Pre-Depends, downloaded into the build cache; no maintainer script runs.
+	Debian []string `toml:"debian"`
 	// Dir is a directory copied as the tree (modes kept, so the audit sees what is there).
 	Dir string `toml:"dir"`
 	// Go is a Go package of this module built static into /bin/<last path element>.
 	Go string `toml:"go"`
 }
+
+// imageExec stands in, during validation, for the exec an OCI persona takes from its image's
+// entrypoint at stage time. It never reaches a policy: Stage replaces it or fails.
+const imageExec = "/<from the image>"
 
 // LoadConfig reads and validates a build configuration strictly.
 func LoadConfig(path string) (Config, error) {
@@ -62,19 +77,36 @@ func (c *Config) validate() error {
 	if c.Version == 0 {
 		return errors.New("version is missing (must be at least 1)")
 	}
+	// An OCI persona may leave exec to its image: check everything else now, and exec once
+	// the image is read (Stage).
 	pol := c.Policy()
+	for i, p := range c.Personas {
+		if p.Source.OCI != "" && len(p.Exec) == 0 {
+			pol.Personas[i].Exec = []string{imageExec}
+		}
+	}
 	if err := pol.Validate(); err != nil {
 		return err
 	}
 	for _, p := range c.Personas {
-		if p.Source.Dir == "" && p.Source.Go == "" {
-			return fmt.Errorf("persona %q: source needs dir or go", p.Name)
+		s := p.Source
+		if s.OCI == "" && len(s.Debian) == 0 && s.Dir == "" && s.Go == "" {
+			return fmt.Errorf("persona %q: source needs one of oci, debian, dir or go", p.Name)
+		}
+		if s.Ref != "" && s.OCI == "" {
+			return fmt.Errorf("persona %q: source ref selects an image of an oci layout, and there is none", p.Name)
+		}
+		for _, n := range s.Debian {
+			if err := debtree.CheckName(n); err != nil {
+				return fmt.Errorf("persona %q: source debian: %w", p.Name, err)
+			}
 		}
 	}
 	return nil
 }
 
-// Policy is the policy that gets baked into the Spine.
+// Policy is the policy as configured. What gets baked into the Spine is this policy with the
+// defaults of OCI images merged in (see Stage and Staged.Policy).
 func (c Config) Policy() policy.Policy {
 	p := policy.Policy{Governor: c.Governor}
 	for _, q := range c.Personas {
