@@ -136,7 +136,8 @@ func TestCtlErrors(t *testing.T) {
 	}{
 		// The governor refuses: exit 1 with its message.
 		{[]string{"--socket", sock, "stop", "nope"}, 1, `spine ctl: bay0: stop: no persona "nope"` + "\n"},
-		{[]string{"--socket", sock, "update"}, 1, "spine ctl: bay0: update: not supported yet\n"},
+		{[]string{"--socket", sock, "update"}, 2, ""},
+		{[]string{"--socket", sock, "update", "/nonexistent.spine"}, 1, "spine ctl: open image: open /nonexistent.spine: no such file or directory\n"},
 		// Refused before sending.
 		{[]string{"--socket", sock, "exec", "sh"}, 1, `spine ctl: unknown verb "exec"` + "\n"},
 		{[]string{"--socket", sock, "stop"}, 1, "spine ctl: missing field \"name\": stop needs a persona name\n"},
