@@ -16,6 +16,7 @@ import (
 	"alpinespine.org/spine/internal/disk"
 	"alpinespine.org/spine/internal/halt"
 	"alpinespine.org/spine/internal/health"
+	"alpinespine.org/spine/internal/persist"
 	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/stage1"
 	"alpinespine.org/spine/internal/supervise"
@@ -45,7 +46,6 @@ type Governor struct {
 	fatal     chan error
 	// personasUp reports whether every persona that should run is running; set by startPersonas.
 	personasUp func() bool
-	persistUp  atomic.Bool
 	// ring keeps bay0's recent log lines for the control channel's logs verb.
 	ring *control.LogRing
 	// lastFeed is when the watchdog was last fed (unix nanoseconds).
@@ -204,7 +204,7 @@ func (g *Governor) mainLoop() error {
 // commitIfHealthy makes the running slot the committed, primary, good slot once every
 // supervised loop progresses, every persona runs and /persist is mounted.
 func (g *Governor) commitIfHealthy(now time.Time) error {
-	if err := g.health.Check(now, g.window()); err != nil || !g.personasUp() {
+	if err := g.health.Check(now, g.window()); err != nil || !g.personasUp() || !persist.Mounted() {
 		return nil
 	}
 	slot, v := g.boot.Slot, g.boot.Manifest.Version
