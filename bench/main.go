@@ -3,10 +3,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"text/tabwriter"
 )
 
@@ -38,6 +40,8 @@ func run(ctx context.Context) error {
 	benches := []benchmark{
 		{name: "verity", run: benchVerity},
 		{name: "persona", run: benchPersona},
+		{name: "boot", run: benchBoot},
+		{name: "update", run: benchUpdate},
 	}
 	var rows []result
 	for _, b := range benches {
@@ -69,4 +73,11 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("a benchmark is below its floor")
 	}
 	return nil
+}
+
+// median is the middle value of xs (the upper one of an even count).
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

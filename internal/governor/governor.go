@@ -182,6 +182,7 @@ func (g *Governor) mainLoop() error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	injectFault(g)
+	allUp := false
 	for {
 		select {
 		case err := <-g.fatal:
@@ -192,6 +193,10 @@ func (g *Governor) mainLoop() error {
 			return req
 		case now := <-tick.C:
 			g.health.Beat(LoopMain, now)
+			if !allUp && g.personasUp() {
+				allUp = true
+				g.logf("all personas running: uptime %s, rss %d KiB", kernelUptime(), selfRSS())
+			}
 			if !g.committed.Load() && now.Sub(g.started) >= time.Duration(g.policy.Governor.HealthWindow) {
 				if err := g.commitIfHealthy(now); err != nil {
 					return err
