@@ -5,7 +5,7 @@ export SOURCE_DATE_EPOCH ?= 1767225600
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test unit e2e lint demo bench clean fuzz
+.PHONY: all deps build test unit e2e lint demo bench clean fuzz conformance readme
 
 all: build
 
@@ -28,7 +28,14 @@ e2e: deps build
 	@mkdir -p .cache
 	$(GO) run ./tools/gotest .cache/e2e.json -count=1 -tags e2e -timeout 30m -parallel 2 ./e2e/...
 
-test: lint unit e2e
+test: lint unit e2e conformance
+
+# CONFORMANCE.md: every clause of the constitution and the tests that prove it, from this run.
+conformance:
+	$(GO) run ./tools/conformance -events .cache/unit.json,.cache/e2e.json -out CONFORMANCE.md
+
+readme:
+	@scripts/readme-cli.sh
 
 demo: deps build
 	@scripts/demo.sh
