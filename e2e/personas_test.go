@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/build"
+	"alpinespine.org/spine/internal/vm"
 	"alpinespine.org/spine/internal/vm/vmtest"
 )
 
@@ -22,7 +26,7 @@ import (
 // processes, system calls), and is replaced, never repaired. The escape probe and the hogs
 // misbehave from inside real guests; the neighbour's heartbeat shows the damage stays inside.
 
-// personaTrees builds one tree per demo binary (probe, hog, heartbeat), once per run.
+// personaTrees builds one tree per demo binary (probe, hog, heartbeat, web), once per run.
 var personaTrees struct {
 	once sync.Once
 	dir  string
@@ -33,7 +37,7 @@ func personaTree(t *testing.T, bin string) string {
 	t.Helper()
 	personaTrees.once.Do(func() {
 		personaTrees.dir = filepath.Join(fx.dir, "persona-trees")
-		for _, b := range []string{"probe", "hog", "heartbeat"} {
+		for _, b := range []string{"probe", "hog", "heartbeat", "web"} {
 			out := filepath.Join(personaTrees.dir, b, "bin", b)
 			if personaTrees.err = goBuild(out, "./personas/"+b); personaTrees.err != nil {
 				return
@@ -246,4 +250,75 @@ func TestTinySpinePersonaRuns(t *testing.T) {
 	v.Kill(t)
 	v.Never(t, "bay0: persona idle exited")
 	v.Never(t, "could not start")
+}
+
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestPersonaUplinkServesHost: a persona with network = "uplink" gets eth0 (ipvlan on the
+// machine's card) and serves HTTP to the host through a QEMU forward to its own address; its
+// visit counter lives in /data. The probe beside it, with no uplink, still sees only lo.
+func TestPersonaUplinkServesHost(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t,
+		personaEntry(t, "web", "web", []string{":8080"},
+			"cpus = 0.5\nmemory = \"64MiB\"\npids = 32\ndata = true\nnetwork = \"uplink\"\n"+
+				"address = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\norder = 1"),
+		personaEntry(t, "probe", "probe", []string{"probe"},
+			"cpus = 0.5\nmemory = \"64MiB\"\npids = 32\ndata = true\nrestart = \"never\"\norder = 2"))
+	disk := makeDisk(t, img, img, nil)
+	port := freePort(t)
+	cfg := machine(disk)
+	cfg.Forwards = []vm.Forward{{HostPort: port, GuestPort: 8080, GuestAddr: "10.0.2.15"}}
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: persona web started pid", bootTimeout)
+	v.WaitFor(t, "web: listening on :8080", bootTimeout)
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func() (string, error) {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("status %s: %s", resp.Status, b)
+		}
+		return string(b), nil
+	}
+	// The forward accepts at once; the persona answers when its address is reachable.
+	var body string
+	var err error
+	for deadline := time.Now().Add(bootTimeout); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if body, err = get(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("the web persona never answered through the forward: %v", err)
+	}
+	if want := "hello from persona web: visit 1\n"; body != want {
+		t.Errorf("first visit: %q, want %q", body, want)
+	}
+	if body, err = get(); err != nil || body != "hello from persona web: visit 2\n" {
+		t.Errorf("second visit: %q %v, want visit 2", body, err)
+	}
+	done := v.WaitFor(t, "probe: done", 2*bootTimeout)
+	v.Kill(t)
+	v.Never(t, "ESCAPE")
+	v.Never(t, "could not start")
+	if !v.Saw("probe: network namespace: ok") {
+		t.Errorf("the probe beside an uplink persona saw more than lo (%q)", done)
+	}
 }

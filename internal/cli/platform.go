@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -174,7 +176,7 @@ func vmCmd() command {
 			mem := fs.Int("memory", 512, "guest memory in MiB")
 			passFile := fs.String("passphrase-file", "", "answer the guest's /persist passphrase prompt with this file's passphrase (default: type it; the terminal's echo is off while the machine runs)")
 			var fwd multi
-			fs.Var(&fwd, "forward", "forward host port to guest port, HOST:GUEST; repeatable")
+			fs.Var(&fwd, "forward", "forward a port of the host's 127.0.0.1 to the guest, HOST:GUEST (guest "+vm.DefaultGuestAddr+") or HOST:GUESTIP:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *diskPath == "" || *initrd == "" || len(args) != 0 {
 					return errUsage
@@ -213,11 +215,11 @@ func vmCmd() command {
 					defer restore()
 				}
 				for _, f := range fwd {
-					var h, g int
-					if _, err := fmt.Sscanf(f, "%d:%d", &h, &g); err != nil {
-						return fmt.Errorf("forward %q is not HOST:GUEST", f)
+					fw, err := ParseForward(f)
+					if err != nil {
+						return err
 					}
-					cfg.Forwards = append(cfg.Forwards, vm.Forward{HostPort: h, GuestPort: g})
+					cfg.Forwards = append(cfg.Forwards, fw)
 				}
 				m, err := vm.Start(ctx, cfg)
 				if err != nil {
@@ -269,4 +271,30 @@ func dirOf(p string) string {
 		return p[:i+1]
 	}
 	return "."
+}
+
+// ParseForward parses a --forward value: HOST:GUEST, which reaches vm.DefaultGuestAddr, or
+// HOST:GUESTIP:GUEST, which reaches a persona's uplink address.
+func ParseForward(s string) (vm.Forward, error) {
+	parts := strings.Split(s, ":")
+	var f vm.Forward
+	var err1, err2 error
+	switch len(parts) {
+	case 2:
+		f.HostPort, err1 = strconv.Atoi(parts[0])
+		f.GuestPort, err2 = strconv.Atoi(parts[1])
+	case 3:
+		f.HostPort, err1 = strconv.Atoi(parts[0])
+		f.GuestAddr = parts[1]
+		f.GuestPort, err2 = strconv.Atoi(parts[2])
+		if a, err := netip.ParseAddr(f.GuestAddr); err != nil || !a.Is4() {
+			return vm.Forward{}, fmt.Errorf("forward %q: %q is not an IPv4 address", s, f.GuestAddr)
+		}
+	default:
+		return vm.Forward{}, fmt.Errorf("forward %q is not HOST:GUEST or HOST:GUESTIP:GUEST", s)
+	}
+	if err1 != nil || err2 != nil || f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+		return vm.Forward{}, fmt.Errorf("forward %q: ports must be numbers in 1-65535", s)
+	}
+	return f, nil
 }

@@ -170,8 +170,21 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		f.Close()
 	}
 	childEnds = nil
+	cfg := s.Config()
+	if s.Uplink != nil {
+		// persona-init waits for its config, so the device is there before it looks.
+		device, err := attachUplink(pid)
+		if err != nil {
+			cfgW.Close()
+			logR.Close()
+			return nil, fail("uplink", err)
+		}
+		u := *s.Uplink
+		u.Device = device
+		cfg.Uplink = &u
+	}
 	go func() {
-		_ = s.Config().Encode(cfgW)
+		_ = cfg.Encode(cfgW)
 		cfgW.Close()
 	}()
 	go func() {

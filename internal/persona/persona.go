@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"path"
 	"strconv"
 	"strings"
@@ -71,6 +72,39 @@ type Spec struct {
 	Self string
 	// CgroupParent is the cgroup v2 directory under which the persona's leaf is made.
 	CgroupParent string
+	// Uplink, if not nil, gives the persona an ipvlan device on the machine's network card.
+	Uplink *Uplink
+}
+
+// UplinkName is the name of the persona's uplink device inside its network namespace.
+const UplinkName = "eth0"
+
+// Uplink is the persona's network: an ipvlan device named UplinkName with one IPv4 address
+// and, if Gateway is set, a default route through it.
+type Uplink struct {
+	// Address is an IPv4 address with its prefix length, "10.0.2.15/24".
+	Address string `json:"address"`
+	// Gateway is an IPv4 address inside Address's network, or "".
+	Gateway string `json:"gateway,omitempty"`
+	// Device is the name the parent gave the device in the persona's namespace, set in the
+	// Config of one launch only; persona-init renames it UplinkName.
+	Device string `json:"device,omitempty"`
+}
+
+// Parse returns the address and gateway (invalid when there is none) of u.
+func (u Uplink) Parse() (netip.Prefix, netip.Addr, error) {
+	p, err := netip.ParsePrefix(u.Address)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink address %q is not an IPv4 prefix", u.Address)
+	}
+	if u.Gateway == "" {
+		return p, netip.Addr{}, nil
+	}
+	gw, err := netip.ParseAddr(u.Gateway)
+	if err != nil || !gw.Is4() || !p.Contains(gw) {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink gateway %q is not an IPv4 address in %s", u.Gateway, p.Masked())
+	}
+	return p, gw, nil
 }
 
 // NewSpec turns a policy entry into a Spec. index is the persona's position in the policy;
@@ -100,17 +134,17 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 		s.DataDir = path.Join(persistRoot, p.Name)
 	}
 	if p.Network == "uplink" {
-		return Spec{}, fmt.Errorf("persona %q: %w", p.Name, ErrNoUplink)
+		u := &Uplink{Address: p.Address, Gateway: p.Gateway}
+		if _, _, err := u.Parse(); err != nil {
+			return Spec{}, fmt.Errorf("persona %q: %w", p.Name, err)
+		}
+		s.Uplink = u
 	}
 	return s, nil
 }
 
 // ErrNoPersist refuses a persona with data = true on a machine whose /persist is not mounted.
 var ErrNoPersist = errors.New("data = true but /persist is not mounted")
-
-// ErrNoUplink refuses network = "uplink", which this version of bay0 cannot give yet: a
-// persona that asked for a network must not silently run without one.
-var ErrNoUplink = errors.New(`network = "uplink" is not supported yet`)
 
 // Config is what the parent tells persona-init, as one JSON document on ConfigFD.
 type Config struct {
@@ -128,12 +162,16 @@ type Config struct {
 	Data bool `json:"data,omitempty"`
 	// Seccomp is the filter program, 8 bytes per instruction.
 	Seccomp []byte `json:"seccomp"`
+	// Uplink says that the parent put an ipvlan device named UplinkName in the persona's
+	// network namespace, and how to configure it; nil for loopback only.
+	Uplink *Uplink `json:"uplink,omitempty"`
 }
 
 // Config renders the Config of one launch of s.
 func (s Spec) Config() Config {
 	return Config{Version: ConfigVersion, Name: s.Name, Tree: s.Tree, Exec: s.Exec, Env: s.Env,
-		Workdir: s.Workdir, TmpSize: s.TmpSize, RunSize: s.RunSize, Data: s.DataDir != "", Seccomp: s.Seccomp}
+		Workdir: s.Workdir, TmpSize: s.TmpSize, RunSize: s.RunSize, Data: s.DataDir != "", Seccomp: s.Seccomp,
+		Uplink: s.Uplink}
 }
 
 // Encode writes c as one JSON document.
@@ -189,6 +227,14 @@ func (c Config) validate() error {
 		return errors.New("tmp and run sizes must be positive")
 	case len(c.Seccomp) == 0:
 		return errors.New("no seccomp program")
+	}
+	if c.Uplink != nil {
+		if _, _, err := c.Uplink.Parse(); err != nil {
+			return err
+		}
+		if d := c.Uplink.Device; d == "" || len(d) > 15 || strings.ContainsAny(d, "/: \x00") {
+			return fmt.Errorf("bad uplink device name %q", d)
+		}
 	}
 	for _, s := range append(append([]string{}, c.Exec...), c.Env...) {
 		if strings.IndexByte(s, 0) >= 0 {

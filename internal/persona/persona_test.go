@@ -34,9 +34,35 @@ func TestNewSpec(t *testing.T) {
 		t.Errorf("data without /persist: %v, want ErrNoPersist", err)
 	}
 	p := samplePolicy()
-	p.Network = "uplink"
-	if _, err := NewSpec(p, 0, "/", "/persist", nil); !errors.Is(err, ErrNoUplink) {
-		t.Errorf("uplink: %v, want ErrNoUplink", err)
+	if s.Uplink != nil || s.Config().Uplink != nil {
+		t.Errorf("network none has an uplink: %+v", s.Uplink)
+	}
+	p.Network, p.Address, p.Gateway = "uplink", "10.0.2.15/24", "10.0.2.2"
+	s, err = NewSpec(p, 0, "/", "/persist", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := s.Config().Uplink; u == nil || *u != (Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
+		t.Errorf("uplink config %+v", u)
+	}
+	p.Address = "10.0.2.15"
+	if _, err := NewSpec(p, 0, "/", "/persist", nil); err == nil {
+		t.Error("an uplink address without a prefix length was accepted")
+	}
+}
+
+func TestUplinkParse(t *testing.T) {
+	a, gw, err := Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}.Parse()
+	if err != nil || a.String() != "10.0.2.15/24" || gw.String() != "10.0.2.2" {
+		t.Errorf("Parse: %v %v %v", a, gw, err)
+	}
+	if _, gw, err := (Uplink{Address: "10.0.2.15/24"}).Parse(); err != nil || gw.IsValid() {
+		t.Errorf("no gateway: %v %v", gw, err)
+	}
+	for _, u := range []Uplink{{}, {Address: "fd00::1/64"}, {Address: "10.0.2.15/24", Gateway: "10.0.9.2"}, {Address: "10.0.2.15/24", Gateway: "x"}} {
+		if _, _, err := u.Parse(); err == nil {
+			t.Errorf("%+v accepted", u)
+		}
 	}
 }
 
@@ -76,8 +102,12 @@ func TestParseKeyed(t *testing.T) {
 }
 
 func sampleConfig() Config {
-	s, _ := NewSpec(samplePolicy(), 0, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
-	return s.Config()
+	p := samplePolicy()
+	p.Network, p.Address, p.Gateway = "uplink", "10.0.2.15/24", "10.0.2.2"
+	s, _ := NewSpec(p, 0, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	c := s.Config()
+	c.Uplink.Device = "up42"
+	return c
 }
 
 func TestConfigRoundTrip(t *testing.T) {
@@ -111,6 +141,8 @@ func TestDecodeConfigRejects(t *testing.T) {
 		"zero tmp":     strings.Replace(good, `"tmp_size":1`, `"tmp_size":0`, 1),
 		"nul in exec":  strings.Replace(good, `"/bin/web"`, `"/bin/web\u0000x"`, 1),
 		"empty":        ``,
+		"bad uplink":   strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15","device":"up1"},"seccomp"`, 1),
+		"no device":    strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15/24"},"seccomp"`, 1),
 	} {
 		if _, err := DecodeConfig(strings.NewReader(bad)); err == nil {
 			t.Errorf("%s: accepted", name)

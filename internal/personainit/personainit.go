@@ -5,8 +5,8 @@
 // (`bay0 persona-init --config-fd=3`), as runc's init is a re-executed runc.
 //
 // The order is fixed (see Run): mounts -> masked and read-only /proc paths -> hostname ->
-// loopback -> no_new_privs -> capabilities -> seccomp -> close-on-exec on every extra fd ->
-// exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
+// loopback -> uplink (if any) -> no_new_privs -> capabilities -> seccomp -> close-on-exec on
+// every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
 // forbids; fds are closed last so that no fd of the governor's world reaches the workload
 // (CVE-2024-21626 leaked a host directory fd into runc containers).
 package personainit
@@ -64,6 +64,7 @@ func Run(args []string) (stage string, err error) {
 		{"mounts", func() error { return setupRoot(cfg) }},
 		{"hostname", func() error { return setHostname(cfg.Name) }},
 		{"loopback", loopbackUp},
+		{"uplink", func() error { return uplinkUp(cfg.Uplink) }},
 		{"workdir", func() error { return enterWorkdir(cfg.Workdir) }},
 		{"privileges", dropPrivileges},
 		{"seccomp", func() error { return seccomp.Install(filter) }},

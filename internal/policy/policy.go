@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -62,8 +63,15 @@ type Persona struct {
 	// Data grants /persist/<name> at /data; DataExec allows executing from it.
 	Data     bool `toml:"data,omitempty"`
 	DataExec bool `toml:"data_exec,omitempty"`
-	// Network is "none" (loopback only) or "uplink".
+	// Network is "none" (loopback only) or "uplink": an ipvlan device, eth0, on the machine's
+	// network card, isolated from every other persona's.
 	Network string `toml:"network,omitempty"`
+	// Address is the uplink's IPv4 address with its prefix length, e.g. "10.0.2.15/24";
+	// mandatory with network = "uplink", refused otherwise.
+	Address string `toml:"address,omitempty"`
+	// Gateway, if set, is the uplink's default route, e.g. "10.0.2.2"; it must be inside
+	// Address's network.
+	Gateway string `toml:"gateway,omitempty"`
 	// Restart is "always" (default) or "never".
 	Restart string `toml:"restart,omitempty"`
 	// Order is the start order; lower starts first, ties by name.
@@ -209,6 +217,9 @@ func (q *Persona) validate() error {
 	default:
 		return fmt.Errorf("network %q is not none or uplink", q.Network)
 	}
+	if err := q.validateUplink(); err != nil {
+		return err
+	}
 	switch q.Restart {
 	case "":
 		q.Restart = "always"
@@ -217,6 +228,47 @@ func (q *Persona) validate() error {
 		return fmt.Errorf("restart %q is not always or never", q.Restart)
 	}
 	return nil
+}
+
+func (q *Persona) validateUplink() error {
+	if q.Network != "uplink" {
+		if q.Address != "" || q.Gateway != "" {
+			return errors.New(`address and gateway need network = "uplink"`)
+		}
+		return nil
+	}
+	if q.Address == "" {
+		return errors.New(`network = "uplink" needs an address such as "10.0.2.15/24"`)
+	}
+	p, err := netip.ParsePrefix(q.Address)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 1 {
+		return fmt.Errorf("address %q is not an IPv4 address with a prefix length, like 10.0.2.15/24", q.Address)
+	}
+	if a := p.Addr(); a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == p.Masked().Addr() && p.Bits() < 31 {
+		return fmt.Errorf("address %q cannot be a host's address", q.Address)
+	}
+	if q.Gateway == "" {
+		return nil
+	}
+	gw, err := netip.ParseAddr(q.Gateway)
+	if err != nil || !gw.Is4() {
+		return fmt.Errorf("gateway %q is not an IPv4 address", q.Gateway)
+	}
+	if !p.Contains(gw) || gw == p.Addr() {
+		return fmt.Errorf("gateway %s is not another host of %s", gw, p.Masked())
+	}
+	return nil
+}
+
+// Uplink returns the persona's uplink address and gateway (invalid if none). Precondition:
+// Validate accepted the policy.
+func (q Persona) Uplink() (netip.Prefix, netip.Addr) {
+	if q.Network != "uplink" {
+		return netip.Prefix{}, netip.Addr{}
+	}
+	p, _ := netip.ParsePrefix(q.Address)
+	gw, _ := netip.ParseAddr(q.Gateway)
+	return p, gw
 }
 
 // Tree is the persona's root tree, relative to the Spine's root.

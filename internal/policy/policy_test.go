@@ -125,6 +125,17 @@ func TestParseRefuses(t *testing.T) {
 		{"data_exec without data", minimal + "data_exec = true\n", "data_exec"},
 		{"network", minimal + "network = \"bridge\"\n", "network"},
 		{"restart", minimal + "restart = \"sometimes\"\n", "restart"},
+		{"uplink without address", minimal + "network = \"uplink\"\n", "needs an address"},
+		{"address without uplink", minimal + "address = \"10.0.2.15/24\"\n", "need network"},
+		{"gateway without uplink", minimal + "gateway = \"10.0.2.2\"\n", "need network"},
+		{"address without prefix", minimal + "network = \"uplink\"\naddress = \"10.0.2.15\"\n", "prefix length"},
+		{"address not ip", minimal + "network = \"uplink\"\naddress = \"web/24\"\n", "prefix length"},
+		{"ipv6 address", minimal + "network = \"uplink\"\naddress = \"fd00::1/64\"\n", "IPv4"},
+		{"network address", minimal + "network = \"uplink\"\naddress = \"10.0.2.0/24\"\n", "host's address"},
+		{"zero prefix", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/0\"\n", "prefix length"},
+		{"gateway outside", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.3.2\"\n", "not another host"},
+		{"gateway is self", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.15\"\n", "not another host"},
+		{"gateway not ip", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"router\"\n", "not an IPv4"},
 		{"twice", minimal + minimal, "twice"},
 		{"passphrase attempts", "[governor]\npassphrase_attempts = 11\n" + minimal, "passphrase_attempts"},
 		{"watchdog", "[governor]\nwatchdog_timeout = \"100ms\"\n" + minimal, "watchdog_timeout"},
@@ -250,6 +261,8 @@ run_size = "512KiB"
 data = true
 data_exec = true
 network = "uplink"
+address = "10.0.2.15/24"
+gateway = "10.0.2.2"
 restart = "never"
 order = 3
 syscalls = ["ptrace"]
@@ -281,5 +294,30 @@ pids = 8
 	}
 	if time.Duration(q.Governor.HealthWindow) != 90*time.Second {
 		t.Errorf("health_window = %v", time.Duration(q.Governor.HealthWindow))
+	}
+}
+
+func TestUplink(t *testing.T) {
+	p, err := Parse(strings.NewReader(minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, gw := p.Personas[0].Uplink()
+	if addr.String() != "10.0.2.15/24" || gw.String() != "10.0.2.2" {
+		t.Errorf("uplink %v via %v", addr, gw)
+	}
+	p, err = Parse(strings.NewReader(minimal + "network = \"uplink\"\naddress = \"192.168.7.9/30\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr, gw := p.Personas[0].Uplink(); addr.String() != "192.168.7.9/30" || gw.IsValid() {
+		t.Errorf("uplink %v via %v, want no gateway", addr, gw)
+	}
+	p, err = Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr, _ := p.Personas[0].Uplink(); addr.IsValid() {
+		t.Errorf("network none has uplink %v", addr)
 	}
 }

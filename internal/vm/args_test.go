@@ -52,6 +52,17 @@ func TestBuildArgs(t *testing.T) {
 			notWant: []string{"-initrd", "-drive", "-netdev", "virtio-serial-pci", "virtio-net-pci", "virtio-blk-pci"},
 		},
 		{
+			name: "net without forwards",
+			cfg: func(c Config) Config {
+				c.Net = true
+				return c
+			},
+			accel: AccelTCG,
+			want: [][]string{
+				{"-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0"},
+			},
+		},
+		{
 			name: "everything",
 			cfg: func(c Config) Config {
 				c.Initrd = "/k/initrd.cpio"
@@ -60,7 +71,7 @@ func TestBuildArgs(t *testing.T) {
 				c.MemoryMiB = 1024
 				c.CPUs = 2
 				c.CtlSocket = "/run/ctl.sock"
-				c.Forwards = []Forward{{HostPort: 8080, GuestPort: 80}, {HostPort: 2222, GuestPort: 22}}
+				c.Forwards = []Forward{{HostPort: 8080, GuestPort: 80}, {HostPort: 2222, GuestPort: 22, GuestAddr: "10.0.2.16"}}
 				return c
 			},
 			accel: AccelKVM,
@@ -73,7 +84,7 @@ func TestBuildArgs(t *testing.T) {
 				{"-device", "virtio-serial-pci",
 					"-chardev", "socket,id=ctl,path=/run/ctl.sock,server=on,wait=off",
 					"-device", "virtserialport,chardev=ctl,name=bay0.ctl"},
-				{"-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22",
+				{"-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-10.0.2.16:22",
 					"-device", "virtio-net-pci,netdev=net0"},
 			},
 		},
@@ -160,6 +171,7 @@ func TestStartValidates(t *testing.T) {
 		{"comma", func(c *Config) { c.Disk = "/tmp/a,format=qcow2" }, "contains a comma", nil},
 		{"accel", func(c *Config) { c.Accel = "hvf" }, `unknown accelerator "hvf"`, nil},
 		{"port", func(c *Config) { c.Forwards = []Forward{{HostPort: 0, GuestPort: 22}} }, "out of range", nil},
+		{"guest addr", func(c *Config) { c.Forwards = []Forward{{HostPort: 80, GuestPort: 80, GuestAddr: "10.0.2.15,x=y"}} }, "not IPv4", nil},
 		{"negative", func(c *Config) { c.Timeout = -time.Second }, "negative", nil},
 	}
 	for _, tt := range tests {

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -98,7 +99,14 @@ func (o Outcome) String() string {
 type Forward struct {
 	HostPort  int
 	GuestPort int
+	// GuestAddr is the guest's IPv4 address on the user-mode network (10.0.2.0/24), e.g. a
+	// persona's uplink; "" is QEMU's default, DefaultGuestAddr.
+	GuestAddr string
 }
+
+// DefaultGuestAddr is the guest address a Forward without GuestAddr reaches: the first address
+// QEMU's user-mode network hands out.
+const DefaultGuestAddr = "10.0.2.15"
 
 // Config describes one machine. Zero fields take the defaults named on each field.
 type Config struct {
@@ -117,8 +125,10 @@ type Config struct {
 	// CtlSocket, if set, exposes the virtio-serial port CtlPortName as a listening unix
 	// socket at this path (at most 107 bytes long). QEMU does not wait for a client.
 	CtlSocket string
-	// Forwards, if any, add a user-mode network card (restrict=on: the guest reaches
-	// nothing but these forwards).
+	// Net adds a user-mode network card (virtio-net, restrict=on: the guest reaches nothing
+	// outside, and only Forwards come in). Forwards imply it.
+	Net bool
+	// Forwards are TCP ports of the host's 127.0.0.1 forwarded into the guest.
 	Forwards []Forward
 	// Console receives every console byte as it arrives, unmodified. May be nil. Its
 	// write errors are ignored: a broken log must not change the run.
@@ -249,6 +259,11 @@ func validate(cfg Config) error {
 		if f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
 			return fmt.Errorf("config: port forward %d->%d out of range 1-65535", f.HostPort, f.GuestPort)
 		}
+		if f.GuestAddr != "" {
+			if a, err := netip.ParseAddr(f.GuestAddr); err != nil || !a.Is4() {
+				return fmt.Errorf("config: port forward %d->%s:%d: guest address is not IPv4", f.HostPort, f.GuestAddr, f.GuestPort)
+			}
+		}
 	}
 	// QEMU's option parser splits on commas; a comma in a path would smuggle in options.
 	for _, p := range []string{cfg.Kernel, cfg.Initrd, cfg.Disk, cfg.CtlSocket} {
@@ -301,12 +316,12 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 			"-chardev", "socket,id=ctl,path="+cfg.CtlSocket+",server=on,wait=off",
 			"-device", "virtserialport,chardev=ctl,name="+CtlPortName)
 	}
-	if len(cfg.Forwards) > 0 {
+	if cfg.Net || len(cfg.Forwards) > 0 {
 		// restrict=on isolates the guest from the host and the outside; explicit forwards
 		// still work.
 		nd := "user,id=net0,restrict=on"
 		for _, f := range cfg.Forwards {
-			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-%s:%d", f.HostPort, f.GuestAddr, f.GuestPort)
 		}
 		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=net0")
 	}
