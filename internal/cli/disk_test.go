@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"alpinespine.org/spine/internal/bootctl"
 	"flag"
 	"os"
 	"os/exec"
@@ -107,5 +108,33 @@ func TestKDFFlags(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("%q: %+v, %v; want %+v", c.args, got, err, c.want)
 		}
+	}
+}
+
+// TestDiskUpdateOffline stages a newer Spine into a stopped machine's disk, and refuses a
+// second one while the first has not committed.
+func TestDiskUpdateOffline(t *testing.T) {
+	dir := t.TempDir()
+	d := demo(t)
+	disk := filepath.Join(dir, "disk.img")
+	pass := filepath.Join(dir, "pass")
+	writeFile(t, pass, "a long enough passphrase\n", 0o600)
+	mustSpine(t, nil, "disk", "--a", d.img, "--out", disk, "--passphrase-file", pass, "--kdf", "test")
+	v2 := filepath.Join(dir, "v2.spine")
+	mustSpine(t, epoch, "build", "--config", "../../demo/spine.toml", "--key", d.keys.key, "--bay0", bay0(t), "--version", "2", "--out", v2)
+	r := mustSpine(t, nil, "disk", "--update", disk, v2, "--pub", d.keys.pub)
+	if !strings.Contains(r.stdout, "staged demo v2 in slot b") {
+		t.Fatalf("spine disk --update: %v", r)
+	}
+	rec, err := provision.Record(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Primary != 1 || rec.Slots[1].State != bootctl.Trial || rec.Slots[0].State != bootctl.Good {
+		t.Fatalf("record after offline staging: %+v", rec)
+	}
+	r = spine(t, nil, "disk", "--update", disk, v2, "--pub", d.keys.pub)
+	if r.code != 1 || !strings.Contains(r.stderr, "not yet committed") {
+		t.Fatalf("update during a trial: %v", r)
 	}
 }

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"alpinespine.org/spine/internal/bootctl"
 	"alpinespine.org/spine/internal/initramfs"
+	"alpinespine.org/spine/internal/keys"
 	"alpinespine.org/spine/internal/kernel"
 	"alpinespine.org/spine/internal/persist"
 	"alpinespine.org/spine/internal/policy"
@@ -93,8 +95,12 @@ func initramfsCmd() command {
 }
 
 func diskCmd() command {
-	return command{name: "disk", synopsis: "write a GPT machine disk: bay0-state, spine-a, spine-b, persist, and the first boot record",
+	return command{name: "disk", synopsis: "write a GPT machine disk: bay0-state, spine-a, spine-b, persist, and the first boot record; or, with --update DISK IMG, stage an update offline",
+		usage: "| --update DISK IMG --pub PUB",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			upd := fs.Bool("update", false, "stage IMG into the inactive slot of a stopped machine's DISK, as bay0 would (needs --pub)")
+			var pubs multi
+			fs.Var(&pubs, "pub", "with --update: trusted public key; repeat for several")
 			a := fs.String("a", "", "image for slot A (required)")
 			b := fs.String("b", "", "image for slot B (empty slot if not given)")
 			out := fs.String("out", "", "disk image to write")
@@ -103,6 +109,21 @@ func diskCmd() command {
 			passFile := fs.String("passphrase-file", "", "file holding the /persist passphrase on one line (default: ask twice on the terminal, without echo)")
 			kdf := addKDFFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
+				if *upd {
+					if len(args) != 2 || len(pubs) == 0 {
+						return errUsage
+					}
+					trusted, err := keys.LoadPublic(pubs...)
+					if err != nil {
+						return err
+					}
+					m, slot, err := provision.Stage(args[0], args[1], trusted)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(env.Stdout, "staged %s v%d in slot %s of %s; it boots as a trial next time\n", m.Name, m.Version, bootctl.SlotName(slot), args[0])
+					return nil
+				}
 				if *a == "" || *out == "" || len(args) != 0 {
 					return errUsage
 				}
