@@ -14,8 +14,8 @@ import (
 
 	"alpinespine.org/spine/internal/bootctl"
 	"alpinespine.org/spine/internal/initramfs"
-	"alpinespine.org/spine/internal/keys"
 	"alpinespine.org/spine/internal/kernel"
+	"alpinespine.org/spine/internal/keys"
 	"alpinespine.org/spine/internal/persist"
 	"alpinespine.org/spine/internal/policy"
 	"alpinespine.org/spine/internal/provision"

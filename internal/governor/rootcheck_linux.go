@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/mountinfo"
 )
 
 // validateRoot checks the running Spine: a read-only dm-verity SquashFS root that refuses a
@@ -15,13 +17,12 @@ func (g *Governor) validateRoot() error {
 	if err != nil {
 		return fmt.Errorf("read mountinfo: %w", err)
 	}
-	ms, err := ParseMountInfo(f)
+	root, err := mountinfo.Find(f, "/")
 	f.Close()
 	if err != nil {
-		return err
+		return fmt.Errorf("root: %w", err)
 	}
-	root, err := CheckRoot(ms)
-	if err != nil {
+	if err := CheckRoot(root); err != nil {
 		return err
 	}
 	fd, err := unix.Open("/.bay0-write-probe", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)

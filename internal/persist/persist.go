@@ -13,12 +13,11 @@
 package persist
 
 import (
-	"bufio"
+	"alpinespine.org/spine/internal/mountinfo"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -59,7 +58,7 @@ var (
 	// ErrNotLUKS: the partition holds no LUKS2 header (a never-formatted partition is zeros).
 	ErrNotLUKS = errors.New("no LUKS2 header")
 	// ErrNotMounted: /proc/self/mountinfo has no entry for the mount point.
-	ErrNotMounted = errors.New("not mounted")
+	ErrNotMounted = mountinfo.ErrNotMounted
 	// ErrBadPassphrase: a passphrase that could never be typed at the console prompt.
 	ErrBadPassphrase = errors.New("unusable passphrase")
 )
@@ -268,88 +267,10 @@ func Probe(r io.ReaderAt) error {
 	return nil
 }
 
-// MountEntry is one line of /proc/self/mountinfo (see proc(5)).
-type MountEntry struct {
-	Line       string
-	MountPoint string
-	// Options are the per-mount options (field 6), e.g. "rw", "nodev".
-	Options []string
-	FSType  string
-	Source  string
-}
+// MountEntry is one line of /proc/self/mountinfo.
+type MountEntry = mountinfo.Entry
 
-// Has reports whether the per-mount options include opt.
-func (m MountEntry) Has(opt string) bool {
-	for _, o := range m.Options {
-		if o == opt {
-			return true
-		}
-	}
-	return false
-}
-
-// Secure reports whether the mount carries nodev, nosuid and noexec, as /persist must.
-func (m MountEntry) Secure() bool {
-	return m.Has("nodev") && m.Has("nosuid") && m.Has("noexec")
-}
-
-// FindMount returns the last (topmost) mountinfo entry for mountPoint, or ErrNotMounted.
+// FindMount returns the topmost mountinfo entry for mountPoint, or ErrNotMounted.
 func FindMount(r io.Reader, mountPoint string) (MountEntry, error) {
-	var found *MountEntry
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		e, ok := parseMountInfo(sc.Text())
-		if ok && e.MountPoint == mountPoint {
-			found = &e
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return MountEntry{}, fmt.Errorf("read mountinfo: %w", err)
-	}
-	if found == nil {
-		return MountEntry{}, fmt.Errorf("%s: %w", mountPoint, ErrNotMounted)
-	}
-	return *found, nil
+	return mountinfo.Find(r, mountPoint)
 }
-
-// parseMountInfo splits "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw".
-func parseMountInfo(line string) (MountEntry, bool) {
-	f := strings.Fields(line)
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
-		return MountEntry{}, false
-	}
-	return MountEntry{
-		Line:       line,
-		MountPoint: unescapeOctal(f[4]),
-		Options:    strings.Split(f[5], ","),
-		FSType:     f[sep+1],
-		Source:     unescapeOctal(f[sep+2]),
-	}, true
-}
-
-// unescapeOctal undoes the kernel's \ooo escaping of space, tab, newline and backslash.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

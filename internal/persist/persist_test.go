@@ -235,29 +235,29 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-const mountinfo = `22 1 0:20 / / ro,relatime shared:1 - squashfs /dev/dm-0 ro
+const sampleMountinfo = `22 1 0:20 / / ro,relatime shared:1 - squashfs /dev/dm-0 ro
 23 22 0:5 / /dev rw,nosuid,noexec shared:2 - devtmpfs devtmpfs rw,size=1k
 40 22 253:1 / /persist rw,nosuid,nodev,noexec,relatime shared:9 - ext4 /dev/mapper/persist rw
 41 22 253:1 / /with\040space rw,relatime - ext4 /dev/dm-1 rw
 `
 
 func TestFindMount(t *testing.T) {
-	e, err := FindMount(strings.NewReader(mountinfo), "/persist")
+	e, err := FindMount(strings.NewReader(sampleMountinfo), "/persist")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !e.Secure() || e.FSType != "ext4" || e.Source != "/dev/mapper/persist" || !e.Has("rw") || e.Has("ro") {
 		t.Errorf("entry %+v", e)
 	}
-	e, err = FindMount(strings.NewReader(mountinfo), "/with space")
+	e, err = FindMount(strings.NewReader(sampleMountinfo), "/with space")
 	if err != nil || e.Secure() {
 		t.Errorf("escaped mount point: %+v, %v", e, err)
 	}
-	if _, err := FindMount(strings.NewReader(mountinfo), "/data"); !errors.Is(err, ErrNotMounted) {
+	if _, err := FindMount(strings.NewReader(sampleMountinfo), "/data"); !errors.Is(err, ErrNotMounted) {
 		t.Errorf("missing mount: %v", err)
 	}
 	// The topmost mount wins: a later plain mount over /persist is not secure.
-	over := mountinfo + "50 40 0:30 / /persist rw,relatime - tmpfs tmpfs rw\n"
+	over := sampleMountinfo + "50 40 0:30 / /persist rw,relatime - tmpfs tmpfs rw\n"
 	if e, err := FindMount(strings.NewReader(over), "/persist"); err != nil || e.Secure() || e.FSType != "tmpfs" {
 		t.Errorf("overmounted: %+v, %v", e, err)
 	}
