@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +74,7 @@ func TestOnlineUpdate(t *testing.T) {
 	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
 	untrusted := buildSpine(t, spineOpts{version: 3, key: fx.otherKey, governor: quickHealth})
 	disk := makeDisk(t, v1, "", nil)
+	activeBefore := slotHash(t, disk, 0)
 	cfg, sock := withControl(t, machine(disk))
 	cfg.MaxBoots = 2
 	cfg.Timeout = 3 * bootTimeout
@@ -102,6 +106,9 @@ func TestOnlineUpdate(t *testing.T) {
 	t.Logf("figure: update_staging=%s for %d bytes (write %d ms, verify %d ms)", el.Round(time.Millisecond), res.Bytes, res.WriteMS, res.VerifyMS)
 	if res.Slot != "b" || res.Version != 2 {
 		t.Fatalf("update staged %+v, want v2 in slot b", res)
+	}
+	if slotHash(t, disk, 0) != activeBefore {
+		t.Fatal("the update wrote into the active slot")
 	}
 	// The status verb tells the truth about the staged slot.
 	resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
@@ -209,4 +216,23 @@ func loadRecord(disk string) (bootctl.Record, error) {
 		return rec, errors.Join(errors.New("boot-control record"), err)
 	}
 	return rec, nil
+}
+
+// slotHash is the sha256 of a whole slot partition of a disk image.
+func slotHash(t *testing.T, disk string, slot int) string {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := provision.Partition(f, provision.SlotPartition(slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, p.Start, p.Size)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

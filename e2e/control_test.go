@@ -1,0 +1,144 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"alpinespine.org/spine/internal/control"
+	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/vm/vmtest"
+)
+
+// personaState asks the governor for one persona's status.
+func personaState(t *testing.T, c *control.Client, name string) control.PersonaInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := c.Call(ctx, control.Request{Verb: control.VerbPersonas})
+	if err != nil {
+		t.Fatalf("personas: %v", err)
+	}
+	var r control.PersonasResult
+	if err := resp.Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range r.Personas {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("personas has no %q: %+v", name, r.Personas)
+	return control.PersonaInfo{}
+}
+
+// waitState polls until the persona reaches state.
+func waitState(t *testing.T, c *control.Client, name, state string) control.PersonaInfo {
+	t.Helper()
+	var p control.PersonaInfo
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if p = personaState(t, c, name); p.State == state {
+			return p
+		}
+	}
+	t.Fatalf("persona %s stayed %q, want %q", name, p.State, state)
+	return p
+}
+
+func call(t *testing.T, c *control.Client, req control.Request) control.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := c.Call(ctx, req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Verb, req.Name, err)
+	}
+	return resp
+}
+
+// TestControlChannel drives the governor through its control channel (Article II §1): status,
+// personas, stop, start, replace, logs, a malformed and an oversized request, and a clean
+// power off; a persona meanwhile finds no trace of the channel.
+func TestControlChannel(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t,
+		neighbour(t),
+		personaEntry(t, "probe", "probe", []string{"probe"}, "cpus = 0.5\nmemory = \"48MiB\"\npids = 64\norder = 2"))
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	v.WaitFor(t, "probe: done", 2*bootTimeout)
+	if n := v.Count("probe: hidden /dev/vport1p1: ok"); n != 1 {
+		t.Errorf("the probe saw the control port (%d ok lines)", n)
+	}
+	c := dial(t, sock)
+
+	var st control.StatusInfo
+	if err := call(t, c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Spine != "personas" || st.Version != 1 || st.Slot != "a" || !st.PersistMounted || !st.Watchdog.Enabled || len(st.Slots) != 2 {
+		t.Errorf("status: %+v", st)
+	}
+
+	before := waitState(t, c, "beat", "running")
+	call(t, c, control.Request{Verb: control.VerbStop, Name: "beat"})
+	waitState(t, c, "beat", "stopped")
+	call(t, c, control.Request{Verb: control.VerbStart, Name: "beat"})
+	started := waitState(t, c, "beat", "running")
+	if started.PID == 0 {
+		t.Errorf("a started persona has no pid: %+v", started)
+	}
+	call(t, c, control.Request{Verb: control.VerbReplace, Name: "beat"})
+	replaced := waitState(t, c, "beat", "running")
+	if replaced.PID == started.PID && replaced.Restarts == started.Restarts {
+		t.Errorf("replace left the same instance: before %+v after %+v", started, replaced)
+	}
+	if before.Limits.CPUMax == "" || before.Limits.PidsMax != "16" {
+		t.Errorf("limits not reported: %+v", before.Limits)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, control.Request{Verb: control.VerbStop, Name: "nobody"}); err == nil {
+		t.Error("stopping an unknown persona succeeded")
+	}
+
+	// Garbage and an oversized line on the raw channel each get an error; the governor keeps serving.
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(raw)
+	for _, bad := range []string{"not json\n", `{"v":1,"id":7,"verb":"exec","name":"sh"}` + "\n", strings.Repeat("x", control.MaxRequestLine+10) + "\n"} {
+		if _, err := raw.Write([]byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+		_ = raw.SetReadDeadline(time.Now().Add(20 * time.Second))
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.Contains(line, `"ok":false`) {
+			t.Errorf("answer to a bad line %.30q: %q, %v", bad, line, err)
+		}
+	}
+	raw.Close()
+	var logs control.LogsResult
+	if err := call(t, c, control.Request{Verb: control.VerbLogs}).Decode(&logs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(logs.Lines, "\n"), "bay0: spine personas v1 slot a up") {
+		t.Errorf("logs lack the up line: %d lines", len(logs.Lines))
+	}
+
+	call(t, c, control.Request{Verb: control.VerbPoweroff})
+	v.ExpectOutcome(t, vm.PoweredOff)
+	for _, want := range []string{"bay0: halt: poweroff: operator asked", "bay0: persist: closed"} {
+		if !v.Saw(want) {
+			t.Errorf("console never said %q", want)
+		}
+	}
+}
