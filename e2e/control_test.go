@@ -109,7 +109,9 @@ func TestControlChannel(t *testing.T) {
 		t.Error("stopping an unknown persona succeeded")
 	}
 
-	// Garbage and an oversized line on the raw channel each get an error; the governor keeps serving.
+	// Garbage and an oversized line on the raw channel each get an error; the governor keeps
+	// serving. QEMU's socket takes one client at a time: hang up first.
+	c.Close()
 	raw, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +128,7 @@ func TestControlChannel(t *testing.T) {
 		}
 	}
 	raw.Close()
+	c = dial(t, sock)
 	var logs control.LogsResult
 	if err := call(t, c, control.Request{Verb: control.VerbLogs}).Decode(&logs); err != nil {
 		t.Fatal(err)
