@@ -3,19 +3,21 @@ module alpinespine.org/spine
 go 1.26.8
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/anatol/devmapper.go v0.0.0-20230829043248-59ac2b9706ba // indirect
-	github.com/anatol/luks.go v0.0.0-20250316021219-8cd744c3576f // indirect
+	github.com/anatol/devmapper.go v0.0.0-20230829043248-59ac2b9706ba
+	github.com/anatol/luks.go v0.0.0-20250316021219-8cd744c3576f
+	github.com/google/go-containerregistry v0.22.1
+	github.com/pelletier/go-toml/v2 v2.4.3
+	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/crypto v0.36.0
+	golang.org/x/net v0.21.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
 	github.com/dgryski/go-camellia v0.0.0-20191119043421-69a8a13fb23d // indirect
-	github.com/google/go-containerregistry v0.22.1 // indirect
 	github.com/jzelinskie/whirlpool v0.0.0-20201016144138-0675e54bb004 // indirect
 	github.com/klauspost/compress v1.19.2 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect
-	github.com/pelletier/go-toml/v2 v2.4.3 // indirect
-	github.com/ulikunitz/xz v0.5.17 // indirect
-	golang.org/x/crypto v0.36.0 // indirect
-	golang.org/x/net v0.21.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 )
