@@ -44,7 +44,7 @@ func benchBoot(ctx context.Context, dir string) ([]result, error) {
 			return nil, err
 		}
 		a := persist.NewAnswerer([]byte(benchPassphrase))
-		mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a, Timeout: 3 * time.Minute})
+		mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a, Net: true, Timeout: 3 * time.Minute})
 		if err != nil {
 			return nil, err
 		}

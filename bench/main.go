@@ -43,6 +43,16 @@ func run(ctx context.Context) error {
 		{name: "boot", run: benchBoot},
 		{name: "update", run: benchUpdate},
 	}
+	// `go run ./bench NAME...` runs only the named benchmarks.
+	if want := os.Args[1:]; len(want) > 0 {
+		var some []benchmark
+		for _, b := range benches {
+			if slices.Contains(want, b.name) {
+				some = append(some, b)
+			}
+		}
+		benches = some
+	}
 	var rows []result
 	for _, b := range benches {
 		dir, err := os.MkdirTemp("", "spine-bench-"+b.name+"-")

@@ -102,7 +102,7 @@ func onlineUpdate(ctx context.Context, m machine, _ []ed25519.PublicKey) (time.D
 	sock := filepath.Join(dir, "ctl.sock")
 	a := persist.NewAnswerer([]byte(benchPassphrase))
 	mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a,
-		CtlSocket: sock, Timeout: 5 * time.Minute})
+		CtlSocket: sock, Net: true, Timeout: 5 * time.Minute})
 	if err != nil {
 		return 0, err
 	}
