@@ -105,7 +105,8 @@ type machine struct {
 	initrd, trivial string
 	disk            string
 	key             string
-	v2              string
+	bay0            string
+	v1, v2          string
 }
 
 func prepareMachine(ctx context.Context, dir string) (machine, error) {
@@ -139,7 +140,7 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 		return m, err
 	}
 	img := filepath.Join(dir, "demo-v1.spine")
-	m.v2 = filepath.Join(dir, "demo-v2.spine")
+	m.v1, m.v2, m.bay0 = img, filepath.Join(dir, "demo-v2.spine"), bay0
 	for v, out := range map[uint64]string{1: img, 2: m.v2} {
 		if _, err := build.Build(ctx, build.Options{Config: "demo/spine.toml", Key: priv, Bay0: bay0, Out: out, Epoch: 1767225600,
 			Version: v, Kernel: m.kernel.Release}); err != nil {

@@ -153,7 +153,7 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 		return nil, err
 	}
 	written := time.Since(start)
-	if err := update.Verify(slot, ft, m, trusted, 0); err != nil {
+	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
 		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
 		return nil, err
 	}

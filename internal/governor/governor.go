@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -195,6 +196,9 @@ func (g *Governor) mainLoop() error {
 			g.health.Beat(LoopMain, now)
 			if !allUp && g.personasUp() {
 				allUp = true
+				// Boot-time work (reading whole slots, unlocking /persist, compiling the filter)
+				// left garbage behind; PID 1 lives for the whole uptime, so give it back now.
+				debug.FreeOSMemory()
 				g.logf("all personas running: uptime %s, rss %d KiB", kernelUptime(), selfRSS())
 			}
 			if !g.committed.Load() && now.Sub(g.started) >= time.Duration(g.policy.Governor.HealthWindow) {

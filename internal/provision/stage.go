@@ -70,7 +70,7 @@ func Stage(diskPath, img string, trusted []ed25519.PublicKey) (manifest.Manifest
 	if err := update.Write(slot, io.NewSectionReader(src, 0, update.BodySize(ft)), ft, offer, nil); err != nil {
 		return manifest.Manifest{}, 0, err
 	}
-	if err := update.Verify(io.NewSectionReader(f, slotPart.Start, slotPart.Size), ft, m, trusted, 0); err != nil {
+	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
 		return manifest.Manifest{}, 0, err
 	}
 	if err := store(func(r *bootctl.Record) { update.Finish(r, target, m.Version, ft.ImageSize) }); err != nil {

@@ -77,7 +77,8 @@ type Slot interface {
 	Sync() error
 }
 
-// Write copies the body into the slot, then the manifest, signature and footer, then flushes.
+// Write copies the body into the slot, then the manifest, signature and footer; SyncAndVerify
+// flushes and checks it.
 // progress, if not nil, is told the bytes written so far.
 func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, progress func(int64)) error {
 	buf := make([]byte, 1<<20)
@@ -114,10 +115,20 @@ func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, progress func(int
 			return fmt.Errorf("write slot trailer at %d: %w", p.off, err)
 		}
 	}
-	if err := dst.Sync(); err != nil {
+	return nil
+}
+
+// SyncAndVerify flushes the written slot and, at the same time, reads it back and verifies it
+// (Verify): the hashing overlaps the flush instead of waiting for it. Both must succeed before
+// the caller may mark the slot for trial.
+func SyncAndVerify(dst Slot, ft image.Footer, want manifest.Manifest, trusted []ed25519.PublicKey, workers int) error {
+	synced := make(chan error, 1)
+	go func() { synced <- dst.Sync() }()
+	verr := Verify(dst, ft, want, trusted, workers)
+	if err := <-synced; err != nil {
 		return fmt.Errorf("flush slot: %w", err)
 	}
-	return nil
+	return verr
 }
 
 // Verify reads the staged image back from the slot and checks it end to end against the
