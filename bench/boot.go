@@ -119,11 +119,11 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 		return m, err
 	}
 	bay0 := filepath.Join(dir, "bay0")
-	if err := goBuildStatic(bay0, "./cmd/bay0"); err != nil {
+	if err := build.GoStatic(ctx, ".", "./cmd/bay0", bay0); err != nil {
 		return m, err
 	}
 	trivialBin := filepath.Join(dir, "trivialinit")
-	if err := goBuildStatic(trivialBin, "./bench/trivialinit"); err != nil {
+	if err := build.GoStatic(ctx, ".", "./bench/trivialinit", trivialBin); err != nil {
 		return m, err
 	}
 	kd := filepath.Join(dir, "keys")
@@ -171,15 +171,6 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 	err = provision.Create(provision.Options{Out: m.disk, A: img, PersistSize: 64 << 20, Seed: "bench",
 		Passphrase: []byte(benchPassphrase), KDF: persist.TestKDF()})
 	return m, err
-}
-
-func goBuildStatic(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w: %s", pkg, err, o)
-	}
-	return nil
 }
 
 func copyFile(src, dst string) error {

@@ -144,7 +144,7 @@ func bigSpine(ctx context.Context, dir string, m machine) (string, error) {
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return "", err
 	}
-	if err := goBuildStatic(filepath.Join(tree, "heartbeat"), "./personas/heartbeat"); err != nil {
+	if err := build.GoStatic(ctx, ".", "heartbeat", filepath.Join(tree), "./personas/heartbeat"); err != nil {
 		return "", err
 	}
 	if err := writeRandomFile(filepath.Join(dir, "big-tree", "payload"), 64<<20); err != nil {

@@ -138,7 +138,7 @@ var faultOnce struct {
 func faultBay0(t testing.TB) string {
 	faultOnce.Do(func() {
 		faultOnce.path = filepath.Join(fx.dir, "bay0-faultinject")
-		faultOnce.err = goBuild(faultOnce.path, "./cmd/bay0", "-tags", "faultinject")
+		faultOnce.err = goBuild(faultOnce.path, "./cmd/bay0", "faultinject")
 	})
 	if faultOnce.err != nil {
 		t.Fatal(faultOnce.err)
@@ -146,15 +146,9 @@ func faultBay0(t testing.TB) string {
 	return faultOnce.path
 }
 
-func goBuild(out, pkg string, flags ...string) error {
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}, flags...)
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = repoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w: %s", pkg, err, o)
-	}
-	return nil
+// goBuild builds a static binary of a package of this repository, as spine build does.
+func goBuild(out, pkg string, tags ...string) error {
+	return build.GoStatic(context.Background(), repoRoot(), pkg, out, tags...)
 }
 
 // spineOpts shape a test Spine.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -194,9 +193,9 @@ func powerCut(t *testing.T, v1, v2 string, rng *rand.Rand) string {
 	}()
 	<-killed
 	v.Kill(t)
-	rec, err := loadRecord(disk)
+	rec, err := provision.Record(disk)
 	if err != nil {
-		t.Fatalf("after a cut at byte %d the record does not parse: %v", cutAt, err)
+		t.Fatalf("after a cut at byte %d the boot-control record does not parse: %v", cutAt, err)
 	}
 	v = vmtest.Boot(t, machine(disk))
 	_, line, err := v.Machine().WaitForAny([]string{"bay0: spine tiny v1 slot a up", "bay0: spine tiny v2 slot b up"}, bootTimeout)
@@ -204,18 +203,8 @@ func powerCut(t *testing.T, v1, v2 string, rng *rand.Rand) string {
 		t.Fatalf("after a cut at byte %d (record %+v) no Spine came up: %v", cutAt, rec, err)
 	}
 	v.Kill(t)
-	if _, err := loadRecord(disk); err != nil {
-		t.Fatalf("record after the boot: %v", err)
-	}
+	record(t, disk)
 	return line[strings.Index(line, "v"):]
-}
-
-func loadRecord(disk string) (bootctl.Record, error) {
-	rec, err := provision.Record(disk)
-	if err != nil {
-		return rec, errors.Join(errors.New("boot-control record"), err)
-	}
-	return rec, nil
 }
 
 // slotHash is the sha256 of a whole slot partition of a disk image.

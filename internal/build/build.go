@@ -350,7 +350,7 @@ func goBuildInto(ctx context.Context, dir, pkg string, t *tree.Tree, scratch str
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "bin")
-	if err := goBuild(ctx, dir, pkg, bin); err != nil {
+	if err := GoStatic(ctx, dir, pkg, bin); err != nil {
 		return err
 	}
 	f, err := os.Open(bin)
@@ -361,19 +361,23 @@ func goBuildInto(ctx context.Context, dir, pkg string, t *tree.Tree, scratch str
 	return t.WriteFile("bin/"+filepath.Base(pkg), f, 0o755)
 }
 
-// goBuild builds a static, reproducible binary of a Go package of this module.
-func goBuild(ctx context.Context, dir, pkg, out string) error {
-	// go build runs in the configuration's directory, so a relative output path would land
-	// there rather than in the staged tree.
+// GoStatic builds a static, reproducible binary of a Go package of this module, from dir.
+func GoStatic(ctx context.Context, dir, pkg, out string, tags ...string) error {
+	// go build runs in dir, so a relative output path would land there rather than where the
+	// caller meant.
 	out, err := filepath.Abs(out)
 	if err != nil {
 		return fmt.Errorf("resolve %q: %w", out, err)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
+	args := []string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w: %s", err, strings.TrimSpace(string(o)))
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, strings.TrimSpace(string(o)))
 	}
 	return os.Chmod(out, 0o755)
 }

@@ -2,8 +2,6 @@ package governor
 
 import (
 	"context"
-	"os"
-	"syscall"
 	"time"
 
 	"alpinespine.org/spine/internal/persist"
@@ -26,7 +24,7 @@ func (g *Governor) startPersonas() error {
 		Console:      g.log,
 		Launcher:     supervise.Kernel{Spawner: g.reaper},
 		SpineRoot:    "/",
-		PersistRoot:  mountedAt(persist.Root),
+		PersistRoot:  persistRoot(),
 		CgroupParent: cgroupParent,
 		Beat:         g.health.Beater(LoopSupervisor),
 	}, g.policy)
@@ -51,18 +49,11 @@ func (g *Governor) startPersonas() error {
 	return nil
 }
 
-// mountedAt returns dir if a filesystem is mounted there (its device differs from the root's),
-// and "" if not; personas with data = true then refuse to start.
-func mountedAt(dir string) string {
-	a, errA := os.Stat(dir)
-	b, errB := os.Stat("/")
-	if errA != nil || errB != nil {
-		return ""
+// persistRoot is /persist when it is mounted as it must be, and "" otherwise: personas with
+// data = true then refuse to start.
+func persistRoot() string {
+	if persist.Mounted() {
+		return persist.Root
 	}
-	sa, okA := a.Sys().(*syscall.Stat_t)
-	sb, okB := b.Sys().(*syscall.Stat_t)
-	if !okA || !okB || sa.Dev == sb.Dev {
-		return ""
-	}
-	return dir
+	return ""
 }

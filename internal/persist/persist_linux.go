@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -94,15 +93,7 @@ func Close() error {
 		}
 	}
 	if mapped() {
-		// The mount namespaces of killed personas still hold the filesystem for a moment:
-		// the kernel releases their mounts asynchronously. Retry while the device is busy.
-		var err error
-		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if err = dm.Remove(MapperName); err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-				break
-			}
-		}
-		if err != nil {
+		if err := dm.Remove(MapperName); err != nil {
 			errs = append(errs, err)
 		}
 	}
