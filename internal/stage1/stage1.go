@@ -24,10 +24,6 @@ import (
 type Handoff struct {
 	Slot     int               `json:"slot"`
 	Manifest manifest.Manifest `json:"manifest"`
-	Device   string            `json:"device"`
-	Verity   string            `json:"verity"`
-	// Attempts lists what happened to the slots tried before this one in this boot.
-	Attempts []string `json:"attempts,omitempty"`
 	// Keys are the trusted public keys (PEM) of the initramfs, which the governor needs to
 	// authenticate updates once the initramfs is gone.
 	Keys [][]byte `json:"keys"`
@@ -78,7 +74,6 @@ func Run(sys System, log io.Writer) error {
 	}
 	var (
 		outcomes []bootctl.Outcome
-		attempts []string
 		mounted  Handoff
 	)
 	for {
@@ -97,7 +92,6 @@ func Run(sys System, log io.Writer) error {
 			}
 			return &halt.PowerError{Action: halt.PowerOff, Reason: "no bootable Spine slot"}
 		case bootctl.Boot:
-			mounted.Attempts = attempts
 			for _, k := range trusted {
 				pem, err := keys.EncodePublic(k)
 				if err != nil {
@@ -116,7 +110,6 @@ func Run(sys System, log io.Writer) error {
 			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion)
 			if err != nil {
 				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", bootctl.SlotName(act.Slot), err)
-				attempts = append(attempts, fmt.Sprintf("slot %s: %v", bootctl.SlotName(act.Slot), err))
 				outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: false, Reason: err.Error()})
 				continue
 			}

@@ -174,7 +174,7 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		_ = dm.Remove(name)
 		return Handoff{}, errors.New("the Spine has no /bin/bay0")
 	}
-	return Handoff{Slot: slot, Manifest: m, Device: dev, Verity: node}, nil
+	return Handoff{Slot: slot, Manifest: m}, nil
 }
 
 // readAll reads a device end to end with large reads; a verity mismatch surfaces as EIO.
