@@ -10,13 +10,13 @@ import (
 	"strconv"
 	"time"
 
-	"alpinespine.org/spine/internal/build"
-	"alpinespine.org/spine/internal/initramfs"
-	"alpinespine.org/spine/internal/kernel"
-	"alpinespine.org/spine/internal/keys"
-	"alpinespine.org/spine/internal/persist"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/keys"
+	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm"
 )
 
 const bootRuns = 3

@@ -14,11 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"alpinespine.org/spine/internal/initramfs"
-	"alpinespine.org/spine/internal/kernel"
-	"alpinespine.org/spine/internal/persona"
-	"alpinespine.org/spine/internal/seccomp"
-	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/seccomp"
+	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/vm"
 )
 
 const personaRuns = 100

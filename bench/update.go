@@ -11,14 +11,14 @@ import (
 	"strconv"
 	"time"
 
-	"alpinespine.org/spine/internal/build"
-	"alpinespine.org/spine/internal/control"
-	"alpinespine.org/spine/internal/image"
-	"alpinespine.org/spine/internal/keys"
-	"alpinespine.org/spine/internal/persist"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/update"
-	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/format/keys"
+	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm"
 )
 
 const updateRuns = 3

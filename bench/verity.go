@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"alpinespine.org/spine/internal/verity"
+	"alpinespine.org/spine/internal/format/verity"
 )
 
 const (

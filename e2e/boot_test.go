@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/bootctl"
-	"alpinespine.org/spine/internal/image"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article V §1 (A -> B -> poweroff) and Article I §2.4 (verified cryptographically at boot).

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/control"
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // personaState asks the governor for one persona's status.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article II §3 and Article VIII: a bay0 that crashes or stops progressing resets the machine;

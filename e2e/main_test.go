@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/build"
-	"alpinespine.org/spine/internal/initramfs"
-	"alpinespine.org/spine/internal/kernel"
-	"alpinespine.org/spine/internal/keys"
-	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/format/keys"
+	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/vm"
 )
 
 // fixture is built once per run and shared, read-only, by every scenario.

@@ -3,7 +3,7 @@
 package e2e
 
 import (
-	"alpinespine.org/spine/internal/control"
+	"alpinespine.org/spine/internal/bay0/control"
 	"bytes"
 	"context"
 	"fmt"
@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/persist"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article IV §2 (/persist is LUKS, mounted nodev,nosuid,noexec, unlocked explicitly by the

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/build"
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article III: every persona runs in its own namespaces, bounded by the kernel (CPU, memory,

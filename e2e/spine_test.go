@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article I §2: the running Spine is a read-only SquashFS on dm-verity, and bay0 checks it by

@@ -15,13 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/bootctl"
-	"alpinespine.org/spine/internal/control"
-	"alpinespine.org/spine/internal/image"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/update"
-	"alpinespine.org/spine/internal/vm"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // withControl adds the control channel to a machine, as a unix socket in the test's directory.

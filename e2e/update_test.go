@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"alpinespine.org/spine/internal/bootctl"
-	"alpinespine.org/spine/internal/provision"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Article VI: updates replace the whole Spine in the inactive slot, are verified before

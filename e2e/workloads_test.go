@@ -3,7 +3,7 @@
 package e2e
 
 import (
-	"alpinespine.org/spine/internal/vm"
+	"alpinespine.org/spine/internal/host/vm"
 	"archive/tar"
 	"context"
 	"errors"
@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/build"
-	"alpinespine.org/spine/internal/ocitree"
-	"alpinespine.org/spine/internal/ocitree/ocitest"
-	"alpinespine.org/spine/internal/vm/vmtest"
+	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/ocitree"
+	"alpinespine.org/spine/internal/host/ocitree/ocitest"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
 // Issue 9: personas made from software people already have. An OCI image layout, written here

@@ -17,9 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"alpinespine.org/spine/internal/persona"
-	"alpinespine.org/spine/internal/personainit"
-	"alpinespine.org/spine/internal/seccomp"
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/personainit"
+	"alpinespine.org/spine/internal/bay0/seccomp"
 )
 
 // Paths of the guest's initramfs, laid out by bench/persona.go.

@@ -8,12 +8,12 @@ import (
 	"os"
 	"runtime/debug"
 
-	"alpinespine.org/spine/internal/governor"
-	"alpinespine.org/spine/internal/halt"
-	"alpinespine.org/spine/internal/persist"
-	"alpinespine.org/spine/internal/persona"
-	"alpinespine.org/spine/internal/personainit"
-	"alpinespine.org/spine/internal/stage1"
+	"alpinespine.org/spine/internal/bay0/governor"
+	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/personainit"
+	"alpinespine.org/spine/internal/bay0/stage1"
 )
 
 func main() {

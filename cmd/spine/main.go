@@ -1,5 +1,5 @@
 // Command spine is the operator's tool for Alpine Spine: keys, images, disks, virtual machines
-// and the control channel. The logic lives in internal/cli.
+// and the control channel. The logic lives in internal/host/cli.
 package main
 
 import (
@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"alpinespine.org/spine/internal/cli"
+	"alpinespine.org/spine/internal/host/cli"
 )
 
 func main() {

@@ -8,8 +8,8 @@ import (
 	"os"
 	"strings"
 
-	"alpinespine.org/spine/internal/conformance"
-	"alpinespine.org/spine/internal/testreport"
+	"alpinespine.org/spine/internal/host/conformance"
+	"alpinespine.org/spine/internal/host/testreport"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"os"
 	"os/exec"
 
-	"alpinespine.org/spine/internal/testreport"
+	"alpinespine.org/spine/internal/host/testreport"
 )
 
 func main() {

@@ -1,0 +1,156 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/vm"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
+)
+
+// TestPortInQEMU runs the server on a real virtio-serial port: testdata/portinit is /init,
+// QEMU exposes bay0.ctl as a unix socket, and the client here connects, hangs up, comes
+// back, sends noise, and finally powers the machine off.
+func TestPortInQEMU(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath(vm.DefaultQEMU); err != nil {
+		t.Fatalf("%s not found (install the Debian package qemu-system-x86): %v", vm.DefaultQEMU, err)
+	}
+	cache, err := kernel.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := kernel.Prepare(pctx, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	initBin := filepath.Join(dir, "portinit")
+	build := exec.Command("go", "build", "-trimpath", "-o", initBin, "./testdata/portinit")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build portinit: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(initBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var img bytes.Buffer
+	err = initramfs.Build(&img, initramfs.Spec{Bay0: bin, ModulesDir: k.ModulesDir, Release: k.Release,
+		Modules: []string{"virtio_pci", "virtio_console"}, TrustedKeys: [][]byte{testPublicKey(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(dir, "initrd")
+	if err := os.WriteFile(initrd, img.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "ctl.sock")
+	v := vmtest.Boot(t, vm.Config{Kernel: k.Vmlinux, Initrd: initrd, CtlSocket: sock, MemoryMiB: 128, Timeout: 90 * time.Second})
+	v.WaitFor(t, "portinit: probe: 20 reads without a host: 20 returned 0, EOF", 30*time.Second)
+	v.WaitFor(t, "portinit: probe: write without a host: n=0, ended by its deadline: true", 10*time.Second)
+	v.WaitFor(t, "portinit: serving", 10*time.Second)
+
+	// Idle with no host for a second: the server must wait out the hang-ups, not spin.
+	time.Sleep(time.Second)
+	ctx, cancelCalls := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelCalls()
+	call := func(c *Client, req Request) Response {
+		t.Helper()
+		resp, err := c.Call(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: %v", req.Verb, err)
+		}
+		return resp
+	}
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st StatusInfo
+	if err := call(c, Request{Verb: VerbStatus}).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	var eofs, progress int
+	if _, err := fmt.Sscanf(st.LastReset, "eof_reads=%d progress=%d", &eofs, &progress); err != nil {
+		t.Fatalf("status counters %q: %v", st.LastReset, err)
+	}
+	perSecond := float64(eofs) / (float64(st.UptimeMS) / 1000)
+	t.Logf("guest: %d hang-up reads and %d progress calls in %d ms of serving", eofs, progress, st.UptimeMS)
+	if eofs == 0 || perSecond > 20 {
+		t.Errorf("%d EOF reads in %d ms: want some (no host) but at most about 10 per second", eofs, st.UptimeMS)
+	}
+	// The contract is at least once a second, whatever the load on this machine.
+	if min := int(st.UptimeMS/1000) - 1; progress < min {
+		t.Errorf("%d progress calls in %d ms, want at least %d", progress, st.UptimeMS, min)
+	}
+	var logs LogsResult
+	if err := call(c, Request{Verb: VerbLogs}).Decode(&logs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(logs.Lines, "\n"), "portinit: serving") {
+		t.Errorf("logs = %q, want the console lines", logs.Lines)
+	}
+	// Noise: binary, an oversized line and a half request; then hang up.
+	noise := append([]byte("\x00\xff\x1b[2J\n"), bytes.Repeat([]byte("x"), 3*MaxRequestLine)...)
+	noise = append(noise, "\n"+`{"v":1,"id":50,"verb":"pow`...)
+	if _, err := c.conn.Write(noise); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	for round := range 3 {
+		c, err := Dial(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps PersonasResult
+		if err := call(c, Request{Verb: VerbPersonas}).Decode(&ps); err != nil || len(ps.Personas) != 1 {
+			t.Fatalf("round %d: personas = %+v, %v", round, ps, err)
+		}
+		_, err = c.Call(ctx, Request{Verb: VerbStop, Name: "nope"})
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Message != `stop: no persona "nope"` {
+			t.Errorf("stop nope: %v, want a RemoteError", err)
+		}
+		c.Close()
+	}
+	if v.Saw("portinit: powering off") {
+		t.Fatal("the half poweroff request left by a client that hung up was carried out")
+	}
+
+	c, err = Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	call(c, Request{Verb: VerbPoweroff})
+	v.WaitFor(t, "portinit: powering off as asked", 10*time.Second)
+	v.ExpectOutcome(t, vm.PoweredOff)
+	v.Never(t, "portinit: error")
+}
+
+func testPublicKey(t *testing.T) []byte {
+	t.Helper()
+	pub := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}

@@ -1,0 +1,184 @@
+package governor
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/keys"
+)
+
+// ctlHandler carries out the control channel's verbs. Its methods run on the channel's own
+// goroutine, one at a time.
+type ctlHandler struct {
+	g *Governor
+}
+
+// serveControl serves the bay0.ctl port until it fails; a machine without the port has no
+// control channel, which is a property of the machine, not a degraded mode.
+func (g *Governor) serveControl() error {
+	port, err := control.OpenPort("/sys", "bay0.ctl")
+	if err != nil {
+		g.logf("control: no channel: %v", err)
+		return nil
+	}
+	g.health.Beat(LoopControl, time.Now())
+	g.logf("control: serving on %s", port.Name())
+	g.goSafe("control channel", func() error {
+		return control.Serve(context.Background(), port, &ctlHandler{g: g}, g.health.Beater(LoopControl))
+	})
+	return nil
+}
+
+func (h *ctlHandler) Status() (control.StatusInfo, error) {
+	g := h.g
+	rec := g.state.snapshot()
+	st := control.StatusInfo{
+		Spine: g.boot.Manifest.Name, Version: g.boot.Manifest.Version, Slot: bootctl.SlotName(g.boot.Slot),
+		MinVersion: rec.MinVersion, UptimeMS: uint64(time.Since(g.started).Milliseconds()),
+		PersistMounted: persist.Mounted(), LastReset: g.lastReset,
+	}
+	if g.wd != nil {
+		st.Watchdog = control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(g.wd.Timeout().Milliseconds()),
+			SinceFeedMS: uint64(time.Since(time.Unix(0, g.lastFeed.Load())).Milliseconds())}
+	}
+	for i, s := range rec.Slots {
+		st.Slots = append(st.Slots, control.SlotInfo{Slot: bootctl.SlotName(i), State: s.State.String(),
+			Version: s.Version, TriesLeft: s.TriesLeft, Reason: s.Reason})
+	}
+	return st, nil
+}
+
+func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
+	if h.g.personas == nil {
+		return nil, nil
+	}
+	var out []control.PersonaInfo
+	for _, s := range h.g.personas.Status() {
+		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
+			LastExit: s.LastExit, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
+				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)}})
+	}
+	return out, nil
+}
+
+func (h *ctlHandler) Logs() ([]string, error) { return h.g.ring.Lines(), nil }
+
+// verbTimeout bounds a persona verb; it must stay well inside the watchdog window, since the
+// control loop reports no progress while a verb runs.
+const verbTimeout = 3 * time.Second
+
+func (h *ctlHandler) persona(verb func(context.Context, string) error, name string) error {
+	if h.g.personas == nil {
+		return errors.New("no personas")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	return verb(ctx, name)
+}
+
+func (h *ctlHandler) Replace(name string) error { return h.persona(h.g.personas.Replace, name) }
+func (h *ctlHandler) Stop(name string) error    { return h.persona(h.g.personas.Stop, name) }
+func (h *ctlHandler) Start(name string) error   { return h.persona(h.g.personas.Start, name) }
+
+// Reboot and Poweroff only ask: the main loop ends the machine once the answer is out.
+func (h *ctlHandler) Reboot() error {
+	h.g.request(&halt.PowerError{Action: halt.Reboot, Reason: "operator asked (spine ctl reboot)"})
+	return nil
+}
+
+func (h *ctlHandler) Poweroff() error {
+	h.g.request(&halt.PowerError{Action: halt.PowerOff, Reason: "operator asked (spine ctl poweroff)"})
+	return nil
+}
+
+// Update stages a new Spine in the inactive slot: the offer is checked before a byte is
+// written, the slot is emptied in the record, written, read back and verified, and only then
+// marked for trial and made primary.
+func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Reader, progress func()) (any, error) {
+	g := h.g
+	if !g.committed.Load() {
+		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(g.policy.Governor.HealthWindow))
+	}
+	target, err := update.Target(g.state.snapshot(), g.boot.Slot)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := g.trustedKeys()
+	if err != nil {
+		return nil, err
+	}
+	dev, err := disk.FindBlockDevice("/sys", "spine-"+bootctl.SlotName(target))
+	if err != nil {
+		return nil, err
+	}
+	slot, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dev, err)
+	}
+	defer slot.Close()
+	slotSize, err := slot.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	rec := g.state.snapshot()
+	m, ft, err := req.Offer.Check(trusted, update.Floor{Running: g.boot.Manifest.Version, MinVersion: rec.MinVersion, SlotSize: slotSize})
+	if err != nil {
+		return nil, err
+	}
+	if req.Size != update.BodySize(ft) {
+		return nil, fmt.Errorf("%w: body of %d bytes announced, the image needs %d", update.ErrRefused, req.Size, update.BodySize(ft))
+	}
+	g.logf("update: %s v%d accepted for slot %s", m.Name, m.Version, bootctl.SlotName(target))
+	if err := g.state.update(func(r *bootctl.Record) { update.Begin(r, target) }); err != nil {
+		return nil, err
+	}
+	if err := ready(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := update.Write(slot, body, ft, *req.Offer, func(int64) { progress() }); err != nil {
+		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
+		return nil, err
+	}
+	written := time.Since(start)
+	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
+		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
+		return nil, err
+	}
+	verified := time.Since(start) - written
+	if err := g.state.update(func(r *bootctl.Record) { update.Finish(r, target, m.Version, ft.ImageSize) }); err != nil {
+		return nil, err
+	}
+	g.logf("update: %s v%d staged in slot %s, trial on next boot (write %s, verify %s)", m.Name, m.Version,
+		bootctl.SlotName(target), written.Round(time.Millisecond), verified.Round(time.Millisecond))
+	return control.UpdateResult{Name: m.Name, Version: m.Version, Slot: bootctl.SlotName(target), Bytes: req.Size,
+		WriteMS: uint64(written.Milliseconds()), VerifyMS: uint64(verified.Milliseconds())}, nil
+}
+
+// trustedKeys are the keys stage 1 verified this Spine with.
+func (g *Governor) trustedKeys() ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for _, pem := range g.boot.Keys {
+		k, err := keys.ParsePublic(pem)
+		if err != nil {
+			return nil, fmt.Errorf("trusted key from stage 1: %w", err)
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("stage 1 handed over no trusted keys")
+	}
+	return out, nil
+}

@@ -1,0 +1,89 @@
+package governor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/policy"
+)
+
+// persistSystem is what unlocking /persist asks of the kernel; tests replace it.
+type persistSystem interface {
+	// Find returns the persist partition's device node.
+	Find() (string, error)
+	// Open reads the partition's LUKS2 header.
+	Open(dev string) (unsealer, error)
+	// Terminal wraps the console for the passphrase prompt.
+	Terminal(console io.ReadWriter) (persist.Terminal, error)
+	// Activate maps the volume with dm-crypt and wipes its key; Mount mounts the result.
+	Activate(v *persist.Volume) (string, error)
+	Mount(dev string) (persist.MountEntry, error)
+	// CountBoot records one more boot in /persist.
+	CountBoot() (uint64, error)
+}
+
+// unsealer is an opened container: persist.Container in the real system.
+type unsealer interface {
+	Unseal(passphrase []byte) (*persist.Volume, error)
+	Close() error
+}
+
+// unlockWith asks for the passphrase on the console, opens the container and mounts
+// /persist. Every failure is a power off with the reason: a machine without /persist does
+// not boot, and a reboot would only bring the operator back to the same prompt.
+func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) error {
+	off := func(format string, args ...any) error {
+		return &halt.PowerError{Action: halt.PowerOff, Reason: "persist: " + fmt.Sprintf(format, args...)}
+	}
+	dev, err := sys.Find()
+	if err != nil {
+		return off("%v: there is no /persist to boot with", err)
+	}
+	c, err := sys.Open(dev)
+	if err != nil {
+		return off("%v", err)
+	}
+	defer c.Close()
+	term, err := sys.Terminal(console)
+	if err != nil {
+		return off("%v", err)
+	}
+	var vol *persist.Volume
+	var derive time.Duration
+	err = persist.Ask(term, pol.Governor.PassphraseAttempts, func(pass []byte) error {
+		start := time.Now()
+		v, err := c.Unseal(pass)
+		derive = time.Since(start)
+		vol = v
+		return err
+	})
+	var ae *persist.AttemptsError
+	switch {
+	case errors.As(err, &ae):
+		return off("%v", err)
+	case err != nil:
+		return off("unlock: %v", err)
+	}
+	fmt.Fprintf(console, "%s (%s, key derived in %s)\n", persist.UnlockedLine, vol.KDF, derive.Round(time.Millisecond))
+	mapped, err := sys.Activate(vol) // wipes the key, whatever happens
+	vol.Wipe()
+	if err != nil {
+		return off("%v", err)
+	}
+	e, err := sys.Mount(mapped)
+	if err != nil {
+		return off("%v", err)
+	}
+	fmt.Fprintln(console, persist.MountedLine)
+	fmt.Fprintf(console, "bay0: persist: mountinfo: %s\n", e.Line)
+	n, err := sys.CountBoot()
+	if err != nil {
+		return off("%v", err)
+	}
+	fmt.Fprintf(console, "bay0: persist: boot %d\n", n)
+	return nil
+}

@@ -1,0 +1,276 @@
+// Package persist is /persist, the machine's only durable storage: a LUKS2 container
+// (aes-xts-plain64, argon2id) holding ext4 on the GPT partition named "persist". The host side
+// formats it (Format); bay0 asks for the passphrase on the console (Ask), unseals the volume
+// key (Open, Unseal), hands the key to dm-crypt and mounts the filesystem nodev,nosuid,noexec
+// (Activate, Mount), and closes it all again when the machine goes down (Close).
+//
+// The key material lives in the kernel only. Go gives no guarantee that a secret was never
+// copied (the garbage collector moves nothing today, but stacks grow by copying, and
+// luks.go and x/crypto keep intermediate buffers of their own), so wiping is best effort: every
+// slice this package holds a passphrase or a volume key in is overwritten as soon as it is no
+// longer needed, and the volume key reaches dm-crypt through the kernel keyring, never as hex
+// text in a Go string that could not be wiped.
+package persist
+
+import (
+	"alpinespine.org/spine/internal/bay0/mountinfo"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Names and paths shared by spine (which formats the partition) and bay0 (which opens it).
+const (
+	// Partition is the GPT partition name bay0 looks for.
+	Partition = "persist"
+	// Root is where the filesystem is mounted.
+	Root = "/persist"
+	// MapperName is the device-mapper name of the opened container (/dev/mapper/persist).
+	MapperName = "persist"
+	// RootMode is the mode of the filesystem's root: bay0's, traversable (a persona's
+	// subtree is bind-mounted from below it) but neither listable nor writable by anyone else.
+	RootMode = 0o711
+	// BootFile counts the boots that mounted /persist; it lives in bay0's root.
+	BootFile = ".bay0-boot"
+)
+
+// Console lines. Tests and spine vm --passphrase-file look for Prompt.
+const (
+	Prompt       = "bay0: enter passphrase for /persist:"
+	WrongLine    = "bay0: wrong passphrase"
+	UnlockedLine = "bay0: persist: unlocked"
+	MountedLine  = "bay0: persist: mounted /persist (nodev,nosuid,noexec)"
+	ClosedLine   = "bay0: persist: closed"
+)
+
+// MaxPassphrase bounds a passphrase in bytes. The console reads a line in canonical mode,
+// whose line buffer holds 4095 bytes.
+const MaxPassphrase = 512
+
+// Errors.
+var (
+	// ErrWrongPassphrase: the passphrase opens no keyslot.
+	ErrWrongPassphrase = errors.New("wrong passphrase")
+	// ErrTooManyAttempts: every attempt the policy allows was wrong.
+	ErrTooManyAttempts = errors.New("too many wrong passphrases")
+	// ErrNotLUKS: the partition holds no LUKS2 header (a never-formatted partition is zeros).
+	ErrNotLUKS = errors.New("no LUKS2 header")
+	// ErrNotMounted: /proc/self/mountinfo has no entry for the mount point.
+	ErrNotMounted = mountinfo.ErrNotMounted
+	// ErrBadPassphrase: a passphrase that could never be typed at the console prompt.
+	ErrBadPassphrase = errors.New("unusable passphrase")
+)
+
+// CheckPassphrase refuses a passphrase that cannot be typed at bay0's prompt: empty, longer
+// than MaxPassphrase, not UTF-8, or holding a control character (the console's line
+// discipline would act on it: erase, kill, end of file, a new line).
+func CheckPassphrase(p []byte) error {
+	switch {
+	case len(p) == 0:
+		return fmt.Errorf("%w: empty", ErrBadPassphrase)
+	case len(p) > MaxPassphrase:
+		return fmt.Errorf("%w: longer than %d bytes", ErrBadPassphrase, MaxPassphrase)
+	case !utf8.Valid(p):
+		return fmt.Errorf("%w: not UTF-8", ErrBadPassphrase)
+	}
+	for _, c := range p {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%w: contains control character %#02x", ErrBadPassphrase, c)
+		}
+	}
+	return nil
+}
+
+// ParsePassphraseFile returns the passphrase in the contents of a passphrase file: its one
+// line, without the line ending. The result shares b's memory, so wiping b wipes it.
+func ParsePassphraseFile(b []byte) ([]byte, error) {
+	p := b
+	if n := len(p); n > 0 && p[n-1] == '\n' {
+		p = p[:n-1]
+		if n := len(p); n > 0 && p[n-1] == '\r' {
+			p = p[:n-1]
+		}
+	}
+	if bytes.ContainsAny(p, "\r\n") {
+		return nil, fmt.Errorf("%w: more than one line", ErrBadPassphrase)
+	}
+	if err := CheckPassphrase(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Wipe overwrites b with zeros. It is best effort: see the package documentation.
+func Wipe(b []byte) {
+	clear(b)
+}
+
+// Terminal is the console the passphrase is typed on.
+type Terminal interface {
+	io.ReadWriter
+	// EchoOff stops the terminal from echoing what is typed; restore brings back the mode
+	// it had before.
+	EchoOff() (restore func() error, err error)
+	// Discard drops input typed before a prompt was shown, so that an answer always
+	// belongs to the prompt it follows.
+	Discard() error
+}
+
+// AttemptsError ends Ask when every attempt failed. It unwraps to ErrTooManyAttempts.
+type AttemptsError struct {
+	Attempts int
+}
+
+func (e *AttemptsError) Error() string {
+	if e.Attempts == 1 {
+		return "1 wrong passphrase"
+	}
+	return fmt.Sprintf("%d wrong passphrases", e.Attempts)
+}
+
+func (e *AttemptsError) Unwrap() error { return ErrTooManyAttempts }
+
+// Ask prompts for the passphrase at most attempts times, with echo off, and calls try with
+// each answer. try returns nil when the passphrase opened the container, an error wrapping
+// ErrWrongPassphrase to ask again, or any other error to stop at once. try must not keep
+// the slice: Ask wipes it as soon as try returns. An empty answer or an end of input counts
+// as a wrong passphrase, so a console that keeps returning nothing cannot loop forever.
+//
+// This is the only input bay0 ever reads from its console.
+func Ask(term Terminal, attempts int, try func(passphrase []byte) error) error {
+	if attempts < 1 {
+		return fmt.Errorf("ask for passphrase: %d attempts allowed", attempts)
+	}
+	restore, err := term.EchoOff()
+	if err != nil {
+		return fmt.Errorf("turn console echo off: %w", err)
+	}
+	defer restore()
+	// One buffer for every attempt, wiped after each: a passphrase, its newline, and one
+	// byte more to notice a line that is too long.
+	var buf [MaxPassphrase + 2]byte
+	defer Wipe(buf[:])
+	for i := 0; i < attempts; i++ {
+		if err := term.Discard(); err != nil {
+			return fmt.Errorf("discard console input: %w", err)
+		}
+		fmt.Fprint(term, Prompt+" ")
+		n, rerr := readLine(term, buf[:])
+		// Echo was off, so the operator's Enter left the cursor on the prompt line.
+		fmt.Fprintln(term)
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return fmt.Errorf("read passphrase: %w", rerr)
+		}
+		pass := buf[:n]
+		var err error
+		if CheckPassphrase(pass) != nil {
+			// Not even worth a key derivation: spine disk refuses such passphrases.
+			err = ErrWrongPassphrase
+		} else {
+			err = try(pass)
+		}
+		Wipe(buf[:])
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrWrongPassphrase):
+			fmt.Fprintln(term, WrongLine)
+		default:
+			return err
+		}
+	}
+	return &AttemptsError{Attempts: attempts}
+}
+
+// ReadPassphrase reads one line from r (a terminal with echo off) and returns it without the
+// line ending, checked with CheckPassphrase. The caller wipes the result.
+func ReadPassphrase(r io.Reader) ([]byte, error) {
+	buf := make([]byte, MaxPassphrase+2)
+	n, err := readLine(r, buf)
+	if err != nil && (n == 0 || !errors.Is(err, io.EOF)) {
+		Wipe(buf)
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	if err := CheckPassphrase(buf[:n]); err != nil {
+		Wipe(buf)
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// readLine reads up to and including the next newline, one byte at a time so that nothing
+// after the line is consumed. It returns the line's length without "\n" (and without a "\r"
+// before it). A line that does not fit buf is read to its end and reported as a length of
+// len(buf), which no valid passphrase has. A zero-length read is an end of file (^D on a
+// terminal).
+func readLine(r io.Reader, buf []byte) (int, error) {
+	n, overflow := 0, false
+	var one [1]byte
+	defer Wipe(one[:])
+	var err error
+	for {
+		var k int
+		k, err = r.Read(one[:])
+		if k == 1 && one[0] == '\n' {
+			err = nil
+			break
+		}
+		if k == 1 && n < len(buf) {
+			buf[n] = one[0]
+			n++
+		} else if k == 1 {
+			overflow = true
+		}
+		if err == nil && k == 0 {
+			err = io.EOF
+		}
+		if err != nil {
+			break
+		}
+	}
+	if overflow {
+		return len(buf), err
+	}
+	if n > 0 && buf[n-1] == '\r' {
+		n--
+	}
+	return n, err
+}
+
+// luksMagic starts a LUKS header (both versions); the version follows as a big-endian uint16.
+var luksMagic = []byte("LUKS\xba\xbe")
+
+// luksHeaderSize is the size of the fixed binary part of a LUKS2 header that Probe reads.
+const luksHeaderSize = 8
+
+// Probe checks that r starts with a LUKS2 header. A partition that was never formatted (all
+// zeros) or holds anything else is ErrNotLUKS; a LUKS1 container is refused too.
+func Probe(r io.ReaderAt) error {
+	var h [luksHeaderSize]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: partition shorter than a header", ErrNotLUKS)
+		}
+		return fmt.Errorf("read LUKS header: %w", err)
+	}
+	if !bytes.Equal(h[:6], luksMagic) {
+		if h == [luksHeaderSize]byte{} {
+			return fmt.Errorf("%w: the partition starts with zeros (never formatted?)", ErrNotLUKS)
+		}
+		return fmt.Errorf("%w: unknown magic %x", ErrNotLUKS, h[:6])
+	}
+	if v := int(h[6])<<8 | int(h[7]); v != 2 {
+		return fmt.Errorf("%w: LUKS version %d", ErrNotLUKS, v)
+	}
+	return nil
+}
+
+// MountEntry is one line of /proc/self/mountinfo.
+type MountEntry = mountinfo.Entry
+
+// FindMount returns the topmost mountinfo entry for mountPoint, or ErrNotMounted.
+func FindMount(r io.Reader, mountPoint string) (MountEntry, error) {
+	return mountinfo.Find(r, mountPoint)
+}

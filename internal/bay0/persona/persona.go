@@ -1,0 +1,303 @@
+// Package persona launches one persona instance: a workload in its own PID, mount, network,
+// IPC, UTS, cgroup and user namespaces, in a cgroup v2 leaf with the policy's limits, set up
+// from the inside by persona-init (a re-executed bay0) and then exec'd.
+//
+// This file holds the pure parts: the Spec of a persona, the versioned Config handed to
+// persona-init, and the values written to the cgroup. The kernel-facing parts are in the
+// *_linux.go files; the child's side is package personainit.
+package persona
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+
+	"alpinespine.org/spine/internal/format/policy"
+)
+
+// ConfigVersion is the version of Config. persona-init refuses any other: it is always the same
+// binary as its parent, so a mismatch means something else is talking to it.
+const ConfigVersion = 1
+
+// MaxConfigSize bounds the config persona-init reads.
+const MaxConfigSize = 1 << 20
+
+// The fds persona-init receives beside stdin, stdout and stderr.
+const (
+	ConfigFD = 3 // the Config, one JSON document, then EOF
+	SyncFD   = 4 // persona-init's reports to the parent (see sync.go)
+	DataFD   = 5 // present only when Config.Data: a detached mount of the persona's /data
+)
+
+// InitArg is the first argument that makes bay0 persona-init.
+const InitArg = "persona-init"
+
+// Each persona gets its own range of IDBlock uids and gids, starting at IDBase, so that even a
+// process that escaped its namespaces is an unprivileged uid no other persona shares.
+const (
+	IDBase  = 100000
+	IDBlock = 65536
+)
+
+// IDRange returns the first host uid/gid of the persona with the given index in the policy.
+func IDRange(index int) uint32 { return IDBase + IDBlock*uint32(index) }
+
+// Spec is everything needed to launch instances of one persona. It is computed once, when the
+// governor starts, and does not change for the life of the boot.
+type Spec struct {
+	Name string
+	// Tree is the persona's root tree as the governor sees it, e.g. /personas/web.
+	Tree string
+	Exec []string
+	Env  []string
+	// Workdir is the working directory inside the persona; "" is /.
+	Workdir string
+	// UID and GID are the first host ids of the persona's range (IDRange); inside, they are 0.
+	UID, GID uint32
+	Limits   Limits
+	TmpSize  int64
+	RunSize  int64
+	// DataDir is the host directory mounted at /data (e.g. /persist/web); "" for none.
+	DataDir  string
+	DataExec bool
+	// Seccomp is the compiled filter, as seccomp.Program.MarshalBinary encodes it.
+	Seccomp []byte
+	// Self is the bay0 binary to re-execute, normally /proc/self/exe.
+	Self string
+	// CgroupParent is the cgroup v2 directory under which the persona's leaf is made.
+	CgroupParent string
+	// Uplink, if not nil, gives the persona an ipvlan device on the machine's network card.
+	Uplink *Uplink
+}
+
+// UplinkName is the name of the persona's uplink device inside its network namespace.
+const UplinkName = "eth0"
+
+// Uplink is the persona's network: an ipvlan device named UplinkName with one IPv4 address
+// and, if Gateway is set, a default route through it.
+type Uplink struct {
+	// Address is an IPv4 address with its prefix length, "10.0.2.15/24".
+	Address string `json:"address"`
+	// Gateway is an IPv4 address inside Address's network, or "".
+	Gateway string `json:"gateway,omitempty"`
+	// Device is the name the parent gave the device in the persona's namespace, set in the
+	// Config of one launch only; persona-init renames it UplinkName.
+	Device string `json:"device,omitempty"`
+}
+
+// Parse returns the address and gateway (invalid when there is none) of u.
+func (u Uplink) Parse() (netip.Prefix, netip.Addr, error) {
+	p, err := netip.ParsePrefix(u.Address)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink address %q is not an IPv4 prefix", u.Address)
+	}
+	if u.Gateway == "" {
+		return p, netip.Addr{}, nil
+	}
+	gw, err := netip.ParseAddr(u.Gateway)
+	if err != nil || !gw.Is4() || !p.Contains(gw) {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink gateway %q is not an IPv4 address in %s", u.Gateway, p.Masked())
+	}
+	return p, gw, nil
+}
+
+// NewSpec turns a policy entry into a Spec. index is the persona's position in the policy;
+// spineRoot is where the Spine is mounted ("/" in the governor); persistRoot is the mounted
+// /persist or "" when there is none, in which case a persona that wants /data is refused.
+func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter []byte) (Spec, error) {
+	s := Spec{
+		Name:         p.Name,
+		Tree:         path.Join(spineRoot, p.Tree()),
+		Exec:         p.Exec,
+		Env:          p.Env,
+		Workdir:      p.Workdir,
+		UID:          IDRange(index),
+		GID:          IDRange(index),
+		Limits:       LimitsOf(p),
+		TmpSize:      int64(p.TmpSize),
+		RunSize:      int64(p.RunSize),
+		DataExec:     p.DataExec,
+		Seccomp:      filter,
+		Self:         "/proc/self/exe",
+		CgroupParent: "/sys/fs/cgroup/personas",
+	}
+	if p.Data {
+		if persistRoot == "" {
+			return Spec{}, fmt.Errorf("persona %q: %w", p.Name, ErrNoPersist)
+		}
+		s.DataDir = path.Join(persistRoot, p.Name)
+	}
+	if p.Network == "uplink" {
+		u := &Uplink{Address: p.Address, Gateway: p.Gateway}
+		if _, _, err := u.Parse(); err != nil {
+			return Spec{}, fmt.Errorf("persona %q: %w", p.Name, err)
+		}
+		s.Uplink = u
+	}
+	return s, nil
+}
+
+// ErrNoPersist refuses a persona with data = true on a machine whose /persist is not mounted.
+var ErrNoPersist = errors.New("data = true but /persist is not mounted")
+
+// Config is what the parent tells persona-init, as one JSON document on ConfigFD.
+type Config struct {
+	Version int `json:"version"`
+	// Name is the persona's name, also its hostname.
+	Name string `json:"name"`
+	// Tree is the persona's root tree in the parent's mount namespace.
+	Tree    string   `json:"tree"`
+	Exec    []string `json:"exec"`
+	Env     []string `json:"env,omitempty"`
+	Workdir string   `json:"workdir,omitempty"`
+	TmpSize int64    `json:"tmp_size"`
+	RunSize int64    `json:"run_size"`
+	// Data says that DataFD carries a detached mount to attach at /data.
+	Data bool `json:"data,omitempty"`
+	// Seccomp is the filter program, 8 bytes per instruction.
+	Seccomp []byte `json:"seccomp"`
+	// Uplink says that the parent put an ipvlan device named UplinkName in the persona's
+	// network namespace, and how to configure it; nil for loopback only.
+	Uplink *Uplink `json:"uplink,omitempty"`
+}
+
+// Config renders the Config of one launch of s.
+func (s Spec) Config() Config {
+	return Config{Version: ConfigVersion, Name: s.Name, Tree: s.Tree, Exec: s.Exec, Env: s.Env,
+		Workdir: s.Workdir, TmpSize: s.TmpSize, RunSize: s.RunSize, Data: s.DataDir != "", Seccomp: s.Seccomp,
+		Uplink: s.Uplink}
+}
+
+// Encode writes c as one JSON document.
+func (c Config) Encode(w io.Writer) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode persona config: %w", err)
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write persona config: %w", err)
+	}
+	return nil
+}
+
+// DecodeConfig reads exactly one Config from r (to EOF), strictly: unknown fields, trailing
+// data, another version or a missing field are errors.
+func DecodeConfig(r io.Reader) (Config, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("read persona config: %w", err)
+	}
+	if len(b) > MaxConfigSize {
+		return Config{}, fmt.Errorf("persona config is larger than %d bytes", MaxConfigSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("decode persona config: %w", err)
+	}
+	if dec.More() {
+		return Config{}, errors.New("decode persona config: trailing data")
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, fmt.Errorf("persona config: %w", err)
+	}
+	return c, nil
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Version != ConfigVersion:
+		return fmt.Errorf("version %d, want %d", c.Version, ConfigVersion)
+	case c.Name == "" || strings.ContainsAny(c.Name, "/\x00") || len(c.Name) > 64:
+		return fmt.Errorf("bad name %q", c.Name)
+	case !path.IsAbs(c.Tree) || path.Clean(c.Tree) != c.Tree:
+		return fmt.Errorf("tree %q is not a clean absolute path", c.Tree)
+	case len(c.Exec) == 0 || !path.IsAbs(c.Exec[0]):
+		return errors.New("exec must start with an absolute path")
+	case c.Workdir != "" && !path.IsAbs(c.Workdir):
+		return fmt.Errorf("workdir %q is not absolute", c.Workdir)
+	case c.TmpSize <= 0 || c.RunSize <= 0:
+		return errors.New("tmp and run sizes must be positive")
+	case len(c.Seccomp) == 0:
+		return errors.New("no seccomp program")
+	}
+	if c.Uplink != nil {
+		if _, _, err := c.Uplink.Parse(); err != nil {
+			return err
+		}
+		if d := c.Uplink.Device; d == "" || len(d) > 15 || strings.ContainsAny(d, "/: \x00") {
+			return fmt.Errorf("bad uplink device name %q", d)
+		}
+	}
+	for _, s := range append(append([]string{}, c.Exec...), c.Env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return errors.New("NUL byte in exec or env")
+		}
+	}
+	return nil
+}
+
+// Limits are the cgroup v2 limits of a persona.
+type Limits struct {
+	// CPUMax is cpu.max: "quota period" in microseconds.
+	CPUMax string `json:"cpu_max"`
+	// MemoryMax is memory.max in bytes. Swap is always 0.
+	MemoryMax int64 `json:"memory_max"`
+	// PidsMax is pids.max: processes and threads.
+	PidsMax int `json:"pids_max"`
+}
+
+// LimitsOf returns the limits of a policy entry.
+func LimitsOf(p policy.Persona) Limits {
+	return Limits{CPUMax: p.CPUMax(), MemoryMax: int64(p.Memory), PidsMax: p.Pids}
+}
+
+// CgroupFile is one value written into a cgroup directory.
+type CgroupFile struct {
+	Name, Value string
+}
+
+// Files returns what is written into a persona's leaf, in order. memory.oom.group makes an
+// out-of-memory kill take the whole persona, which is then replaced, never left half alive.
+func (l Limits) Files() []CgroupFile {
+	return []CgroupFile{
+		{"cpu.max", l.CPUMax},
+		{"memory.max", strconv.FormatInt(l.MemoryMax, 10)},
+		{"memory.swap.max", "0"},
+		{"memory.oom.group", "1"},
+		{"pids.max", strconv.Itoa(l.PidsMax)},
+	}
+}
+
+// SubtreeControl is written to cgroup.subtree_control above persona leaves: it enables the
+// controllers whose limits Files sets.
+const SubtreeControl = "+cpu +memory +pids"
+
+// ParseKeyed parses a flat-keyed cgroup file such as memory.events or cgroup.events
+// ("key value" per line).
+func ParseKeyed(r io.Reader) (map[string]int64, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup file line %q: %w", line, err)
+		}
+		m[k] = n
+	}
+	return m, nil
+}

@@ -1,0 +1,255 @@
+package persona
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/format/policy"
+)
+
+func samplePolicy() policy.Persona {
+	return policy.Persona{Name: "web", Exec: []string{"/bin/web", ":8080"}, Env: []string{"A=1"}, CPUs: 0.5,
+		Memory: 64 << 20, Pids: 32, TmpSize: 16 << 20, RunSize: 1 << 20, Data: true, Network: "none", Restart: "always"}
+}
+
+func TestNewSpec(t *testing.T) {
+	s, err := NewSpec(samplePolicy(), 2, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Tree != "/personas/web" || s.DataDir != "/persist/web" || s.UID != 100000+2*65536 || s.GID != s.UID {
+		t.Errorf("spec: %+v", s)
+	}
+	want := Limits{CPUMax: "50000 100000", MemoryMax: 64 << 20, PidsMax: 32}
+	if s.Limits != want {
+		t.Errorf("limits %+v, want %+v", s.Limits, want)
+	}
+	if _, err := NewSpec(samplePolicy(), 0, "/", "", nil); !errors.Is(err, ErrNoPersist) {
+		t.Errorf("data without /persist: %v, want ErrNoPersist", err)
+	}
+	p := samplePolicy()
+	if s.Uplink != nil || s.Config().Uplink != nil {
+		t.Errorf("network none has an uplink: %+v", s.Uplink)
+	}
+	p.Network, p.Address, p.Gateway = "uplink", "10.0.2.15/24", "10.0.2.2"
+	s, err = NewSpec(p, 0, "/", "/persist", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := s.Config().Uplink; u == nil || *u != (Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
+		t.Errorf("uplink config %+v", u)
+	}
+	p.Address = "10.0.2.15"
+	if _, err := NewSpec(p, 0, "/", "/persist", nil); err == nil {
+		t.Error("an uplink address without a prefix length was accepted")
+	}
+}
+
+func TestUplinkParse(t *testing.T) {
+	a, gw, err := Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}.Parse()
+	if err != nil || a.String() != "10.0.2.15/24" || gw.String() != "10.0.2.2" {
+		t.Errorf("Parse: %v %v %v", a, gw, err)
+	}
+	if _, gw, err := (Uplink{Address: "10.0.2.15/24"}).Parse(); err != nil || gw.IsValid() {
+		t.Errorf("no gateway: %v %v", gw, err)
+	}
+	for _, u := range []Uplink{{}, {Address: "fd00::1/64"}, {Address: "10.0.2.15/24", Gateway: "10.0.9.2"}, {Address: "10.0.2.15/24", Gateway: "x"}} {
+		if _, _, err := u.Parse(); err == nil {
+			t.Errorf("%+v accepted", u)
+		}
+	}
+}
+
+func TestIDRangesDoNotOverlap(t *testing.T) {
+	for i := range 100 {
+		if IDRange(i+1)-IDRange(i) != IDBlock || IDRange(i) < IDBase {
+			t.Fatalf("range %d overlaps its neighbour", i)
+		}
+	}
+}
+
+func TestCgroupFiles(t *testing.T) {
+	l := Limits{CPUMax: "10000 100000", MemoryMax: 16 << 20, PidsMax: 8}
+	want := []CgroupFile{
+		{"cpu.max", "10000 100000"},
+		{"memory.max", "16777216"},
+		{"memory.swap.max", "0"},
+		{"memory.oom.group", "1"},
+		{"pids.max", "8"},
+	}
+	if got := l.Files(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Files() = %v, want %v", got, want)
+	}
+	if SubtreeControl != "+cpu +memory +pids" {
+		t.Errorf("SubtreeControl %q", SubtreeControl)
+	}
+}
+
+func TestParseKeyed(t *testing.T) {
+	m, err := ParseKeyed(strings.NewReader("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n"))
+	if err != nil || m["oom_kill"] != 2 || m["max"] != 12 {
+		t.Errorf("ParseKeyed: %v %v", m, err)
+	}
+	if _, err := ParseKeyed(strings.NewReader("populated x\n")); err == nil {
+		t.Error("a non-number was accepted")
+	}
+}
+
+func sampleConfig() Config {
+	p := samplePolicy()
+	p.Network, p.Address, p.Gateway = "uplink", "10.0.2.15/24", "10.0.2.2"
+	s, _ := NewSpec(p, 0, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	c := s.Config()
+	c.Uplink.Device = "up42"
+	return c
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	c := sampleConfig()
+	var b bytes.Buffer
+	if err := c.Encode(&b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeConfig(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Errorf("round trip: %+v, want %+v", got, c)
+	}
+}
+
+func TestDecodeConfigRejects(t *testing.T) {
+	good := `{"version":1,"name":"web","tree":"/personas/web","exec":["/bin/web"],"tmp_size":1,"run_size":1,"seccomp":"AQIDBAUGBwg="}`
+	if _, err := DecodeConfig(strings.NewReader(good)); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	for name, bad := range map[string]string{
+		"version":      strings.Replace(good, `"version":1`, `"version":2`, 1),
+		"unknown key":  strings.Replace(good, `"name"`, `"extra":1,"name"`, 1),
+		"trailing":     good + `{}`,
+		"relative exe": strings.Replace(good, `"/bin/web"`, `"bin/web"`, 1),
+		"dirty tree":   strings.Replace(good, `"/personas/web"`, `"/personas/../etc"`, 1),
+		"name slash":   strings.Replace(good, `"web"`, `"a/b"`, 1),
+		"no seccomp":   strings.Replace(good, `"AQIDBAUGBwg="`, `""`, 1),
+		"zero tmp":     strings.Replace(good, `"tmp_size":1`, `"tmp_size":0`, 1),
+		"nul in exec":  strings.Replace(good, `"/bin/web"`, `"/bin/web\u0000x"`, 1),
+		"empty":        ``,
+		"bad uplink":   strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15","device":"up1"},"seccomp"`, 1),
+		"no device":    strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15/24"},"seccomp"`, 1),
+	} {
+		if _, err := DecodeConfig(strings.NewReader(bad)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzDecodeConfig(f *testing.F) {
+	var b bytes.Buffer
+	sampleConfig().Encode(&b)
+	f.Add(b.Bytes())
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := DecodeConfig(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := c.Encode(&out); err != nil {
+			t.Fatal(err)
+		}
+		again, err := DecodeConfig(&out)
+		if err != nil || !reflect.DeepEqual(c, again) {
+			t.Fatalf("round trip: %v\n%+v\n%+v", err, c, again)
+		}
+	})
+}
+
+func TestReadReports(t *testing.T) {
+	var b bytes.Buffer
+	WriteReport(&b, Report{Stage: StageExec})
+	if _, err := ReadReports(&b); err != nil {
+		t.Errorf("exec then EOF: %v", err)
+	}
+	if _, err := ReadReports(strings.NewReader("")); !errors.Is(err, ErrNoExec) {
+		t.Errorf("EOF alone: %v, want ErrNoExec", err)
+	}
+	b.Reset()
+	WriteReport(&b, Report{Stage: "mounts", Error: "mount proc: EPERM"})
+	if stage, err := ReadReports(&b); stage != "mounts" || err == nil || err.Error() != "mount proc: EPERM" {
+		t.Errorf("error report: %q %v", stage, err)
+	}
+	b.Reset()
+	WriteReport(&b, Report{Stage: StageExec})
+	WriteReport(&b, Report{Stage: StageExec, Error: "exec /bin/x: ENOENT"})
+	if _, err := ReadReports(&b); err == nil {
+		t.Error("an exec failure after the exec report was taken for success")
+	}
+	if _, err := ReadReports(strings.NewReader("{garbage")); err == nil || errors.Is(err, ErrNoExec) {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	for ws, want := range map[unix.WaitStatus]string{
+		0:                                   "exit status 0",
+		3 << 8:                              "exit status 3",
+		unix.WaitStatus(unix.SIGKILL):       "killed by signal SIGKILL",
+		unix.WaitStatus(unix.SIGSYS) | 0x80: "killed by seccomp (SIGSYS)",
+	} {
+		if got := Describe(ws); got != want {
+			t.Errorf("Describe(%#x) = %q, want %q", uint32(ws), got, want)
+		}
+	}
+}
+
+func TestCopyLines(t *testing.T) {
+	long := strings.Repeat("x", MaxLogLine+10)
+	in := "one\r\ntwo\x1b[2J\n" + long + "\nlast"
+	var out bytes.Buffer
+	if err := CopyLines(&out, strings.NewReader(in), "persona p: "); err != nil {
+		t.Fatal(err)
+	}
+	want := "persona p: one\npersona p: two?[2J\npersona p: " + long[:MaxLogLine] + "\npersona p: xxxxxxxxxx\npersona p: last\n"
+	if out.String() != want {
+		t.Errorf("CopyLines:\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestCopyLinesBudget(t *testing.T) {
+	clock := time.Unix(0, 0)
+	var in strings.Builder
+	line := strings.Repeat("y", 100) + "\n"
+	for range 400 { // 400 lines of ~110 bytes: far over the 16 KiB burst
+		in.WriteString(line)
+	}
+	var out bytes.Buffer
+	if err := copyLines(&out, strings.NewReader(in.String()), "persona p: ", func() time.Time { return clock }); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\n"); n >= 400 || out.Len() > LogBurst {
+		t.Errorf("%d lines, %d bytes went out with no time passing", n, out.Len())
+	}
+	// After a pause, lines flow again and the drop is reported.
+	out.Reset()
+	calls := 0
+	now := func() time.Time {
+		calls++
+		if calls > 200 {
+			return clock.Add(10 * time.Second)
+		}
+		return clock
+	}
+	if err := copyLines(&out, strings.NewReader(in.String()), "persona p: ", now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "persona p: (") || !strings.Contains(out.String(), "lines dropped: over the console budget)\n") {
+		t.Errorf("no drop report:\n%s", out.String()[max(0, out.Len()-400):])
+	}
+}

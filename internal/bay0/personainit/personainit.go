@@ -1,0 +1,151 @@
+// Package personainit is bay0's hidden persona-init mode: the child side of a persona launch.
+// The governor clones it into the persona's fresh namespaces and cgroup; it builds the
+// persona's root from the inside, gives up every privilege, installs the seccomp filter and
+// execs the workload. Go cannot run code between fork and exec, so this is a re-executed bay0
+// (`bay0 persona-init --config-fd=3`), as runc's init is a re-executed runc.
+//
+// The order is fixed (see Run): mounts -> masked and read-only /proc paths -> hostname ->
+// loopback -> uplink (if any) -> no_new_privs -> capabilities -> seccomp -> close-on-exec on
+// every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
+// forbids; fds are closed last so that no fd of the governor's world reaches the workload
+// (CVE-2024-21626 leaked a host directory fd into runc containers).
+package personainit
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/seccomp"
+)
+
+// ExitFailure is persona-init's exit status when the launch fails before exec.
+const ExitFailure = 255
+
+// Main runs persona-init with the arguments after "persona-init". It never returns: it execs
+// the workload or exits with ExitFailure after reporting why on the sync pipe (or, before the
+// config is read, on stderr, which goes to the console).
+func Main(args []string) {
+	runtime.LockOSThread()
+	stage, err := Run(args)
+	sync := os.NewFile(persona.SyncFD, "sync")
+	if werr := persona.WriteReport(sync, persona.Report{Stage: stage, Error: err.Error()}); werr != nil {
+		fmt.Fprintf(os.Stderr, "persona-init: %s: %v\n", stage, err)
+	}
+	os.Exit(ExitFailure)
+}
+
+// Run does the whole setup and execs the workload; it returns only on failure, with the
+// stage that failed. Precondition: the calling goroutine is locked to its thread, which is
+// the one that execs (capabilities, no_new_privs and the filter are per thread).
+func Run(args []string) (stage string, err error) {
+	fd, err := parseArgs(args)
+	if err != nil {
+		return "config", err
+	}
+	f := os.NewFile(uintptr(fd), "config")
+	cfg, err := persona.DecodeConfig(f)
+	f.Close()
+	if err != nil {
+		return "config", err
+	}
+	os.Clearenv()
+	filter, err := seccomp.Decode(cfg.Seccomp)
+	if err != nil {
+		return "config", err
+	}
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"mounts", func() error { return setupRoot(cfg) }},
+		{"hostname", func() error { return setHostname(cfg.Name) }},
+		{"loopback", loopbackUp},
+		{"uplink", func() error { return uplinkUp(cfg.Uplink) }},
+		{"workdir", func() error { return enterWorkdir(cfg.Workdir) }},
+		{"privileges", dropPrivileges},
+		{"seccomp", func() error { return seccomp.Install(filter) }},
+		{"close fds", closeExtraFDs},
+	}
+	for _, s := range steps {
+		if err := s.run(); err != nil {
+			return s.name, err
+		}
+	}
+	sync := os.NewFile(persona.SyncFD, "sync")
+	if err := persona.WriteReport(sync, persona.Report{Stage: persona.StageExec}); err != nil {
+		return "exec", fmt.Errorf("report exec: %w", err)
+	}
+	return "exec", execWorkload(cfg)
+}
+
+func parseArgs(args []string) (int, error) {
+	if len(args) != 1 || !strings.HasPrefix(args[0], "--config-fd=") {
+		return 0, fmt.Errorf("usage: persona-init --config-fd=N (got %q)", args)
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(args[0], "--config-fd="))
+	if err != nil || n < 3 {
+		return 0, fmt.Errorf("bad config fd in %q", args[0])
+	}
+	return n, nil
+}
+
+// Environ is the workload's environment: the policy's, plus PATH and HOME if it sets none.
+func Environ(env []string) []string {
+	out := append([]string{}, env...)
+	has := func(k string) bool {
+		for _, e := range env {
+			if strings.HasPrefix(e, k+"=") {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("PATH") {
+		out = append(out, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	if !has("HOME") {
+		out = append(out, "HOME=/")
+	}
+	return out
+}
+
+// maskedPaths of /proc, as runc masks them: files are covered with /dev/null, directories
+// with an empty read-only tmpfs. They leak host information or give host-wide handles.
+func maskedPaths() []string {
+	return []string{"acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "sched_debug",
+		"scsi", "sysrq-trigger", "timer_list", "timer_stats"}
+}
+
+// readonlyPaths of /proc: host-wide knobs a persona may read but never turn.
+func readonlyPaths() []string { return []string{"bus", "fs", "irq", "sys"} }
+
+// deviceNodes are bind-mounted from the governor's /dev into the persona's minimal /dev.
+func deviceNodes() []string { return []string{"null", "zero", "full", "random", "urandom", "tty"} }
+
+// reserved are the top-level names of the persona's root that persona-init mounts itself;
+// the tree's own entries of those names, if any, are not used.
+func reserved(name string, data bool) bool {
+	switch name {
+	case "proc", "dev", "tmp", "run", "sys":
+		return true
+	case "data":
+		return data
+	}
+	return false
+}
+
+// tmpfsData renders the mount options of a size-limited tmpfs; mode is octal permission bits
+// (0o1777 for a sticky /tmp).
+func tmpfsData(size int64, mode uint32) string {
+	return fmt.Sprintf("size=%d,mode=%o", size, mode)
+}
+
+// InitialUIDMap reports whether a /proc/PID/uid_map is the initial user namespace's, the
+// identity over all 2^32-1 ids.
+func InitialUIDMap(m string) bool {
+	return strings.Join(strings.Fields(m), " ") == "0 0 4294967295"
+}

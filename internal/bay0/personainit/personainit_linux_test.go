@@ -1,0 +1,190 @@
+package personainit
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/seccomp"
+)
+
+// The test binary is both persona-init and the workload, as runc's integration tests use
+// theirs: with the persona-init argument it is the child side of a launch; with workloadEnv
+// set it reports what it sees inside.
+const workloadEnv = "PERSONAINIT_TEST_WORKLOAD"
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
+		Main(os.Args[2:])
+	}
+	if os.Getenv(workloadEnv) != "" {
+		workload()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func workload() {
+	host, _ := os.Hostname()
+	fmt.Printf("hostname %s\n", host)
+	fmt.Printf("pid %d\n", os.Getpid())
+	st, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(l, "CapEff") || strings.HasPrefix(l, "CapBnd") || strings.HasPrefix(l, "NoNewPrivs") || strings.HasPrefix(l, "Seccomp:") {
+			fmt.Println(strings.Join(strings.Fields(l), " "))
+		}
+	}
+	fmt.Printf("write root: %v\n", os.WriteFile("/x", nil, 0o644) != nil)
+	fmt.Printf("write tree: %v\n", os.WriteFile("/bin/x", nil, 0o644) != nil)
+	fmt.Printf("write tmp: %v\n", os.WriteFile("/tmp/x", nil, 0o644))
+	fmt.Printf("mount: %v\n", unix.Mount("tmpfs", "/tmp", "tmpfs", 0, ""))
+	kcore, _ := os.ReadFile("/proc/kcore")
+	fmt.Printf("kcore bytes %d\n", len(kcore))
+	fmt.Printf("env %s\n", strings.Join(os.Environ(), ","))
+	ents, _ := os.ReadDir("/")
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	fmt.Printf("root %v\n", names)
+	// Beyond 0, 1 and 2 only the Go runtime's own fds (netpoll, the ReadDir) may be open:
+	// nothing inherited from persona-init or the parent.
+	fds, _ := os.ReadDir("/proc/self/fd")
+	var extra []string
+	for _, fd := range fds {
+		if fd.Name() > "2" || len(fd.Name()) > 1 {
+			target, _ := os.Readlink("/proc/self/fd/" + fd.Name())
+			extra = append(extra, target)
+		}
+	}
+	fmt.Printf("extra fds %v\n", extra)
+}
+
+// launch runs the test binary as persona-init in fresh namespaces, as persona.Start does but
+// without a cgroup (the build host has cgroup v1 controllers), and returns the workload's
+// output and persona-init's reports.
+func launch(t *testing.T, cfg persona.Config) (string, error) {
+	t.Helper()
+	cfgR, cfgW, _ := os.Pipe()
+	syncR, syncW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	devnull, _ := os.Open(os.DevNull)
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: persona.IDBlock}}
+	attr := &syscall.ProcAttr{
+		Env:   []string{"GOMAXPROCS=1"},
+		Files: []uintptr{devnull.Fd(), outW.Fd(), outW.Fd(), cfgR.Fd(), syncW.Fd()},
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
+			UidMappings: ids, GidMappings: ids, Setsid: true,
+			Credential: &syscall.Credential{NoSetGroups: true},
+		},
+	}
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"bay0", persona.InitArg, "--config-fd=3"}, attr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgR.Close()
+	syncW.Close()
+	outW.Close()
+	devnull.Close()
+	if err := cfg.Encode(cfgW); err != nil {
+		t.Fatal(err)
+	}
+	cfgW.Close()
+	syncR.SetReadDeadline(time.Now().Add(20 * time.Second))
+	stage, rerr := persona.ReadReports(syncR)
+	if rerr != nil {
+		rerr = fmt.Errorf("%s: %w", stage, rerr)
+	}
+	var out bytes.Buffer
+	io.Copy(&out, outR)
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, 0, nil)
+	return out.String(), rerr
+}
+
+func testConfig(t *testing.T) persona.Config {
+	t.Helper()
+	tree := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(tree, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "bin", "workload"), self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "hello"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("bin", filepath.Join(tree, "sbin")); err != nil {
+		t.Fatal(err)
+	}
+	// The tree is read from inside the namespace, whose root is uid 300000 on the host.
+	for _, p := range []string{filepath.Dir(tree), tree} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filter, err := seccomp.Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, _ := filter.MarshalBinary()
+	return persona.Config{Version: persona.ConfigVersion, Name: "hosttest", Tree: tree,
+		Exec: []string{"/bin/workload", "-test.run=^$"}, Env: []string{workloadEnv + "=1"},
+		TmpSize: 1 << 20, RunSize: 1 << 20, Seccomp: fb}
+}
+
+func TestLaunchOnHost(t *testing.T) {
+	out, err := launch(t, testConfig(t))
+	if err != nil {
+		t.Fatalf("launch: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"hostname hosttest", "pid 1", "CapEff: 0000000000000000", "CapBnd: 0000000000000000",
+		"NoNewPrivs: 1", "Seccomp: 2", "write root: true", "write tree: true", "write tmp: <nil>",
+		"mount: operation not permitted", "kcore bytes 0",
+		"env " + workloadEnv + "=1,PATH=/usr/local/bin:/usr/bin:/bin,HOME=/",
+		"root [bin dev hello proc run sbin tmp]",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("workload output lacks %q:\n%s", want, out)
+		}
+	}
+	i := strings.Index(out, "extra fds [")
+	if i < 0 {
+		t.Fatalf("no fd report:\n%s", out)
+	}
+	fds := out[i:]
+	fds = fds[:strings.IndexByte(fds, '\n')]
+	if strings.Contains(fds, "pipe:") || strings.Contains(fds, "/tmp") || strings.Contains(fds, "/sys") {
+		t.Errorf("the workload inherited an fd: %s", fds)
+	}
+}
+
+func TestLaunchReportsFailure(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Exec = []string{"/bin/missing"}
+	_, err := launch(t, cfg)
+	if err == nil || !strings.Contains(err.Error(), "exec: exec /bin/missing") {
+		t.Fatalf("launch of a missing binary: %v", err)
+	}
+	cfg = testConfig(t)
+	cfg.Tree = "/nonexistent"
+	_, err = launch(t, cfg)
+	if err == nil || !strings.HasPrefix(err.Error(), "mounts: read tree") {
+		t.Fatalf("launch of a missing tree: %v", err)
+	}
+}

@@ -1,0 +1,123 @@
+// Package stage1 is bay0 as PID 1 in the initramfs: it applies the boot law. It loads the
+// modules, reads the boot-control record, tries the primary slot then the other one, verifies
+// each (signature, anti-rollback, dm-verity with every block read once), and hands the machine
+// to the first Spine that passes, or powers off with every reason printed.
+//
+// The decision of what to try next is bootctl.Next, a pure function; this package only carries
+// it out against the kernel through the System interface.
+package stage1
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+
+	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/keys"
+	"alpinespine.org/spine/internal/format/manifest"
+)
+
+// Handoff is what stage 1 tells the governor about the boot it chose; it is written to
+// HandoffPath inside the new root's /run.
+type Handoff struct {
+	Slot     int               `json:"slot"`
+	Manifest manifest.Manifest `json:"manifest"`
+	// Keys are the trusted public keys (PEM) of the initramfs, which the governor needs to
+	// authenticate updates once the initramfs is gone.
+	Keys [][]byte `json:"keys"`
+}
+
+// HandoffPath is the handoff file, relative to the new root.
+const HandoffPath = "run/bay0/boot.json"
+
+// StateDevice is the record store: the bay0-state partition, opened read-write.
+type StateDevice interface {
+	io.ReaderAt
+	bootctl.WriterAtSyncer
+}
+
+// System is everything stage 1 asks of the kernel.
+type System interface {
+	// Setup mounts /proc, /sys and /dev and loads the modules; TrustedKeys reads the baked keys.
+	Setup() error
+	TrustedKeys() ([]ed25519.PublicKey, error)
+	// OpenState opens the bay0-state partition.
+	OpenState() (StateDevice, error)
+	// Verify opens the slot's image (size bytes), authenticates its manifest with the keys,
+	// maps it with dm-verity, reads every block once and mounts it read-only at the new root.
+	// minVersion is the anti-rollback floor. On failure nothing of the attempt is left behind.
+	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (Handoff, error)
+	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
+	SwitchRoot(h Handoff) error
+}
+
+// Run applies the boot law. It returns only with an error: a *halt.PowerError when no slot
+// can boot, any other error when stage 1 itself cannot work.
+func Run(sys System, log io.Writer) error {
+	fmt.Fprintln(log, "bay0: stage1: start")
+	if err := sys.Setup(); err != nil {
+		return fmt.Errorf("set up early system: %w", err)
+	}
+	trusted, err := sys.TrustedKeys()
+	if err != nil {
+		return fmt.Errorf("read trusted keys: %w", err)
+	}
+	dev, err := sys.OpenState()
+	if err != nil {
+		return fmt.Errorf("open boot state: %w", err)
+	}
+	rec, copyIdx, err := bootctl.Load(dev)
+	if err != nil {
+		return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("boot-control record unreadable: %v", err)}
+	}
+	var (
+		outcomes []bootctl.Outcome
+		mounted  Handoff
+	)
+	for {
+		act, next := bootctl.Next(rec, outcomes)
+		if next != rec {
+			if copyIdx, err = bootctl.Store(dev, rec, copyIdx, next); err != nil {
+				return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("write boot-control record: %v", err)}
+			}
+			next.Seq = rec.Seq + 1
+			rec = next
+		}
+		switch act.Kind {
+		case bootctl.PowerOff:
+			for _, r := range act.Reasons {
+				fmt.Fprintf(log, "bay0: stage1: no boot: %s\n", r)
+			}
+			return &halt.PowerError{Action: halt.PowerOff, Reason: "no bootable Spine slot"}
+		case bootctl.Boot:
+			for _, k := range trusted {
+				pem, err := keys.EncodePublic(k)
+				if err != nil {
+					return err
+				}
+				mounted.Keys = append(mounted.Keys, pem)
+			}
+			fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", bootctl.SlotName(act.Slot))
+			if err := sys.SwitchRoot(mounted); err != nil {
+				return fmt.Errorf("switch root to slot %s: %w", bootctl.SlotName(act.Slot), err)
+			}
+			return errors.New("switch root returned without an error")
+		case bootctl.Try:
+			s := rec.Slots[act.Slot]
+			fmt.Fprintf(log, "bay0: stage1: trying slot %s (state %s, tries left %d)\n", bootctl.SlotName(act.Slot), s.State, s.TriesLeft)
+			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion)
+			if err != nil {
+				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", bootctl.SlotName(act.Slot), err)
+				outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: false, Reason: err.Error()})
+				continue
+			}
+			fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", bootctl.SlotName(act.Slot), h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
+			mounted = h
+			outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: true})
+		default:
+			return errors.New("boot decision returned an unknown action")
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package stage1
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/dm"
+	"alpinespine.org/spine/internal/bay0/kmod"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/format/keys"
+)
+
+// Paths inside the initramfs, as spine initramfs lays it out.
+const (
+	newRoot    = "/newroot"
+	moduleList = "/etc/bay0/modules"
+	keyDir     = "/etc/bay0/keys"
+	stateName  = "bay0-state"
+)
+
+// Linux is the real System.
+type Linux struct {
+	Log io.Writer
+}
+
+// Setup mounts the pseudo filesystems and loads the modules listed in the initramfs.
+func (l Linux) Setup() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", m.dst, err)
+		}
+		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return fmt.Errorf("uname: %w", err)
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	f, err := os.Open(moduleList)
+	if err != nil {
+		return fmt.Errorf("open module list: %w", err)
+	}
+	items, err := kmod.ParseLoadList(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("module list: %w", err)
+	}
+	start := time.Now()
+	if err := kmod.LoadAll(filepath.Join("/lib/modules", release), items); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.Log, "bay0: stage1: loaded %d modules in %s\n", len(items), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// TrustedKeys reads every public key baked into the initramfs.
+func (l Linux) TrustedKeys() ([]ed25519.PublicKey, error) {
+	paths, err := filepath.Glob(filepath.Join(keyDir, "*.pub"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no keys in %s", keyDir)
+	}
+	return keys.LoadPublic(paths...)
+}
+
+// partition waits briefly for the disk to be probed, then finds a partition by name.
+func partition(name string) (string, error) {
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var p string
+		if p, err = disk.FindBlockDevice("/sys", name); err == nil {
+			return p, nil
+		}
+	}
+	return "", err
+}
+
+// OpenState opens the bay0-state partition read-write.
+func (l Linux) OpenState() (StateDevice, error) {
+	p, err := partition(stateName)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	return f, nil
+}
+
+// Mount verifies a slot and mounts it at the new root. Verification is eager: the slot is
+// first mapped without restart_on_corruption and read end to end, so a bad block anywhere,
+// used by a file or not, fails the slot here instead of rebooting the machine later. Only then
+// is it mapped for real, with restart_on_corruption, and mounted read-only.
+func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (Handoff, error) {
+	name := "spine-" + bootctl.SlotName(slot)
+	dev, err := partition(name)
+	if err != nil {
+		return Handoff{}, err
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return Handoff{}, fmt.Errorf("open %s: %w", dev, err)
+	}
+	defer f.Close()
+	partSize, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return Handoff{}, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	if size == 0 || size > uint64(partSize) {
+		return Handoff{}, fmt.Errorf("recorded image size %d does not fit partition %s (%d bytes)", size, name, partSize)
+	}
+	im, err := image.Open(f, int64(size))
+	if err != nil {
+		return Handoff{}, err
+	}
+	m, err := im.Authenticate(trusted)
+	if err != nil {
+		return Handoff{}, err
+	}
+	if m.Version < minVersion {
+		return Handoff{}, fmt.Errorf("version %d is older than min_version %d (rollback refused)", m.Version, minVersion)
+	}
+
+	check := dm.Verity{Name: name + "-check", Device: dev, Manifest: m}
+	node, err := dm.MapVerity(check)
+	if err != nil {
+		return Handoff{}, err
+	}
+	start := time.Now()
+	n, err := readAll(node)
+	_ = dm.Remove(check.Name)
+	if err != nil {
+		return Handoff{}, fmt.Errorf("eager verification: %w", err)
+	}
+	if n != int64(m.DataBlocks)*int64(m.DataBlockSize) {
+		return Handoff{}, fmt.Errorf("eager verification read %d bytes, want %d", n, m.DataBlocks*uint64(m.DataBlockSize))
+	}
+	fmt.Fprintf(l.Log, "bay0: stage1: slot %s: %d blocks verified in %s\n", bootctl.SlotName(slot), m.DataBlocks, time.Since(start).Round(time.Millisecond))
+
+	live := dm.Verity{Name: name, Device: dev, Manifest: m, RestartOnCorruption: true}
+	node, err = dm.MapVerity(live)
+	if err != nil {
+		return Handoff{}, err
+	}
+	if err := os.MkdirAll(newRoot, 0o755); err != nil {
+		_ = dm.Remove(name)
+		return Handoff{}, fmt.Errorf("create %s: %w", newRoot, err)
+	}
+	if err := unix.Mount(node, newRoot, "squashfs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+		_ = dm.Remove(name)
+		return Handoff{}, fmt.Errorf("mount %s (squashfs): %w", node, err)
+	}
+	if st, err := os.Stat(filepath.Join(newRoot, "bin/bay0")); err != nil || !st.Mode().IsRegular() {
+		_ = unix.Unmount(newRoot, 0)
+		_ = dm.Remove(name)
+		return Handoff{}, errors.New("the Spine has no /bin/bay0")
+	}
+	return Handoff{Slot: slot, Manifest: m}, nil
+}
+
+// readAll reads a device end to end with large reads; a verity mismatch surfaces as EIO.
+func readAll(p string) (int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read %s at byte %d (block %d): %w", p, n, n/4096, err)
+		}
+	}
+}
+
+// SwitchRoot writes the handoff, moves the pseudo filesystems into the new root, frees the
+// initramfs, makes the new root / and execs its bay0 as the governor.
+func (l Linux) SwitchRoot(h Handoff) error {
+	run := filepath.Join(newRoot, "run")
+	if err := unix.Mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
+		return fmt.Errorf("mount %s: %w", run, err)
+	}
+	hb, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("encode handoff: %w", err)
+	}
+	hp := filepath.Join(newRoot, HandoffPath)
+	if err := os.MkdirAll(filepath.Dir(hp), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(hp), err)
+	}
+	if err := os.WriteFile(hp, hb, 0o600); err != nil {
+		return fmt.Errorf("write handoff: %w", err)
+	}
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(d, filepath.Join(newRoot, d), "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s into the new root: %w", d, err)
+		}
+	}
+	freeInitramfs()
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("chdir %s: %w", newRoot, err)
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move new root to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	return unix.Exec("/bin/bay0", []string{"/bin/bay0", "governor"}, []string{})
+}
+
+// freeInitramfs deletes the initramfs's files (modules, keys, this binary) so their memory is
+// returned; the new root is a mount point and is left alone.
+func freeInitramfs() {
+	entries, err := os.ReadDir("/")
+	if err != nil {
+		return
+	}
+	var root unix.Stat_t
+	if unix.Stat("/", &root) != nil {
+		return
+	}
+	for _, e := range entries {
+		p := "/" + e.Name()
+		var st unix.Stat_t
+		if p == newRoot || unix.Lstat(p, &st) != nil || st.Dev != root.Dev {
+			continue
+		}
+		_ = os.RemoveAll(p)
+	}
+}

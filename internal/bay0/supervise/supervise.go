@@ -1,0 +1,499 @@
+// Package supervise keeps the policy's personas running: it starts them in policy order,
+// replaces one that ends (with backoff) by a fresh instance, never repairs one, and carries out
+// the operator's start, stop and replace.
+//
+// One goroutine, Run's loop, owns all state. Launches run beside it, so that neither a slow
+// start nor an operator request can stall the loop whose progress the watchdog watches.
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/seccomp"
+	"alpinespine.org/spine/internal/format/policy"
+)
+
+// Instance is one running launch of a persona (*persona.Instance in the governor).
+type Instance interface {
+	PID() int
+	Startup() time.Duration
+	// Exited delivers the workload's wait status, once.
+	Exited() <-chan unix.WaitStatus
+	// OOMKills counts the OOM killer's kills in the instance's cgroup.
+	OOMKills() int64
+	// Destroy kills whatever is left of the instance and removes its cgroup.
+	Destroy() error
+}
+
+// Launcher starts instances.
+type Launcher interface {
+	Launch(s persona.Spec, out io.Writer) (Instance, error)
+}
+
+// Kernel is the real Launcher: persona.Start, with children reaped by Spawner.
+type Kernel struct {
+	Spawner persona.Spawner
+}
+
+// Launch starts one instance of s.
+func (k Kernel) Launch(s persona.Spec, out io.Writer) (Instance, error) {
+	in, err := persona.Start(s, k.Spawner, out)
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Backoff spaces out the replacements of a persona that keeps ending.
+type Backoff struct {
+	// Min is the first delay, doubled at each quick end up to Max.
+	Min, Max time.Duration
+	// Reset is how long an instance must have run for the next delay to start over at Min.
+	Reset time.Duration
+}
+
+// DefaultBackoff is 100 ms doubling to 10 s, reset after 30 s up.
+func DefaultBackoff() Backoff {
+	return Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second, Reset: 30 * time.Second}
+}
+
+// next returns the delay before the next start, given the last delay and how long the
+// instance ran.
+func (b Backoff) next(last, ran time.Duration) time.Duration {
+	if last == 0 || ran >= b.Reset {
+		return b.Min
+	}
+	return min(2*last, b.Max)
+}
+
+// Config is what a Supervisor needs from the governor.
+type Config struct {
+	// Console receives the governor's lines about personas and the personas' own output.
+	Console  io.Writer
+	Launcher Launcher
+	// SpineRoot is where the Spine is mounted; "/" in the governor.
+	SpineRoot string
+	// PersistRoot is the mounted /persist, or "" when it is not mounted: a persona with
+	// data = true is then refused.
+	PersistRoot string
+	// CgroupParent is the cgroup v2 directory of the persona leaves; default
+	// /sys/fs/cgroup/personas.
+	CgroupParent string
+	// Backoff defaults to DefaultBackoff().
+	Backoff Backoff
+	// Tick is the loop's idle period (its progress heartbeat); default 100 ms.
+	Tick time.Duration
+	// Beat, if set, is called at every iteration of the loop, as Progress is updated.
+	Beat func()
+}
+
+// State is where a persona is in its life.
+type State string
+
+// The states of a persona.
+const (
+	Starting State = "starting"
+	Running  State = "running"
+	Waiting  State = "waiting" // ended; replaced after the backoff delay
+	Stopped  State = "stopped" // by the operator
+	Exited   State = "exited"  // ended with restart = "never"
+	Refused  State = "refused" // the policy entry cannot run on this machine
+)
+
+// Status describes one persona for the control channel.
+type Status struct {
+	Name     string         `json:"name"`
+	State    State          `json:"state"`
+	Pid      int            `json:"pid,omitempty"`
+	Restarts int            `json:"restarts"`
+	LastExit string         `json:"last_exit,omitempty"`
+	Limits   persona.Limits `json:"limits"`
+}
+
+// ErrUnknown is a request for a persona the policy does not have.
+var ErrUnknown = errors.New("no such persona")
+
+// ErrRefused is a request to start a persona that cannot run on this machine.
+var ErrRefused = errors.New("persona cannot run on this machine")
+
+// Supervisor keeps the personas of one policy.
+type Supervisor struct {
+	cfg     Config
+	console *lockedWriter
+	names   []string // policy order
+	ps      map[string]*entry
+
+	reqs     chan request
+	started  chan startResult
+	exits    chan *launch
+	progress atomic.Int64
+	snap     atomic.Pointer[[]Status]
+}
+
+type entry struct {
+	spec     persona.Spec
+	refusal  error
+	always   bool
+	state    State
+	cur      *launch // running instance, if any
+	gen      int     // generation of the current or pending launch
+	pending  string  // operator request that arrived while Starting: "stop" or "replace"
+	restarts int
+	lastExit string
+	delay    time.Duration
+	retryAt  time.Time
+	upSince  time.Time
+}
+
+// launch is one instance under watch; its exit status arrives on done.
+type launch struct {
+	name string
+	gen  int
+	inst Instance
+	done chan struct{}
+	ws   unix.WaitStatus
+}
+
+type startResult struct {
+	name string
+	gen  int
+	inst Instance
+	err  error
+}
+
+type request struct {
+	verb, name string
+	reply      chan error
+}
+
+// New prepares a Supervisor for the policy's personas. Each persona's seccomp filter is
+// compiled here, once per boot. A persona that cannot run on this machine (data without
+// /persist, an uplink) is kept as Refused, with the reason logged when Run starts: the others
+// still run.
+func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
+	if cfg.Launcher == nil || cfg.Console == nil {
+		return nil, errors.New("supervisor needs a launcher and a console")
+	}
+	if cfg.SpineRoot == "" {
+		cfg.SpineRoot = "/"
+	}
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = DefaultBackoff()
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	s := &Supervisor{
+		cfg:     cfg,
+		console: &lockedWriter{w: cfg.Console},
+		ps:      map[string]*entry{},
+		reqs:    make(chan request),
+		started: make(chan startResult),
+		exits:   make(chan *launch),
+	}
+	for i, p := range pol.Personas {
+		filter, err := seccomp.Compile(p.Syscalls)
+		if err != nil {
+			return nil, fmt.Errorf("persona %q: %w", p.Name, err)
+		}
+		fb, err := filter.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		e := &entry{always: p.Restart != "never", state: Waiting}
+		e.spec, e.refusal = persona.NewSpec(p, i, cfg.SpineRoot, cfg.PersistRoot, fb)
+		if e.refusal != nil {
+			e.state = Refused
+			e.spec.Name, e.spec.Limits = p.Name, persona.LimitsOf(p)
+		}
+		if cfg.CgroupParent != "" {
+			e.spec.CgroupParent = cfg.CgroupParent
+		}
+		s.names = append(s.names, p.Name)
+		s.ps[p.Name] = e
+	}
+	s.publish()
+	s.progress.Store(time.Now().UnixNano())
+	return s, nil
+}
+
+// Progress is the time of the supervisor loop's last iteration. The loop iterates at least
+// every Config.Tick; the watchdog feeder polls this.
+func (s *Supervisor) Progress() time.Time { return time.Unix(0, s.progress.Load()) }
+
+// AllUp reports whether every persona is running, or has ended by itself with
+// restart = "never". A persona refused, stopped, waiting or starting is not up.
+func (s *Supervisor) AllUp() bool {
+	for _, st := range *s.snap.Load() {
+		if st.State != Running && st.State != Exited {
+			return false
+		}
+	}
+	return true
+}
+
+// Status returns every persona's state, in policy order. It never blocks.
+func (s *Supervisor) Status() []Status { return append([]Status(nil), *s.snap.Load()...) }
+
+// Start starts a stopped or ended persona now.
+func (s *Supervisor) Start(ctx context.Context, name string) error { return s.ask(ctx, "start", name) }
+
+// Stop kills a persona and keeps it down until Start or Replace.
+func (s *Supervisor) Stop(ctx context.Context, name string) error { return s.ask(ctx, "stop", name) }
+
+// Replace kills a persona's instance, if any, and starts a fresh one at once. Nothing of the
+// old instance is left: no process, no cgroup, no mount, no tmpfs content.
+func (s *Supervisor) Replace(ctx context.Context, name string) error {
+	return s.ask(ctx, "replace", name)
+}
+
+func (s *Supervisor) ask(ctx context.Context, verb, name string) error {
+	r := request{verb: verb, name: name, reply: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run starts every persona in policy order, one after the other, then keeps them. It returns
+// only when ctx ends.
+func (s *Supervisor) Run(ctx context.Context) error {
+	queue := []string{}
+	for _, n := range s.names {
+		if e := s.ps[n]; e.state == Refused {
+			s.logf("bay0: persona %s refused: %v", n, e.refusal)
+			continue
+		}
+		queue = append(queue, n)
+	}
+	booting := "" // the policy-order start in flight
+	tick := time.NewTicker(s.cfg.Tick)
+	defer tick.Stop()
+	for {
+		s.progress.Store(time.Now().UnixNano())
+		if s.cfg.Beat != nil {
+			s.cfg.Beat()
+		}
+		if booting == "" && len(queue) > 0 {
+			booting, queue = queue[0], queue[1:]
+			if e := s.ps[booting]; e.state == Waiting && e.retryAt.IsZero() {
+				s.launch(booting)
+			} else {
+				booting = ""
+				continue
+			}
+		}
+		s.publish()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-s.started:
+			if r.name == booting {
+				booting = ""
+			}
+			s.onStarted(r)
+		case l := <-s.exits:
+			s.onExit(l)
+		case r := <-s.reqs:
+			r.reply <- s.onRequest(r)
+		case <-tick.C:
+			now := time.Now()
+			for _, n := range s.names {
+				if e := s.ps[n]; e.state == Waiting && !e.retryAt.IsZero() && !now.Before(e.retryAt) {
+					s.launch(n)
+				}
+			}
+		}
+	}
+}
+
+// launch starts an instance beside the loop; the result comes back on s.started.
+func (s *Supervisor) launch(name string) {
+	e := s.ps[name]
+	e.gen++
+	e.state, e.retryAt, e.pending = Starting, time.Time{}, ""
+	gen, spec := e.gen, e.spec
+	go func() {
+		inst, err := s.cfg.Launcher.Launch(spec, s.console)
+		s.started <- startResult{name: name, gen: gen, inst: inst, err: err}
+	}()
+}
+
+func (s *Supervisor) onStarted(r startResult) {
+	e := s.ps[r.name]
+	if r.err != nil {
+		e.lastExit = "could not start: " + r.err.Error()
+		s.logf("bay0: persona %s could not start: %v", r.name, r.err)
+		s.afterEnd(r.name, 0)
+		return
+	}
+	l := &launch{name: r.name, gen: r.gen, inst: r.inst, done: make(chan struct{})}
+	go func() {
+		l.ws = <-l.inst.Exited()
+		close(l.done)
+		s.exits <- l
+	}()
+	e.cur, e.state, e.upSince = l, Running, time.Now()
+	s.logf("bay0: persona %s started pid %d in %s", r.name, r.inst.PID(), r.inst.Startup().Round(10*time.Microsecond))
+	switch e.pending {
+	case "stop":
+		s.stop(r.name, Stopped)
+	case "replace":
+		s.stop(r.name, Waiting)
+		s.launch(r.name)
+	}
+}
+
+// onExit handles the end of an instance that nobody asked to end.
+func (s *Supervisor) onExit(l *launch) {
+	e := s.ps[l.name]
+	if e.cur != l {
+		return // ended on request; already handled
+	}
+	e.cur = nil
+	reason := Reason(l.ws, l.inst.OOMKills(), e.spec.Limits)
+	if err := l.inst.Destroy(); err != nil {
+		reason += "; cleanup: " + err.Error()
+	}
+	e.lastExit = reason
+	s.logf("bay0: persona %s exited: %s", l.name, reason)
+	s.afterEnd(l.name, time.Since(e.upSince))
+}
+
+// afterEnd schedules the replacement of an instance that ended (or did not start).
+func (s *Supervisor) afterEnd(name string, ran time.Duration) {
+	e := s.ps[name]
+	switch {
+	case e.pending == "stop":
+		e.state = Stopped
+	case e.pending == "replace":
+		s.launch(name)
+	case e.always:
+		e.delay = s.cfg.Backoff.next(e.delay, ran)
+		e.state, e.retryAt = Waiting, time.Now().Add(e.delay)
+		e.restarts++
+	default:
+		e.state = Exited
+	}
+	e.pending = ""
+}
+
+func (s *Supervisor) onRequest(r request) error {
+	e, ok := s.ps[r.name]
+	if !ok {
+		return fmt.Errorf("%s %q: %w", r.verb, r.name, ErrUnknown)
+	}
+	if e.state == Refused {
+		return fmt.Errorf("%s %q: %w: %v", r.verb, r.name, ErrRefused, e.refusal)
+	}
+	switch r.verb {
+	case "start":
+		switch e.state {
+		case Running:
+			return nil
+		case Starting:
+			e.pending = ""
+			return nil
+		}
+		e.delay = 0
+		s.launch(r.name)
+	case "stop":
+		switch e.state {
+		case Running:
+			s.stop(r.name, Stopped)
+			s.logf("bay0: persona %s stopped", r.name)
+		case Starting:
+			e.pending = "stop"
+		default:
+			e.state, e.retryAt = Stopped, time.Time{}
+		}
+	case "replace":
+		switch e.state {
+		case Running:
+			s.stop(r.name, Waiting)
+			s.logf("bay0: persona %s replaced", r.name)
+			e.delay = 0
+			s.launch(r.name)
+		case Starting:
+			e.pending = "replace"
+		default:
+			e.delay = 0
+			s.launch(r.name)
+		}
+	default:
+		return fmt.Errorf("unknown verb %q", r.verb)
+	}
+	return nil
+}
+
+// stop ends the running instance of name: its whole cgroup is killed and removed, and its
+// exit status collected, before stop returns.
+func (s *Supervisor) stop(name string, then State) {
+	e := s.ps[name]
+	l := e.cur
+	e.cur, e.state, e.retryAt = nil, then, time.Time{}
+	oom := l.inst.OOMKills()
+	err := l.inst.Destroy()
+	select {
+	case <-l.done:
+		e.lastExit = Reason(l.ws, oom, e.spec.Limits) + " (on request)"
+	case <-time.After(time.Second):
+		err = errors.Join(err, errors.New("no exit status a second after the kill"))
+	}
+	if err != nil {
+		s.logf("bay0: persona %s: cleanup: %v", name, err)
+	}
+}
+
+// Reason says why an instance ended, for the console and Status.
+func Reason(ws unix.WaitStatus, oomKills int64, l persona.Limits) string {
+	if oomKills > 0 {
+		return fmt.Sprintf("killed by the OOM killer (memory.max %d bytes, %d oom kills)", l.MemoryMax, oomKills)
+	}
+	return persona.Describe(ws)
+}
+
+func (s *Supervisor) publish() {
+	out := make([]Status, 0, len(s.names))
+	for _, n := range s.names {
+		e := s.ps[n]
+		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits}
+		if e.cur != nil {
+			st.Pid = e.cur.inst.PID()
+		}
+		out = append(out, st)
+	}
+	s.snap.Store(&out)
+}
+
+func (s *Supervisor) logf(format string, args ...any) {
+	fmt.Fprintf(s.console, format+"\n", args...)
+}
+
+// lockedWriter serialises whole lines from the governor and the personas' log pumps.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,407 @@
+package build
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/format/manifest"
+	"alpinespine.org/spine/internal/format/policy"
+	"alpinespine.org/spine/internal/host/audit"
+	"alpinespine.org/spine/internal/host/debtree"
+	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/ocitree"
+	"alpinespine.org/spine/internal/host/squashfs"
+	"alpinespine.org/spine/internal/host/tree"
+)
+
+// Options are the inputs of Build besides the configuration file.
+type Options struct {
+	Config string             // path of the TOML configuration
+	Key    ed25519.PrivateKey // signing key
+	Bay0   string             // static bay0 binary placed at /bin/bay0
+	Out    string             // image path
+	// Epoch is SOURCE_DATE_EPOCH; when >= 0 the build is reproducible (fixed timestamps, salt
+	// and UUID derived from the inputs). When < 0 the salt and UUID are random.
+	Epoch int64
+	// Version, when not zero, overrides the configuration's version (release pipelines).
+	Version uint64
+	Kernel  string // kernel release recorded in the manifest
+	Workers int
+	// Cache is where downloaded inputs are kept between builds (Debian packages under debs/);
+	// "" is kernel.DefaultCacheDir(). It is only looked up when a persona needs it.
+	Cache string
+	// AllowFaultInjection lets the e2e suite sign a Spine whose bay0 is a fault-injection test
+	// build. It is not reachable from the spine command line: a release build never sets it.
+	AllowFaultInjection bool
+}
+
+// maxManifestRest bounds what a manifest holds besides its sources.
+const maxManifestRest = 8 << 10
+
+// AuditError lists every violation that made the build refuse to sign.
+type AuditError struct{ Violations []audit.Violation }
+
+func (e *AuditError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "the tree breaks the constitution in %d ways; refusing to sign:", len(e.Violations))
+	for _, v := range e.Violations {
+		b.WriteString("\n  " + v.String())
+	}
+	return b.String()
+}
+
+// Build makes a signed Spine image. Nothing is written at opts.Out unless the whole build
+// succeeds.
+func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
+	cfg, err := LoadConfig(opts.Config)
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	if opts.Version != 0 {
+		cfg.Version = opts.Version
+	}
+	work, err := os.MkdirTemp(filepath.Dir(opts.Out), ".spine-build-")
+	if err != nil {
+		return manifest.Manifest{}, fmt.Errorf("create work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	root := filepath.Join(work, "tree")
+	staged, err := Stage(ctx, cfg, StageOptions{Bay0: opts.Bay0, Dir: root, Cache: opts.Cache})
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	// bay0 refuses a manifest larger than manifest.MaxSize; the sources are its only part that
+	// grows with the inputs (one entry per Debian package). The rest fits in a few KiB.
+	if b, err := json.Marshal(staged.Sources); err != nil || len(b) > manifest.MaxSize-maxManifestRest {
+		return manifest.Manifest{}, fmt.Errorf("the persona sources take %d bytes of the manifest, more than its %d-byte limit allows: list fewer packages",
+			len(b), manifest.MaxSize)
+	}
+	files, err := audit.Dir(root)
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	var violations []audit.Violation
+	for _, v := range audit.Check(files, audit.DirReader(root)) {
+		if opts.AllowFaultInjection && v.Rule == audit.RuleFaultInjection {
+			continue
+		}
+		violations = append(violations, v)
+	}
+	if len(violations) > 0 {
+		return manifest.Manifest{}, &AuditError{Violations: violations}
+	}
+	epoch := opts.Epoch
+	fsEpoch := epoch
+	if fsEpoch < 0 {
+		fsEpoch = 0
+	}
+	sqfs := filepath.Join(work, "root.squashfs")
+	if err := squashfs.Make(ctx, root, sqfs, fsEpoch); err != nil {
+		return manifest.Manifest{}, err
+	}
+	salt, uuid, err := saltAndUUID(cfg, epoch)
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	m := manifest.Manifest{
+		Format:       manifest.FormatVersion,
+		Name:         cfg.Name,
+		Version:      cfg.Version,
+		Constitution: manifest.Constitution,
+		Kernel:       opts.Kernel,
+		BuildTime:    fsEpoch,
+		Sources:      staged.Sources,
+	}
+	for _, p := range cfg.Personas {
+		m.Personas = append(m.Personas, p.Name)
+	}
+	m, err = image.Assemble(opts.Out, sqfs, image.Assembly{Manifest: m, Key: opts.Key, Salt: salt, UUID: uuid, Workers: opts.Workers})
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	return m, nil
+}
+
+// saltAndUUID derives the verity salt and UUID from the inputs when the build is reproducible,
+// and draws them at random otherwise.
+func saltAndUUID(cfg Config, epoch int64) ([]byte, [16]byte, error) {
+	var uuid [16]byte
+	salt := make([]byte, 32)
+	if epoch < 0 {
+		if _, err := io.ReadFull(rand.Reader, salt); err != nil {
+			return nil, uuid, fmt.Errorf("draw salt: %w", err)
+		}
+		if _, err := io.ReadFull(rand.Reader, uuid[:]); err != nil {
+			return nil, uuid, fmt.Errorf("draw uuid: %w", err)
+		}
+	} else {
+		seed := cfg.Name + "\x00" + strconv.FormatUint(cfg.Version, 10) + "\x00" + strconv.FormatInt(epoch, 10)
+		s := sha256.Sum256([]byte("spine verity salt\x00" + seed))
+		copy(salt, s[:])
+		u := sha256.Sum256([]byte("spine verity uuid\x00" + seed))
+		copy(uuid[:], u[:16])
+	}
+	uuid[6] = uuid[6]&0x0f | 0x40
+	uuid[8] = uuid[8]&0x3f | 0x80
+	return salt, uuid, nil
+}
+
+// StageOptions are the inputs of Stage besides the configuration.
+type StageOptions struct {
+	Bay0 string // static bay0 binary placed at /bin/bay0
+	Dir  string // the Spine tree to lay out; it may exist (empty)
+	// Cache is where downloaded inputs are kept; "" is kernel.DefaultCacheDir().
+	Cache string
+}
+
+// Staged is what Stage made besides the tree.
+type Staged struct {
+	// Policy is the validated policy baked into the tree: the configuration's, with the
+	// defaults of OCI images merged in.
+	Policy policy.Policy
+	// Sources records where the persona trees came from (OCI images, Debian packages), in the
+	// configuration's order.
+	Sources []manifest.Source
+}
+
+// Stage lays out the Spine tree in opts.Dir: /bin/bay0, one tree per persona, the baked policy,
+// and the empty mount points bay0 needs.
+func Stage(ctx context.Context, cfg Config, opts StageOptions) (Staged, error) {
+	dir := opts.Dir
+	for _, d := range []string{"bin", "etc/spine", policy.TreeRoot, "proc", "sys", "dev", "run", "tmp", "persist"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return Staged{}, fmt.Errorf("stage %s: %w", d, err)
+		}
+	}
+	if err := copyFile(opts.Bay0, filepath.Join(dir, "bin/bay0"), 0o755); err != nil {
+		return Staged{}, fmt.Errorf("stage bay0: %w", err)
+	}
+	st := Staged{Policy: policy.Policy{Governor: cfg.Governor}}
+	for _, p := range cfg.Personas {
+		q, sources, err := stagePersona(ctx, cfg, p, dir, opts.Cache)
+		if err != nil {
+			return Staged{}, err
+		}
+		st.Policy.Personas = append(st.Policy.Personas, q)
+		st.Sources = append(st.Sources, sources...)
+	}
+	if err := st.Policy.Validate(); err != nil {
+		return Staged{}, err
+	}
+	pb, err := st.Policy.Marshal()
+	if err != nil {
+		return Staged{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, policy.Path), pb, 0o644); err != nil {
+		return Staged{}, fmt.Errorf("stage policy: %w", err)
+	}
+	return st, nil
+}
+
+// stagePersona fills one persona's tree from its sources, in the order oci, debian, dir, go,
+// and returns its policy entry with the image's defaults merged in.
+func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache string) (policy.Persona, []manifest.Source, error) {
+	q := p.Persona
+	src := p.Source
+	dir := filepath.Join(spine, q.Tree())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return q, nil, fmt.Errorf("stage persona %q: %w", q.Name, err)
+	}
+	t, err := tree.Open(dir)
+	if err != nil {
+		return q, nil, fmt.Errorf("stage persona %q: %w", q.Name, err)
+	}
+	defer t.Close()
+	var sources []manifest.Source
+	if src.OCI != "" {
+		img, err := ocitree.Unpack(ctx, cfg.resolve(src.OCI), t, ocitree.Options{Ref: src.Ref, TempDir: filepath.Dir(spine)})
+		if err != nil {
+			return q, nil, fmt.Errorf("persona %q: source oci %q: %w", q.Name, src.OCI, err)
+		}
+		if q, err = imageDefaults(q, img, t); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source oci %q: %w", q.Name, src.OCI, err)
+		}
+		sources = append(sources, manifest.Source{Persona: q.Name, Kind: "oci", Ref: img.Digest})
+	}
+	if len(src.Debian) > 0 {
+		if cache == "" {
+			if cache, err = kernel.DefaultCacheDir(); err != nil {
+				return q, nil, fmt.Errorf("persona %q: source debian: %w", q.Name, err)
+			}
+		}
+		res, err := debtree.Install(ctx, t, src.Debian, filepath.Join(cache, "debs"))
+		if err != nil {
+			return q, nil, fmt.Errorf("persona %q: source debian: %w", q.Name, err)
+		}
+		for _, pkg := range res.Packages {
+			sources = append(sources, manifest.Source{Persona: q.Name, Kind: "debian", Ref: pkg.String()})
+		}
+	}
+	if src.OCI != "" || len(src.Debian) > 0 {
+		// What the audit would refuse and a persona cannot need. The operator's own files
+		// below are not pruned: the audit judges them as they are.
+		if _, err := t.Prune(); err != nil {
+			return q, nil, fmt.Errorf("persona %q: prune tree: %w", q.Name, err)
+		}
+	}
+	if src.Dir != "" {
+		if err := t.CopyDir(cfg.resolve(src.Dir)); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source dir %q: %w", q.Name, src.Dir, err)
+		}
+	}
+	if src.Go != "" {
+		if err := goBuildInto(ctx, cfg.dir, src.Go, t, filepath.Dir(spine)); err != nil {
+			return q, nil, fmt.Errorf("persona %q: source go %q: %w", q.Name, src.Go, err)
+		}
+	}
+	if _, mode, err := t.Lookup(q.Exec[0]); err != nil || !mode.IsRegular() {
+		return q, nil, fmt.Errorf("persona %q: exec %q is not in its tree", q.Name, q.Exec[0])
+	}
+	return q, sources, nil
+}
+
+// defaultPath is the PATH a container runtime gives an image that sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// imageDefaults merges an image's config into a persona's policy entry: the image's
+// Entrypoint+Cmd where the policy sets no exec (a bare command name is looked up on the image's
+// PATH, since the policy wants an absolute path), its Env under the policy's (the policy wins
+// for a variable both set) and its WorkingDir where the policy sets none.
+func imageDefaults(q policy.Persona, img ocitree.Image, t *tree.Tree) (policy.Persona, error) {
+	env := mergeEnv(img.Env, q.Env)
+	if q.Workdir == "" && img.WorkingDir != "" {
+		q.Workdir = path.Join("/", img.WorkingDir)
+	}
+	if len(q.Exec) == 0 {
+		exec := append(append([]string{}, img.Entrypoint...), img.Cmd...)
+		if len(exec) == 0 {
+			return q, fmt.Errorf("image %s has no entrypoint or cmd, and the policy sets no exec", img.Digest)
+		}
+		pathEnv := defaultPath
+		for _, e := range env {
+			if v, ok := strings.CutPrefix(e, "PATH="); ok {
+				pathEnv = v
+			}
+		}
+		bin, err := t.LookPath(exec[0], pathEnv, q.Workdir)
+		if err != nil {
+			return q, fmt.Errorf("image entrypoint: %w", err)
+		}
+		exec[0] = bin
+		q.Exec = exec
+	}
+	q.Env = env
+	return q, nil
+}
+
+// mergeEnv returns the image's variables, each replaced by the policy's value when the policy
+// sets it, followed by the policy's other variables.
+func mergeEnv(image, pol []string) []string {
+	set := map[string]string{}
+	var order []string
+	for _, e := range pol {
+		k, _, _ := strings.Cut(e, "=")
+		if _, dup := set[k]; !dup {
+			order = append(order, k)
+		}
+		set[k] = e
+	}
+	var out []string
+	used := map[string]bool{}
+	for _, e := range image {
+		k, _, _ := strings.Cut(e, "=")
+		if used[k] {
+			continue
+		}
+		used[k] = true
+		if v, ok := set[k]; ok {
+			out = append(out, v)
+			continue
+		}
+		out = append(out, e)
+	}
+	for _, k := range order {
+		if !used[k] {
+			out = append(out, set[k])
+		}
+	}
+	return out
+}
+
+// goBuildInto builds a Go package into /bin/<last path element> of the tree. The binary is
+// built beside the tree first: go build would follow a symlink the tree has at that path.
+func goBuildInto(ctx context.Context, dir, pkg string, t *tree.Tree, scratch string) error {
+	tmp, err := os.MkdirTemp(scratch, "spine-go-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bin")
+	if err := GoStatic(ctx, dir, pkg, bin); err != nil {
+		return err
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return t.WriteFile("bin/"+filepath.Base(pkg), f, 0o755)
+}
+
+// GoStatic builds a static, reproducible binary of a Go package of this module, from dir.
+func GoStatic(ctx context.Context, dir, pkg, out string, tags ...string) error {
+	// go build runs in dir, so a relative output path would land there rather than where the
+	// caller meant.
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return fmt.Errorf("resolve %q: %w", out, err)
+	}
+	args := []string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, strings.TrimSpace(string(o)))
+	}
+	return os.Chmod(out, 0o755)
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	// Chmod after writing: the umask must not decide what lands in the image.
+	return os.Chmod(dst, mode)
+}

@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/image"
+)
+
+func ctlCmd() command {
+	verbs := make([]string, 0, len(control.Verbs()))
+	for _, v := range control.Verbs() {
+		verbs = append(verbs, string(v))
+	}
+	return command{name: "ctl", synopsis: "ask bay0 over its control channel (verbs: " + strings.Join(verbs, ", ") + ")",
+		usage: "VERB [NAME] | update IMG [--reboot]",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			socket := fs.String("socket", "", "unix socket of the machine's bay0.ctl port (spine vm --ctl)")
+			asJSON := fs.Bool("json", false, "print the raw result JSON")
+			timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the answer after this long")
+			reboot := fs.Bool("reboot", false, "update: reboot into the new Spine once it is staged")
+			return func(ctx context.Context, env *Env, args []string) error {
+				if *socket == "" || len(args) == 0 || len(args) > 2 {
+					return errUsage
+				}
+				if args[0] == string(control.VerbUpdate) {
+					if len(args) != 2 {
+						return errUsage
+					}
+					return ctlUpdate(ctx, env, *socket, args[1], *reboot, *asJSON)
+				}
+				req := control.Request{V: control.Version, Verb: control.Verb(args[0])}
+				if len(args) == 2 {
+					req.Name = args[1]
+				}
+				// Refuse locally what the governor would refuse, with the same words.
+				if err := req.Validate(); err != nil {
+					return err
+				}
+				c, err := control.Dial(*socket)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if *timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, *timeout)
+					defer cancel()
+				}
+				resp, err := c.Call(ctx, req)
+				var re *control.RemoteError
+				if errors.As(err, &re) {
+					return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
+				}
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					_, err := fmt.Fprintf(env.Stdout, "%s\n", resp.Result)
+					return err
+				}
+				return printResult(env.Stdout, req, resp)
+			}
+		}}
+}
+
+// printResult prints an answer for people.
+func printResult(w io.Writer, req control.Request, resp control.Response) error {
+	switch req.Verb {
+	case control.VerbStatus:
+		var s control.StatusInfo
+		if err := resp.Decode(&s); err != nil {
+			return err
+		}
+		return printStatus(w, s)
+	case control.VerbPersonas:
+		var p control.PersonasResult
+		if err := resp.Decode(&p); err != nil {
+			return err
+		}
+		return printPersonas(w, p.Personas)
+	case control.VerbLogs:
+		var l control.LogsResult
+		if err := resp.Decode(&l); err != nil {
+			return err
+		}
+		for _, line := range l.Lines {
+			if _, err := fmt.Fprintln(w, line); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	what := string(req.Verb)
+	if req.Name != "" {
+		what += " " + req.Name
+	}
+	_, err := fmt.Fprintf(w, "ok: %s\n", what)
+	return err
+}
+
+func printStatus(w io.Writer, s control.StatusInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "spine:\t%s v%d (slot %s)\n", s.Spine, s.Version, s.Slot)
+	fmt.Fprintf(tw, "uptime:\t%s\n", ms(s.UptimeMS))
+	fmt.Fprintf(tw, "persist:\t%s\n", yesNo(s.PersistMounted, "mounted", "not mounted"))
+	wd := "disabled"
+	if s.Watchdog.Enabled {
+		wd = fmt.Sprintf("enabled, timeout %s, fed %s ago", ms(s.Watchdog.TimeoutMS), ms(s.Watchdog.SinceFeedMS))
+	}
+	fmt.Fprintf(tw, "watchdog:\t%s\n", wd)
+	fmt.Fprintf(tw, "min version:\t%d\n", s.MinVersion)
+	fmt.Fprintf(tw, "last reset:\t%s\n", orDash(s.LastReset))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tSTATE\tVERSION\tTRIES\tREASON")
+	for _, sl := range s.Slots {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", sl.Slot, sl.State, sl.Version, sl.TriesLeft, orDash(sl.Reason))
+	}
+	return tw.Flush()
+}
+
+func printPersonas(w io.Writer, ps []control.PersonaInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tCPU.MAX\tMEMORY.MAX\tPIDS.MAX\tLAST EXIT")
+	for _, p := range ps {
+		pid := "-"
+		if p.PID > 0 {
+			pid = fmt.Sprint(p.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.State, pid, p.Restarts,
+			orDash(p.Limits.CPUMax), orDash(p.Limits.MemoryMax), orDash(p.Limits.PidsMax), orDash(p.LastExit))
+	}
+	return tw.Flush()
+}
+
+func ms(v uint64) string { return (time.Duration(v) * time.Millisecond).String() }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool, yes, no string) string {
+	if b {
+		return yes
+	}
+	return no
+}
+
+// ctlUpdate streams a signed Spine to bay0 with a progress bar, then reboots into it if asked.
+func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON bool) error {
+	im, f, err := image.OpenFile(img)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	offer, err := update.OfferFromImage(im)
+	if err != nil {
+		return err
+	}
+	size := int64(im.Footer.ManifestOffset)
+	c, err := control.Dial(socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	bar := newProgress(env.Stderr, size)
+	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), bar.set)
+	bar.done()
+	var re *control.RemoteError
+	if errors.As(err, &re) {
+		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		fmt.Fprintf(env.Stdout, "%s\n", resp.Result)
+	} else {
+		var r control.UpdateResult
+		if err := resp.Decode(&r); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		fmt.Fprintf(env.Stdout, "staged %s v%d in slot %s (%d bytes in %s, %.1f MB/s); it boots as a trial next time\n",
+			r.Name, r.Version, r.Slot, size, el.Round(time.Millisecond), float64(size)/el.Seconds()/1e6)
+	}
+	if !reboot {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Call(rctx, control.Request{Verb: control.VerbReboot}); err != nil {
+		return fmt.Errorf("reboot after update: %w", err)
+	}
+	fmt.Fprintln(env.Stdout, "rebooting into the new Spine")
+	return nil
+}
+
+// progress draws a one-line progress bar on a terminal-ish writer.
+type progress struct {
+	w     io.Writer
+	total int64
+	last  int
+}
+
+func newProgress(w io.Writer, total int64) *progress { return &progress{w: w, total: total, last: -1} }
+
+func (p *progress) set(n int64) {
+	pct := int(n * 100 / max(p.total, 1))
+	if pct == p.last {
+		return
+	}
+	p.last = pct
+	fill := pct / 4
+	fmt.Fprintf(p.w, "\rupdate [%s%s] %3d%% %d/%d bytes", strings.Repeat("#", fill), strings.Repeat(".", 25-fill), pct, n, p.total)
+}
+
+func (p *progress) done() { fmt.Fprintln(p.w) }

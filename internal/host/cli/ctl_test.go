@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"alpinespine.org/spine/internal/bay0/control"
+)
+
+// ctlHandler is a governor stand-in with fixed answers.
+type ctlHandler struct{}
+
+func (h *ctlHandler) Status() (control.StatusInfo, error) {
+	return control.StatusInfo{Spine: "demo", Version: 3, Slot: "a", MinVersion: 2,
+		Slots: []control.SlotInfo{
+			{Slot: "a", State: "good", Version: 3},
+			{Slot: "b", State: "trial", Version: 4, TriesLeft: 1, Reason: "verity: root hash mismatch"},
+		},
+		UptimeMS: 12345, PersistMounted: true,
+		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: 400},
+		LastReset: "fatal: persona web: supervisor hung"}, nil
+}
+
+func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
+	return []control.PersonaInfo{
+		{Name: "web", State: "running", PID: 212, Restarts: 1,
+			Limits: control.Limits{CPUMax: "50000 100000", MemoryMax: "67108864", PidsMax: "64"}, LastExit: "exit status 1"},
+		{Name: "db", State: "stopped", Limits: control.Limits{CPUMax: "max", MemoryMax: "max", PidsMax: "max"}},
+	}, nil
+}
+
+func (h *ctlHandler) Logs() ([]string, error) {
+	return []string{"bay0: event=up", "bay0: persona web started"}, nil
+}
+
+func (h *ctlHandler) Replace(n string) error { return h.act("replace", n) }
+func (h *ctlHandler) Stop(n string) error    { return h.act("stop", n) }
+func (h *ctlHandler) Start(n string) error   { return h.act("start", n) }
+func (h *ctlHandler) Reboot() error          { return h.act("reboot", "") }
+func (h *ctlHandler) Poweroff() error        { return h.act("poweroff", "") }
+
+func (h *ctlHandler) act(verb, name string) error {
+	if name != "" && name != "web" && name != "db" {
+		return errors.New(`no persona "` + name + `"`)
+	}
+	return nil
+}
+
+// ctlSocket serves h on a unix socket, one Serve per connection. A Serve whose client hung
+// up waits for more on its line until the test ends, as the governor's would.
+func ctlSocket(t *testing.T, h control.Handler) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				control.Serve(ctx, c, h, nil)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() { cancel(); l.Close(); wg.Wait() })
+	return sock
+}
+
+func runSpine(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Run(context.Background(), args, &Env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
+	return code, out.String(), errOut.String()
+}
+
+// TestCtlTables pins what people and scripts see.
+func TestCtlTables(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status"}, `spine:        demo v3 (slot a)
+uptime:       12.345s
+persist:      mounted
+watchdog:     enabled, timeout 10s, fed 400ms ago
+min version:  2
+last reset:   fatal: persona web: supervisor hung
+
+SLOT  STATE  VERSION  TRIES  REASON
+a     good   3        0      -
+b     trial  4        1      verity: root hash mismatch
+`},
+		{[]string{"personas"}, `NAME  STATE    PID  RESTARTS  CPU.MAX       MEMORY.MAX  PIDS.MAX  LAST EXIT
+web   running  212  1         50000 100000  67108864    64        exit status 1
+db    stopped  -    0         max           max         max       -
+`},
+		{[]string{"logs"}, "bay0: event=up\nbay0: persona web started\n"},
+		{[]string{"stop", "web"}, "ok: stop web\n"},
+		{[]string{"replace", "db"}, "ok: replace db\n"},
+		{[]string{"reboot"}, "ok: reboot\n"},
+		{[]string{"personas", "--json"}, `{"personas":[{"name":"web","state":"running","pid":212,"restarts":1,"limits":{"cpu.max":"50000 100000","memory.max":"67108864","pids.max":"64"},"last_exit":"exit status 1"},{"name":"db","state":"stopped","pid":0,"restarts":0,"limits":{"cpu.max":"max","memory.max":"max","pids.max":"max"},"last_exit":""}]}` + "\n"},
+		{[]string{"--json", "start", "web"}, "{}\n"},
+	} {
+		h := &ctlHandler{}
+		sock := ctlSocket(t, h)
+		code, out, errOut := runSpine(t, append([]string{"ctl", "--socket", sock}, tc.args...)...)
+		if code != 0 || out != tc.want {
+			t.Errorf("spine ctl %v: exit %d, stderr %q\n got:\n%s\nwant:\n%s", tc.args, code, errOut, out, tc.want)
+		}
+	}
+}
+
+func TestCtlErrors(t *testing.T) {
+	sock := ctlSocket(t, &ctlHandler{})
+	for _, tc := range []struct {
+		args    []string
+		code    int
+		wantErr string
+	}{
+		// The governor refuses: exit 1 with its message.
+		{[]string{"--socket", sock, "stop", "nope"}, 1, `spine ctl: bay0: stop: no persona "nope"` + "\n"},
+		{[]string{"--socket", sock, "update"}, 2, ""},
+		{[]string{"--socket", sock, "update", "/nonexistent.spine"}, 1, "spine ctl: open image: open /nonexistent.spine: no such file or directory\n"},
+		// Refused before sending.
+		{[]string{"--socket", sock, "exec", "sh"}, 1, `spine ctl: unknown verb "exec"` + "\n"},
+		{[]string{"--socket", sock, "stop"}, 1, "spine ctl: missing field \"name\": stop needs a persona name\n"},
+		{[]string{"--socket", sock, "status", "web"}, 1, "spine ctl: field not allowed \"name\" for status\n"},
+		// Usage.
+		{[]string{"status"}, 2, "usage: spine ctl"},
+		{[]string{"--socket", sock}, 2, "usage: spine ctl"},
+		{[]string{"--socket", filepath.Join(t.TempDir(), "none"), "status"}, 1, "dial control socket"},
+	} {
+		code, out, errOut := runSpine(t, append([]string{"ctl"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(errOut, tc.wantErr) || out != "" {
+			t.Errorf("spine ctl %v: exit %d, stdout %q, stderr %q; want exit %d and %q", tc.args, code, out, errOut, tc.code, tc.wantErr)
+		}
+	}
+}
