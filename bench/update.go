@@ -1,6 +1,7 @@
 package main
 
 import (
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -115,7 +116,7 @@ func onlineUpdate(ctx context.Context, m machine, _ []ed25519.PublicKey) (time.D
 	if _, err := mach.WaitFor("committed: good", 3*time.Minute); err != nil {
 		return 0, fmt.Errorf("online update: %w", err)
 	}
-	c, err := control.Dial(sock)
+	c, err := ctlclient.Dial(sock)
 	if err != nil {
 		return 0, err
 	}
@@ -144,7 +145,7 @@ func bigSpine(ctx context.Context, dir string, m machine) (string, error) {
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return "", err
 	}
-	if err := build.GoStatic(ctx, ".", "heartbeat", filepath.Join(tree), "./personas/heartbeat"); err != nil {
+	if err := build.GoStatic(ctx, ".", "./personas/heartbeat", filepath.Join(tree, "heartbeat")); err != nil {
 		return "", err
 	}
 	if err := writeRandomFile(filepath.Join(dir, "big-tree", "payload"), 64<<20); err != nil {

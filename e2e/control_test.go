@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"bufio"
 	"context"
 	"net"
@@ -16,7 +17,7 @@ import (
 )
 
 // personaState asks the governor for one persona's status.
-func personaState(t *testing.T, c *control.Client, name string) control.PersonaInfo {
+func personaState(t *testing.T, c *ctlclient.Client, name string) control.PersonaInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -38,7 +39,7 @@ func personaState(t *testing.T, c *control.Client, name string) control.PersonaI
 }
 
 // waitState polls until the persona reaches state.
-func waitState(t *testing.T, c *control.Client, name, state string) control.PersonaInfo {
+func waitState(t *testing.T, c *ctlclient.Client, name, state string) control.PersonaInfo {
 	t.Helper()
 	var p control.PersonaInfo
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
@@ -50,7 +51,7 @@ func waitState(t *testing.T, c *control.Client, name, state string) control.Pers
 	return p
 }
 
-func call(t *testing.T, c *control.Client, req control.Request) control.Response {
+func call(t *testing.T, c *ctlclient.Client, req control.Request) control.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,12 +33,12 @@ func withControl(t *testing.T, cfg vm.Config) (vm.Config, string) {
 }
 
 // dial connects to the control socket, retrying while QEMU creates it.
-func dial(t *testing.T, sock string) *control.Client {
+func dial(t *testing.T, sock string) *ctlclient.Client {
 	t.Helper()
 	var err error
 	for i := 0; i < 100; i++ {
-		var c *control.Client
-		if c, err = control.Dial(sock); err == nil {
+		var c *ctlclient.Client
+		if c, err = ctlclient.Dial(sock); err == nil {
 			t.Cleanup(func() { c.Close() })
 			return c
 		}
@@ -48,7 +49,7 @@ func dial(t *testing.T, sock string) *control.Client {
 }
 
 // pushUpdate streams an image through the control channel.
-func pushUpdate(ctx context.Context, c *control.Client, img string, progress func(int64)) (control.UpdateResult, error) {
+func pushUpdate(ctx context.Context, c *ctlclient.Client, img string, progress func(int64)) (control.UpdateResult, error) {
 	im, f, err := image.OpenFile(img)
 	if err != nil {
 		return control.UpdateResult{}, err

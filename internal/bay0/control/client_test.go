@@ -1,7 +1,9 @@
-package control
+package control_test
 
 import (
+	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"errors"
 	"io"
@@ -84,13 +86,13 @@ func (p *fakePort) Write(b []byte) (int, error) {
 	return c.Write(b)
 }
 
-func servePort(t *testing.T, h Handler) string {
+func servePort(t *testing.T, h control.Handler) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	p := newFakePort(t, sock)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, p, h, nil) }()
+	go func() { done <- control.Serve(ctx, p, h, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
@@ -109,33 +111,33 @@ func testCtx(t *testing.T) context.Context {
 // TestClientServerUnixSocket: every verb over a real unix socket, and a client that comes
 // back after the line was left in any state by an earlier one.
 func TestClientServerUnixSocket(t *testing.T) {
-	h := &fakeHandler{}
+	h := &control.FakeHandler{}
 	sock := servePort(t, h)
 	ctx := testCtx(t)
 
-	c, err := Dial(sock)
+	c, err := ctlclient.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.Call(ctx, Request{Verb: VerbStatus})
+	resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st StatusInfo
+	var st control.StatusInfo
 	if err := resp.Decode(&st); err != nil || st.Spine != "demo" {
 		t.Fatalf("status = %+v, %v", st, err)
 	}
-	for _, v := range Verbs() {
-		req := Request{Verb: v}
+	for _, v := range control.Verbs() {
+		req := control.Request{Verb: v}
 		if v.TakesName() {
 			req.Name = "web"
 		}
-		if v == VerbUpdate {
+		if v == control.VerbUpdate {
 			req.Offer, req.Size = &update.Offer{Footer: []byte{1}, Manifest: []byte("m"), Signature: []byte{2}}, 1
 		}
 		resp, err := c.Call(ctx, req)
-		if v == VerbUpdate {
-			var re *RemoteError
+		if v == control.VerbUpdate {
+			var re *ctlclient.RemoteError
 			if !errors.As(err, &re) || !strings.Contains(re.Message, "not supported") || resp.OK {
 				t.Errorf("update: %+v, %v; want a RemoteError", resp, err)
 			}
@@ -145,92 +147,28 @@ func TestClientServerUnixSocket(t *testing.T) {
 			t.Errorf("%s: %+v, %v", v, resp, err)
 		}
 	}
-	// The client leaves half a request on the line and hangs up.
-	if _, err := c.conn.Write([]byte(`{"v":1,"id":99,"verb":"reb`)); err != nil {
+	c.Close()
+	// A client leaves half a request on the line and hangs up.
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	if _, err := raw.Write([]byte(`{"v":1,"id":99,"verb":"reb`)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
 
 	for round := range 3 {
-		c, err := Dial(sock)
+		c, err := ctlclient.Dial(sock)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Call(ctx, Request{Verb: VerbLogs}); err != nil {
+		if _, err := c.Call(ctx, control.Request{Verb: control.VerbLogs}); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		c.Close()
 	}
 	if n := strings.Count(strings.Join(h.Calls(), ","), "reboot"); n != 1 {
 		t.Errorf("reboot called %d times, want 1 (the half request must not run)", n)
-	}
-}
-
-// TestClientSkipsNoise: stale answers, error answers to earlier noise and garbage lines are
-// skipped until the answer to this request arrives.
-func TestClientSkipsNoise(t *testing.T) {
-	client, server := net.Pipe()
-	c := newClient(client)
-	c.last = 0 // the next request is id 1
-	defer c.Close()
-	go func() {
-		buf := make([]byte, 4096)
-		n, _ := server.Read(buf) // the request
-		if !strings.Contains(string(buf[:n]), `"id":1,`) {
-			server.Write([]byte("unexpected request\n"))
-		}
-		server.Write([]byte("\n" + `{"v":1,"id":0,"ok":false,"error":"malformed JSON"}` + "\n" +
-			"\x00garbage\n" + `{"v":1,"id":7,"ok":true,"result":{}}` + "\n" +
-			`{"v":1,"id":1,"ok":true,"result":{"lines":["x"]}}` + "\n"))
-	}()
-	resp, err := c.Call(testCtx(t), Request{Verb: VerbLogs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l LogsResult
-	if err := resp.Decode(&l); err != nil || len(l.Lines) != 1 {
-		t.Errorf("logs = %+v, %v", l, err)
-	}
-}
-
-// TestClientTimeout: a governor that never answers makes Call fail when ctx ends.
-func TestClientTimeout(t *testing.T) {
-	client, server := net.Pipe()
-	defer server.Close()
-	go io.Copy(io.Discard, server)
-	c := newClient(client)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_, err := c.Call(ctx, Request{Verb: VerbStatus})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Call = %v, want DeadlineExceeded", err)
-	}
-}
-
-// TestClientRefusesBadRequest: the client does not send what the governor would refuse.
-func TestClientRefusesBadRequest(t *testing.T) {
-	client, server := net.Pipe()
-	defer server.Close()
-	c := newClient(client)
-	defer c.Close()
-	for _, req := range []Request{{Verb: "exec"}, {Verb: VerbStop}, {Verb: VerbStatus, Name: "x"}, {V: 9, Verb: VerbStatus}} {
-		if _, err := c.Call(testCtx(t), req); err == nil {
-			t.Errorf("Call(%+v) succeeded", req)
-		}
-	}
-}
-
-// TestClientIDsDiffer: two clients of the same line do not both start counting at 1.
-func TestClientIDsDiffer(t *testing.T) {
-	a, b := newClient(nil), newClient(nil)
-	if a.last == b.last || a.last >= 1<<48 {
-		t.Errorf("first IDs %d and %d: want distinct 48-bit values", a.last, b.last)
-	}
-}
-
-func TestDialMissingSocket(t *testing.T) {
-	if _, err := Dial(filepath.Join(t.TempDir(), "none.sock")); err == nil {
-		t.Error("Dial of a missing socket succeeded")
 	}
 }

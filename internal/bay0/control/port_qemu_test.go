@@ -1,6 +1,8 @@
-package control
+package control_test
 
 import (
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -8,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +73,7 @@ func TestPortInQEMU(t *testing.T) {
 	time.Sleep(time.Second)
 	ctx, cancelCalls := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelCalls()
-	call := func(c *Client, req Request) Response {
+	call := func(c *ctlclient.Client, req control.Request) control.Response {
 		t.Helper()
 		resp, err := c.Call(ctx, req)
 		if err != nil {
@@ -78,12 +81,12 @@ func TestPortInQEMU(t *testing.T) {
 		}
 		return resp
 	}
-	c, err := Dial(sock)
+	c, err := ctlclient.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st StatusInfo
-	if err := call(c, Request{Verb: VerbStatus}).Decode(&st); err != nil {
+	var st control.StatusInfo
+	if err := call(c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
 	var eofs, progress int
@@ -99,32 +102,37 @@ func TestPortInQEMU(t *testing.T) {
 	if min := int(st.UptimeMS/1000) - 1; progress < min {
 		t.Errorf("%d progress calls in %d ms, want at least %d", progress, st.UptimeMS, min)
 	}
-	var logs LogsResult
-	if err := call(c, Request{Verb: VerbLogs}).Decode(&logs); err != nil {
+	var logs control.LogsResult
+	if err := call(c, control.Request{Verb: control.VerbLogs}).Decode(&logs); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(strings.Join(logs.Lines, "\n"), "portinit: serving") {
 		t.Errorf("logs = %q, want the console lines", logs.Lines)
 	}
 	// Noise: binary, an oversized line and a half request; then hang up.
-	noise := append([]byte("\x00\xff\x1b[2J\n"), bytes.Repeat([]byte("x"), 3*MaxRequestLine)...)
+	noise := append([]byte("\x00\xff\x1b[2J\n"), bytes.Repeat([]byte("x"), 3*control.MaxRequestLine)...)
 	noise = append(noise, "\n"+`{"v":1,"id":50,"verb":"pow`...)
-	if _, err := c.conn.Write(noise); err != nil {
+	c.Close()
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	if _, err := raw.Write(noise); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
 
 	for round := range 3 {
-		c, err := Dial(sock)
+		c, err := ctlclient.Dial(sock)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ps PersonasResult
-		if err := call(c, Request{Verb: VerbPersonas}).Decode(&ps); err != nil || len(ps.Personas) != 1 {
+		var ps control.PersonasResult
+		if err := call(c, control.Request{Verb: control.VerbPersonas}).Decode(&ps); err != nil || len(ps.Personas) != 1 {
 			t.Fatalf("round %d: personas = %+v, %v", round, ps, err)
 		}
-		_, err = c.Call(ctx, Request{Verb: VerbStop, Name: "nope"})
-		var re *RemoteError
+		_, err = c.Call(ctx, control.Request{Verb: control.VerbStop, Name: "nope"})
+		var re *ctlclient.RemoteError
 		if !errors.As(err, &re) || re.Message != `stop: no persona "nope"` {
 			t.Errorf("stop nope: %v, want a RemoteError", err)
 		}
@@ -134,12 +142,12 @@ func TestPortInQEMU(t *testing.T) {
 		t.Fatal("the half poweroff request left by a client that hung up was carried out")
 	}
 
-	c, err = Dial(sock)
+	c, err = ctlclient.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	call(c, Request{Verb: VerbPoweroff})
+	call(c, control.Request{Verb: control.VerbPoweroff})
 	v.WaitFor(t, "portinit: powering off as asked", 10*time.Second)
 	v.ExpectOutcome(t, vm.PoweredOff)
 	v.Never(t, "portinit: error")

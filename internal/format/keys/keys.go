@@ -4,9 +4,9 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -20,6 +20,16 @@ const (
 	PublicFile  = "spine.pub"
 )
 
+// An Ed25519 key has exactly one DER encoding in each format (RFC 8410), so the keys are encoded
+// and parsed as a fixed header and the key bytes. This keeps crypto/x509, and the net package it
+// drags in, out of PID 1, which reads the trusted keys.
+var (
+	// pkixPrefix is SubjectPublicKeyInfo{AlgorithmIdentifier{id-Ed25519}, BIT STRING(32 bytes)}.
+	pkixPrefix = []byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}
+	// pkcs8Prefix is OneAsymmetricKey{v1, id-Ed25519, OCTET STRING(OCTET STRING(32-byte seed))}.
+	pkcs8Prefix = []byte{0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20}
+)
+
 // ErrUntrusted means no trusted key verifies the signature.
 var ErrUntrusted = errors.New("signature is not made by a trusted key")
 
@@ -30,10 +40,7 @@ func Generate(dir string) error {
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("encode private key: %w", err)
-	}
+	privDER := append(bytes.Clone(pkcs8Prefix), priv.Seed()...)
 	pubPEM, err := EncodePublic(pub)
 	if err != nil {
 		return err
@@ -77,10 +84,10 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 
 // EncodePublic renders a public key as PKIX PEM.
 func EncodePublic(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("encode public key: %w", err)
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("encode public key: %d bytes, want %d", len(pub), ed25519.PublicKeySize)
 	}
+	der := append(bytes.Clone(pkixPrefix), pub...)
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
@@ -90,15 +97,11 @@ func ParsePrivate(data []byte) (ed25519.PrivateKey, error) {
 	if block == nil || block.Type != "PRIVATE KEY" {
 		return nil, errors.New("not a PEM \"PRIVATE KEY\" block")
 	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse PKCS#8 key: %w", err)
+	seed, ok := bytes.CutPrefix(block.Bytes, pkcs8Prefix)
+	if !ok || len(seed) != ed25519.SeedSize {
+		return nil, errors.New("parse PKCS#8 key: not an Ed25519 private key")
 	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("key is %T, not Ed25519", k)
-	}
-	return priv, nil
+	return ed25519.NewKeyFromSeed(seed), nil
 }
 
 // ParsePublic decodes a PKIX PEM Ed25519 public key.
@@ -107,15 +110,11 @@ func ParsePublic(data []byte) (ed25519.PublicKey, error) {
 	if block == nil || block.Type != "PUBLIC KEY" {
 		return nil, errors.New("not a PEM \"PUBLIC KEY\" block")
 	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse PKIX key: %w", err)
+	key, ok := bytes.CutPrefix(block.Bytes, pkixPrefix)
+	if !ok || len(key) != ed25519.PublicKeySize {
+		return nil, errors.New("parse PKIX key: not an Ed25519 public key")
 	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("key is %T, not Ed25519", k)
-	}
-	return pub, nil
+	return ed25519.PublicKey(bytes.Clone(key)), nil
 }
 
 // LoadPrivate reads a private key file.

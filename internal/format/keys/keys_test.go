@@ -195,3 +195,75 @@ func TestVerify(t *testing.T) {
 		t.Errorf("EncodePublic/ParsePublic round trip: %v", err)
 	}
 }
+
+// TestEncodingMatchesX509: the fixed-header encodings are byte for byte what crypto/x509 writes,
+// and keys that OpenSSL generates parse to the same key x509 reads.
+func TestEncodingMatchesX509(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := EncodePublic(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	if want := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}); !bytes.Equal(ours, want) {
+		t.Errorf("public key PEM\n%s\nx509 writes\n%s", ours, want)
+	}
+	der, _ = x509.MarshalPKCS8PrivateKey(priv)
+	if !bytes.Equal(append(bytes.Clone(pkcs8Prefix), priv.Seed()...), der) {
+		t.Errorf("private key DER differs from x509's %x", der)
+	}
+
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl not found: apt-get install openssl")
+	}
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "k.pem")
+	if out, err := exec.Command(openssl, "genpkey", "-algorithm", "ed25519", "-out", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("openssl genpkey: %v\n%s", err, out)
+	}
+	pubPEM, err := exec.Command(openssl, "pkey", "-in", keyFile, "-pubout").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privPEM, _ := os.ReadFile(keyFile)
+	gotPriv, err := ParsePrivate(privPEM)
+	if err != nil {
+		t.Fatalf("ParsePrivate(openssl key): %v", err)
+	}
+	gotPub, err := ParsePublic(pubPEM)
+	if err != nil {
+		t.Fatalf("ParsePublic(openssl key): %v", err)
+	}
+	block, _ := pem.Decode(privPEM)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gotPriv.Equal(k) || !gotPub.Equal(gotPriv.Public()) {
+		t.Error("the keys parsed from OpenSSL's files differ from x509's reading")
+	}
+}
+
+// FuzzParsePublic: trusted keys cross into PID 1; the parser never panics and accepts only
+// what x509 accepts as an Ed25519 key.
+func FuzzParsePublic(f *testing.F) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	good, _ := EncodePublic(pub)
+	f.Add(good)
+	f.Add([]byte("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParsePublic(data)
+		if err != nil {
+			return
+		}
+		block, _ := pem.Decode(data)
+		x, xerr := x509.ParsePKIXPublicKey(block.Bytes)
+		if xerr != nil || !k.Equal(x) {
+			t.Errorf("ParsePublic accepted %x; x509 says %v, %v", block.Bytes, x, xerr)
+		}
+	})
+}

@@ -110,7 +110,7 @@ func TestLoadConfigStrict(t *testing.T) {
 }
 
 func TestLoadDemoConfig(t *testing.T) {
-	c, err := LoadConfig("../../demo/spine.toml")
+	c, err := LoadConfig("../../../demo/spine.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestBuildErrors(t *testing.T) {
 // with a relative output path: go build runs in the configuration's directory, and the
 // binary must still land in the staged tree.
 func TestBuildDemo(t *testing.T) {
-	demo, err := filepath.Abs("../../demo/spine.toml")
+	demo, err := filepath.Abs("../../../demo/spine.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

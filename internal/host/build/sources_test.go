@@ -283,7 +283,7 @@ func TestBuildDebianPersona(t *testing.T) {
 
 // TestLoadNginxDemoConfig: demo/nginx.toml stays valid (the e2e suite boots its persona).
 func TestLoadNginxDemoConfig(t *testing.T) {
-	c, err := LoadConfig("../../demo/nginx.toml")
+	c, err := LoadConfig("../../../demo/nginx.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

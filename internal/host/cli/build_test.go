@@ -10,7 +10,7 @@ import (
 )
 
 func TestBuildConfigStrict(t *testing.T) {
-	demoCfg := string(read(t, "../../demo/spine.toml"))
+	demoCfg := string(read(t, "../../../demo/spine.toml"))
 	k := sharedKeys(t)
 	for _, tc := range []struct {
 		name, old, new string
@@ -64,7 +64,7 @@ func TestBuildDemo(t *testing.T) {
 	mustSpine(t, nil, "verify", "--pub", d.keys.pub, d.img)
 
 	again := filepath.Join(t.TempDir(), "again.img")
-	mustSpine(t, epoch, "build", "--config", "../../demo/spine.toml", "--key", d.keys.key, "--out", again, "--bay0", bay0(t))
+	mustSpine(t, epoch, "build", "--config", "../../../demo/spine.toml", "--key", d.keys.key, "--out", again, "--bay0", bay0(t))
 	if sum(t, d.img) != sum(t, again) {
 		t.Error("two builds with the same SOURCE_DATE_EPOCH differ")
 	}

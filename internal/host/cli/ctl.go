@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"errors"
 	"flag"
@@ -45,7 +46,7 @@ func ctlCmd() command {
 				if err := req.Validate(); err != nil {
 					return err
 				}
-				c, err := control.Dial(*socket)
+				c, err := ctlclient.Dial(*socket)
 				if err != nil {
 					return err
 				}
@@ -56,7 +57,7 @@ func ctlCmd() command {
 					defer cancel()
 				}
 				resp, err := c.Call(ctx, req)
-				var re *control.RemoteError
+				var re *ctlclient.RemoteError
 				if errors.As(err, &re) {
 					return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
 				}
@@ -173,7 +174,7 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 		return err
 	}
 	size := int64(im.Footer.ManifestOffset)
-	c, err := control.Dial(socket)
+	c, err := ctlclient.Dial(socket)
 	if err != nil {
 		return err
 	}
@@ -182,7 +183,7 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 	bar := newProgress(env.Stderr, size)
 	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), bar.set)
 	bar.done()
-	var re *control.RemoteError
+	var re *ctlclient.RemoteError
 	if errors.As(err, &re) {
 		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
 	}

@@ -9,7 +9,7 @@ import (
 
 // TestReadmeCLIReference keeps the README's CLI reference generated from the CLI itself.
 func TestReadmeCLIReference(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ func TestLoadRejects(t *testing.T) {
 
 // TestClauseMapLoads keeps the real map parseable.
 func TestClauseMapLoads(t *testing.T) {
-	f, err := os.Open("../../conformance/clauses.toml")
+	f, err := os.Open("../../../conformance/clauses.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

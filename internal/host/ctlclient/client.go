@@ -1,7 +1,11 @@
-package control
+// Package ctlclient is the operator's end of the control channel: it sends requests to bay0
+// over the host end of the serial line and reads their answers. bay0 itself never links it.
+package ctlclient
 
 import (
+	"alpinespine.org/spine/internal/bay0/control"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -16,7 +20,7 @@ import (
 
 // RemoteError is the governor's refusal: a response with ok false.
 type RemoteError struct {
-	Verb    Verb
+	Verb    control.Verb
 	Message string
 }
 
@@ -43,11 +47,12 @@ func Dial(path string) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("write control socket: %w", err)
 	}
-	return newClient(conn), nil
+	return New(conn), nil
 }
 
-func newClient(conn net.Conn) *Client {
-	return &Client{conn: conn, br: bufio.NewReaderSize(conn, MaxResponseLine+1), last: firstID()}
+// New wraps an open connection to the control line.
+func New(conn net.Conn) *Client {
+	return &Client{conn: conn, br: bufio.NewReaderSize(conn, control.MaxResponseLine+1), last: firstID()}
 }
 
 // firstID picks where a client's request IDs start. A serial line outlives its clients: an
@@ -67,19 +72,19 @@ func (c *Client) Close() error { return c.conn.Close() }
 // zero ID to a fresh one. Lines that are not an answer to this request (stale answers, an
 // answer to the leftovers of an earlier client, noise) are skipped. When the governor refuses,
 // Call returns the response and a *RemoteError.
-func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
+func (c *Client) Call(ctx context.Context, req control.Request) (control.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if req.V == 0 {
-		req.V = Version
+		req.V = control.Version
 	}
 	if req.ID == 0 {
 		c.last++
 		req.ID = c.last
 	}
-	line, err := EncodeRequest(req)
+	line, err := control.EncodeRequest(req)
 	if err != nil {
-		return Response{}, err
+		return control.Response{}, err
 	}
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.conn.SetDeadline(d)
@@ -95,20 +100,20 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 		<-ctx.Done()
 	}
 	if err != nil && ctx.Err() != nil {
-		return Response{}, fmt.Errorf("%s: no answer: %w (%w)", req.Verb, ctx.Err(), err)
+		return control.Response{}, fmt.Errorf("%s: no answer: %w (%w)", req.Verb, ctx.Err(), err)
 	}
 	return resp, err
 }
 
-func (c *Client) roundTrip(req Request, line []byte) (Response, error) {
+func (c *Client) roundTrip(req control.Request, line []byte) (control.Response, error) {
 	if _, err := c.conn.Write(line); err != nil {
-		return Response{}, fmt.Errorf("%s: write request: %w", req.Verb, err)
+		return control.Response{}, fmt.Errorf("%s: write request: %w", req.Verb, err)
 	}
 	return c.readAnswer(req)
 }
 
 // readAnswer reads lines until the answer to req arrives.
-func (c *Client) readAnswer(req Request) (Response, error) {
+func (c *Client) readAnswer(req control.Request) (control.Response, error) {
 	var skipped error
 	tooLong := false
 	for {
@@ -121,18 +126,18 @@ func (c *Client) readAnswer(req Request) (Response, error) {
 			if skipped != nil {
 				err = fmt.Errorf("%w; skipped a line: %w", err, skipped)
 			}
-			return Response{}, fmt.Errorf("%s: read answer: %w", req.Verb, err)
+			return control.Response{}, fmt.Errorf("%s: read answer: %w", req.Verb, err)
 		}
 		if tooLong {
 			tooLong = false
-			skipped = fmt.Errorf("%w: an answer is at most %d bytes", ErrTooLong, MaxResponseLine)
+			skipped = fmt.Errorf("%w: an answer is at most %d bytes", control.ErrTooLong, control.MaxResponseLine)
 			continue
 		}
 		b = b[:len(b)-1]
-		if isBlank(b) {
+		if len(bytes.Trim(b, " \t\r")) == 0 {
 			continue
 		}
-		resp, err := DecodeResponse(b)
+		resp, err := control.DecodeResponse(b)
 		if err != nil {
 			skipped = err
 			continue
@@ -150,17 +155,17 @@ func (c *Client) readAnswer(req Request) (Response, error) {
 // Update sends an update offer and, once the governor answers ready, streams exactly req.Size
 // bytes of body, telling progress the bytes sent so far; it returns the governor's final
 // answer. There is no deadline on the body itself: it is as long as the image.
-func (c *Client) Update(ctx context.Context, req Request, body io.Reader, progress func(int64)) (Response, error) {
+func (c *Client) Update(ctx context.Context, req control.Request, body io.Reader, progress func(int64)) (control.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	req.V, req.Verb = Version, VerbUpdate
+	req.V, req.Verb = control.Version, control.VerbUpdate
 	if req.ID == 0 {
 		c.last++
 		req.ID = c.last
 	}
-	line, err := EncodeRequest(req)
+	line, err := control.EncodeRequest(req)
 	if err != nil {
-		return Response{}, err
+		return control.Response{}, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
@@ -171,7 +176,7 @@ func (c *Client) Update(ctx context.Context, req Request, body io.Reader, progre
 	if err != nil {
 		return resp, err
 	}
-	var ready Ready
+	var ready control.Ready
 	if err := resp.Decode(&ready); err != nil || !ready.Ready || ready.Size != req.Size {
 		return resp, fmt.Errorf("update: the governor did not answer ready for %d bytes: %s", req.Size, resp.Result)
 	}
@@ -185,7 +190,7 @@ func (c *Client) Update(ctx context.Context, req Request, body io.Reader, progre
 		k, rerr := io.ReadFull(body, buf[:n])
 		if k > 0 {
 			if _, err := c.conn.Write(buf[:k]); err != nil {
-				return Response{}, fmt.Errorf("update: send body at byte %d: %w", sent, err)
+				return control.Response{}, fmt.Errorf("update: send body at byte %d: %w", sent, err)
 			}
 			sent += int64(k)
 			if progress != nil {
@@ -193,7 +198,7 @@ func (c *Client) Update(ctx context.Context, req Request, body io.Reader, progre
 			}
 		}
 		if rerr != nil {
-			return Response{}, fmt.Errorf("update: read image at byte %d: %w", sent, rerr)
+			return control.Response{}, fmt.Errorf("update: read image at byte %d: %w", sent, rerr)
 		}
 	}
 	return c.readAnswer(req)
