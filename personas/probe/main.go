@@ -131,7 +131,7 @@ func (p *prober) namespaces(want string) {
 }
 
 func (p *prober) files() {
-	for _, path := range []string{"/personas", "/persist", "/etc/spine/policy.toml", "/bin/bay0", "/bin/heartbeat", "/sys/fs/cgroup", "/dev/vda", "/dev/mem", "/dev/console", "/dev/kmsg", "/dev/vport0p1", "/dev/vport1p1", "/sys/class/virtio-ports"} {
+	for _, path := range []string{"/personas", "/persist", "/etc/spine/policy.json", "/bin/bay0", "/bin/heartbeat", "/sys/fs/cgroup", "/dev/vda", "/dev/mem", "/dev/console", "/dev/kmsg", "/dev/vport0p1", "/dev/vport1p1", "/sys/class/virtio-ports"} {
 		_, err := os.Lstat(path)
 		p.report("hidden "+path, err == nil, fmt.Sprint(err))
 	}

@@ -1,12 +1,15 @@
 // Package policy defines the persona policy that is baked into a Spine at build time and read
 // by the governor at boot: what each persona runs and the kernel limits that bound it.
 //
-// The policy is TOML and decoded strictly: an unknown key is an error naming the key and its
-// line, because a misspelt limit that is silently ignored is a limit that does not exist.
+// The operator writes the policy in TOML (the build configuration's persona tables, decoded
+// strictly on the build host: a misspelt limit that is silently ignored is a limit that does not
+// exist). The build bakes it into the signed Spine as canonical JSON, which is what PID 1 reads:
+// bay0 links no TOML parser. Every field carries the same name in both encodings.
 package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pelletier/go-toml/v2"
 )
 
 // Path is where the policy lives inside a Spine.
-const Path = "etc/spine/policy.toml"
+const Path = "etc/spine/policy.json"
 
 // TreeRoot is the directory of the Spine that holds one read-only root tree per persona.
 const TreeRoot = "personas"
@@ -31,53 +32,53 @@ const MaxSize = 1 << 20
 
 // Policy is everything bay0 is told at build time. It cannot change at run time.
 type Policy struct {
-	Governor Governor  `toml:"governor"`
-	Personas []Persona `toml:"persona"`
+	Governor Governor  `toml:"governor" json:"governor"`
+	Personas []Persona `toml:"persona" json:"persona"`
 }
 
 // Governor holds the settings of bay0 itself.
 type Governor struct {
 	// PassphraseAttempts is how many wrong LUKS passphrases are tolerated before power off.
-	PassphraseAttempts int `toml:"passphrase_attempts,omitempty"`
+	PassphraseAttempts int `toml:"passphrase_attempts,omitempty" json:"passphrase_attempts,omitempty"`
 	// WatchdogTimeout is the hardware watchdog's timeout.
-	WatchdogTimeout Duration `toml:"watchdog_timeout,omitempty"`
+	WatchdogTimeout Duration `toml:"watchdog_timeout,omitempty" json:"watchdog_timeout,omitempty"`
 	// HealthWindow is how long a trial Spine must stay healthy before it is committed.
-	HealthWindow Duration `toml:"health_window,omitempty"`
+	HealthWindow Duration `toml:"health_window,omitempty" json:"health_window,omitempty"`
 }
 
 // Persona is one disposable workload and its bounds.
 type Persona struct {
-	Name    string   `toml:"name"`
-	Exec    []string `toml:"exec"`
-	Env     []string `toml:"env,omitempty"`
-	Workdir string   `toml:"workdir,omitempty"`
+	Name    string   `toml:"name" json:"name"`
+	Exec    []string `toml:"exec" json:"exec"`
+	Env     []string `toml:"env,omitempty" json:"env,omitempty"`
+	Workdir string   `toml:"workdir,omitempty" json:"workdir,omitempty"`
 	// CPUs is the share of CPU time, in cores (0.5 = half of one core): cpu.max.
-	CPUs float64 `toml:"cpus"`
+	CPUs float64 `toml:"cpus" json:"cpus"`
 	// Memory is memory.max; swap is always 0.
-	Memory Size `toml:"memory"`
+	Memory Size `toml:"memory" json:"memory"`
 	// Pids is pids.max.
-	Pids int `toml:"pids"`
+	Pids int `toml:"pids" json:"pids"`
 	// TmpSize and RunSize bound the persona's tmpfs /tmp and /run.
-	TmpSize Size `toml:"tmp_size,omitempty"`
-	RunSize Size `toml:"run_size,omitempty"`
+	TmpSize Size `toml:"tmp_size,omitempty" json:"tmp_size,omitempty"`
+	RunSize Size `toml:"run_size,omitempty" json:"run_size,omitempty"`
 	// Data grants /persist/<name> at /data; DataExec allows executing from it.
-	Data     bool `toml:"data,omitempty"`
-	DataExec bool `toml:"data_exec,omitempty"`
+	Data     bool `toml:"data,omitempty" json:"data,omitempty"`
+	DataExec bool `toml:"data_exec,omitempty" json:"data_exec,omitempty"`
 	// Network is "none" (loopback only) or "uplink": an ipvlan device, eth0, on the machine's
 	// network card, isolated from every other persona's.
-	Network string `toml:"network,omitempty"`
+	Network string `toml:"network,omitempty" json:"network,omitempty"`
 	// Address is the uplink's IPv4 address with its prefix length, e.g. "10.0.2.15/24";
 	// mandatory with network = "uplink", refused otherwise.
-	Address string `toml:"address,omitempty"`
+	Address string `toml:"address,omitempty" json:"address,omitempty"`
 	// Gateway, if set, is the uplink's default route, e.g. "10.0.2.2"; it must be inside
 	// Address's network.
-	Gateway string `toml:"gateway,omitempty"`
+	Gateway string `toml:"gateway,omitempty" json:"gateway,omitempty"`
 	// Restart is "always" (default) or "never".
-	Restart string `toml:"restart,omitempty"`
+	Restart string `toml:"restart,omitempty" json:"restart,omitempty"`
 	// Order is the start order; lower starts first, ties by name.
-	Order int `toml:"order,omitempty"`
+	Order int `toml:"order,omitempty" json:"order,omitempty"`
 	// Syscalls extends the default seccomp allowlist for this persona only.
-	Syscalls []string `toml:"syscalls,omitempty"`
+	Syscalls []string `toml:"syscalls,omitempty" json:"syscalls,omitempty"`
 }
 
 // Defaults filled in by Validate where the policy is silent.
@@ -94,7 +95,7 @@ const MinCPUs = 0.01
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
-// Parse decodes and validates a policy strictly.
+// Parse decodes and validates a baked policy: one JSON object, unknown fields refused.
 func Parse(r io.Reader) (Policy, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
 	if err != nil {
@@ -103,36 +104,19 @@ func Parse(r io.Reader) (Policy, error) {
 	if len(data) > MaxSize {
 		return Policy{}, fmt.Errorf("policy is larger than %d bytes", MaxSize)
 	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
 	var p Policy
-	if err := DecodeStrict(data, &p); err != nil {
+	if err := dec.Decode(&p); err != nil {
 		return Policy{}, fmt.Errorf("policy: %w", err)
+	}
+	if dec.More() {
+		return Policy{}, errors.New("policy: data after the JSON object")
 	}
 	if err := p.Validate(); err != nil {
 		return Policy{}, err
 	}
 	return p, nil
-}
-
-// DecodeStrict decodes TOML into v and rejects unknown keys, naming each with its line.
-func DecodeStrict(data []byte, v any) error {
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) {
-		var msgs []string
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			msgs = append(msgs, fmt.Sprintf("line %d: unknown key %q", row, strings.Join(e.Key(), ".")))
-		}
-		return errors.New(strings.Join(msgs, "; "))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, _ := de.Position()
-		return fmt.Errorf("line %d: %s", row, de.Error())
-	}
-	return err
 }
 
 // Validate checks the policy and fills in defaults. Limits are mandatory: a persona that is not
@@ -280,15 +264,14 @@ func (q Persona) CPUMax() string {
 	return fmt.Sprintf("%d %d", int64(q.CPUs*period+0.5), period)
 }
 
-// Marshal renders the policy as canonical TOML.
+// Marshal renders the policy as canonical JSON, the form baked into a Spine: fields in
+// declaration order, one line per field, so the same policy always gives the same bytes.
 func (p Policy) Marshal() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := toml.NewEncoder(&buf)
-	enc.SetIndentTables(false)
-	if err := enc.Encode(p); err != nil {
+	b, err := json.MarshalIndent(p, "", " ")
+	if err != nil {
 		return nil, fmt.Errorf("encode policy: %w", err)
 	}
-	return buf.Bytes(), nil
+	return append(b, '\n'), nil
 }
 
 // Size is a byte count written with an optional binary suffix: "64MiB", "512K", "1G".

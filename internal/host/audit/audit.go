@@ -66,7 +66,7 @@ func set(names ...string) map[string]bool {
 	return m
 }
 
-// Check audits the tree. read gives the contents of etc/spine/policy.toml (to learn which
+// Check audits the tree. read gives the contents of etc/spine/policy.json (to learn which
 // persona trees are referenced) and of bin/bay0 (to refuse a fault-injection build).
 func Check(files []File, read Reader) []Violation {
 	var out []Violation

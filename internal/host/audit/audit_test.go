@@ -12,13 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const testPolicy = `
-[[persona]]
-name = "app"
-exec = ["/bin/app"]
-cpus = 0.5
-memory = "16MiB"
-pids = 8
+const testPolicy = `{"persona": [{"name": "app", "exec": ["/bin/app"], "cpus": 0.5, "memory": "16MiB", "pids": 8}]}
 `
 
 // cleanTree is the smallest Spine the constitution allows, with one persona whose tree
@@ -27,7 +21,7 @@ func cleanTree() []File {
 	d := fs.ModeDir | 0o755
 	return []File{
 		{"", d}, {"bin", d}, {"bin/bay0", 0o755},
-		{"etc", d}, {"etc/spine", d}, {"etc/spine/policy.toml", 0o644},
+		{"etc", d}, {"etc/spine", d}, {"etc/spine/policy.json", 0o644},
 		{"personas", d}, {"personas/app", d}, {"personas/app/bin", d},
 		{"personas/app/bin/app", 0o755}, {"personas/app/bin/sh", 0o755},
 		{"personas/app/bin/bash", fs.ModeSymlink | 0o777},
@@ -56,7 +50,7 @@ func reader(files map[string]string) Reader {
 	}
 }
 
-var cleanContents = map[string]string{"etc/spine/policy.toml": testPolicy, "bin/bay0": "\x7fELF static bay0"}
+var cleanContents = map[string]string{"etc/spine/policy.json": testPolicy, "bin/bay0": "\x7fELF static bay0"}
 
 func TestClean(t *testing.T) {
 	if v := Check(cleanTree(), reader(cleanContents)); len(v) != 0 {
@@ -174,15 +168,15 @@ func TestSpecialFiles(t *testing.T) {
 		contents map[string]string
 		want     Violation
 	}{
-		{"fault marker", cleanTree(), map[string]string{"etc/spine/policy.toml": testPolicy, "bin/bay0": "\x7fELF...." + FaultMarker + "...."},
+		{"fault marker", cleanTree(), map[string]string{"etc/spine/policy.json": testPolicy, "bin/bay0": "\x7fELF...." + FaultMarker + "...."},
 			Violation{"bin/bay0", "bay0 is a test build with fault injection"}},
-		{"no bay0", cleanTree(), map[string]string{"etc/spine/policy.toml": testPolicy}, Violation{"bin/bay0", ""}},
-		{"no policy", cleanTree(), map[string]string{"bin/bay0": "bay0"}, Violation{"etc/spine/policy.toml", ""}},
-		{"bad policy", cleanTree(), map[string]string{"bin/bay0": "bay0", "etc/spine/policy.toml": testPolicy + "bogus = 1\n"},
-			Violation{"etc/spine/policy.toml", ""}},
+		{"no bay0", cleanTree(), map[string]string{"etc/spine/policy.json": testPolicy}, Violation{"bin/bay0", ""}},
+		{"no policy", cleanTree(), map[string]string{"bin/bay0": "bay0"}, Violation{"etc/spine/policy.json", ""}},
+		{"bad policy", cleanTree(), map[string]string{"bin/bay0": "bay0", "etc/spine/policy.json": strings.Replace(testPolicy, `"name"`, `"bogus": 1, "name"`, 1)},
+			Violation{"etc/spine/policy.json", ""}},
 		{"bay0 dir", replaced("bin/bay0", fs.ModeDir|0o755), cleanContents, Violation{"bin/bay0", "must be a regular file"}},
-		{"policy symlink", replaced("etc/spine/policy.toml", fs.ModeSymlink|0o777), cleanContents,
-			Violation{"etc/spine/policy.toml", "must be a regular file"}},
+		{"policy symlink", replaced("etc/spine/policy.json", fs.ModeSymlink|0o777), cleanContents,
+			Violation{"etc/spine/policy.json", "must be a regular file"}},
 		{"etc a file", replaced("etc", 0o644), cleanContents, Violation{"etc", "must be a directory"}},
 		{"tmp a file", replaced("tmp", 0o644), cleanContents, Violation{"tmp", "mount point must be a directory"}},
 	} {

@@ -152,7 +152,7 @@ func TestBuild(t *testing.T) {
 	for _, e := range entries {
 		paths = append(paths, e.Path)
 	}
-	want := []string{"", "bin", "bin/bay0", "dev", "etc", "etc/spine", "etc/spine/policy.toml", "persist",
+	want := []string{"", "bin", "bin/bay0", "dev", "etc", "etc/spine", "etc/spine/policy.json", "persist",
 		"personas", "personas/app", "personas/app/bin", "personas/app/bin/app", "proc", "run", "sys", "tmp"}
 	if !reflect.DeepEqual(paths, want) {
 		t.Errorf("image holds %q\nwant %q", paths, want)

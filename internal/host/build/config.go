@@ -4,6 +4,7 @@
 package build
 
 import (
+	"alpinespine.org/spine/internal/host/tomlconf"
 	"errors"
 	"fmt"
 	"os"
@@ -60,7 +61,7 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
 	var c Config
-	if err := policy.DecodeStrict(data, &c); err != nil {
+	if err := tomlconf.DecodeStrict(data, &c); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	c.dir = filepath.Dir(path)

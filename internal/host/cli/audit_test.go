@@ -12,12 +12,7 @@ import (
 	"alpinespine.org/spine/internal/host/audit"
 )
 
-const auditPolicy = `[[persona]]
-name = "app"
-exec = ["/bin/app"]
-cpus = 0.5
-memory = "16MiB"
-pids = 8
+const auditPolicy = `{"persona": [{"name": "app", "exec": ["/bin/app"], "cpus": 0.5, "memory": "16MiB", "pids": 8}]}
 `
 
 // cleanTree writes the smallest tree the constitution allows, with a persona "app" whose
@@ -31,7 +26,7 @@ func cleanTree(t *testing.T) string {
 		}
 	}
 	writeFile(t, filepath.Join(root, "bin/bay0"), "\x7fELF bay0 stand-in", 0o755)
-	writeFile(t, filepath.Join(root, "etc/spine/policy.toml"), auditPolicy, 0o644)
+	writeFile(t, filepath.Join(root, "etc/spine/policy.json"), auditPolicy, 0o644)
 	writeFile(t, filepath.Join(root, "personas/app/bin/app"), "app", 0o755)
 	writeFile(t, filepath.Join(root, "personas/app/bin/sh"), "a shell", 0o755)
 	return root

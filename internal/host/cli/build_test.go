@@ -77,7 +77,7 @@ func TestBuildDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unsquashfs -l: %v\n%s", err, out)
 	}
-	for _, p := range []string{"bin/bay0", "etc/spine/policy.toml", "personas/heartbeat/bin/heartbeat", "personas/web/bin/web"} {
+	for _, p := range []string{"bin/bay0", "etc/spine/policy.json", "personas/heartbeat/bin/heartbeat", "personas/web/bin/web"} {
 		if !strings.Contains(string(out), "squashfs-root/"+p+"\n") {
 			t.Errorf("unsquashfs -l does not list %s:\n%s", p, out)
 		}

@@ -4,6 +4,7 @@
 package conformance
 
 import (
+	"alpinespine.org/spine/internal/host/tomlconf"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"sort"
 	"strings"
 
-	"alpinespine.org/spine/internal/format/policy"
 	"alpinespine.org/spine/internal/host/testreport"
 )
 
@@ -38,7 +38,7 @@ func Load(r io.Reader) (Map, error) {
 		return Map{}, fmt.Errorf("read clause map: %w", err)
 	}
 	var m Map
-	if err := policy.DecodeStrict(data, &m); err != nil {
+	if err := tomlconf.DecodeStrict(data, &m); err != nil {
 		return Map{}, fmt.Errorf("clause map: %w", err)
 	}
 	seen := map[string]bool{}

@@ -33,7 +33,7 @@ func tree(t *testing.T, mtime bool) string {
 	}{
 		{"bin/bay0", "bay0 binary", 0o755},
 		{"bin/su", "setuid", 0o755 | fs.ModeSetuid},
-		{"etc/spine/policy.toml", "# policy\n", 0o644},
+		{"etc/spine/policy.json", "# policy\n", 0o644},
 		{"open", "anyone", 0o666},
 	} {
 		p := filepath.Join(dir, f.path)
@@ -134,7 +134,7 @@ func TestListAndCat(t *testing.T) {
 		got[e.Path] = e
 		order = append(order, e.Path)
 	}
-	want := []string{"", "bin", "bin/bay0", "bin/link", "bin/su", "etc", "etc/spine", "etc/spine/policy.toml", "open"}
+	want := []string{"", "bin", "bin/bay0", "bin/link", "bin/su", "etc", "etc/spine", "etc/spine/policy.json", "open"}
 	if !reflect.DeepEqual(order, want) {
 		t.Errorf("paths = %q, want %q", order, want)
 	}
@@ -153,7 +153,7 @@ func TestListAndCat(t *testing.T) {
 			t.Errorf("entry %+v, want %+v", g, w)
 		}
 	}
-	data, err := Cat(ctx, img, "etc/spine/policy.toml")
+	data, err := Cat(ctx, img, "etc/spine/policy.json")
 	if err != nil || string(data) != "# policy\n" {
 		t.Errorf("Cat = %q, %v", data, err)
 	}
