@@ -1,5 +1,6 @@
-// Command conformance renders CONFORMANCE.md from conformance/clauses.toml and the event files
-// that tools/gotest kept of a test run. It fails when a mapped test failed or did not run.
+// Command conformance renders CONFORMANCE.md from conformance/clauses.toml, the constitution's
+// text and the event files that tools/gotest kept of a test run. It fails when a binding item of
+// the constitution has no row, or a mapped test failed or did not run.
 package main
 
 import (
@@ -21,6 +22,7 @@ func main() {
 
 func run() error {
 	clauses := flag.String("clauses", "conformance/clauses.toml", "clause map")
+	law := flag.String("constitution", "../shared/CONSTITUTION.md", "the constitution's text")
 	events := flag.String("events", ".cache/unit.json,.cache/e2e.json", "comma-separated go test -json event files")
 	out := flag.String("out", "CONFORMANCE.md", "report to write")
 	flag.Parse()
@@ -31,6 +33,18 @@ func run() error {
 	m, err := conformance.Load(f)
 	f.Close()
 	if err != nil {
+		return err
+	}
+	lf, err := os.Open(*law)
+	if err != nil {
+		return fmt.Errorf("the report is checked against the constitution's text: %w", err)
+	}
+	c, err := conformance.ParseConstitution(lf)
+	lf.Close()
+	if err != nil {
+		return err
+	}
+	if err := conformance.Cover(m, c); err != nil {
 		return err
 	}
 	rep := testreport.New()
