@@ -2,7 +2,7 @@
 
 package governor
 
-import "alpinespine.org/spine/internal/host/audit"
+import "alpinespine.org/spine/internal/format/audit"
 
 const faultInjection = true
 

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/dm"
 	"alpinespine.org/spine/internal/bay0/kmod"
+	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/image"
@@ -174,7 +176,36 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		_ = dm.Remove(name)
 		return Handoff{}, errors.New("the Spine has no /bin/bay0")
 	}
+	if err := auditRoot(newRoot); err != nil {
+		_ = unix.Unmount(newRoot, 0)
+		_ = dm.Remove(name)
+		return Handoff{}, err
+	}
 	return Handoff{Slot: slot, Manifest: m}, nil
+}
+
+// auditRoot applies the builder's audit to the mounted Spine. A signature proves who built a
+// Spine, not that the build obeyed the constitution: one forced past the audit (a shell, a
+// second init, writable configuration, a persona tree nothing governs) is refused here like a
+// damaged one, and the boot law moves on.
+func auditRoot(root string) error {
+	files, err := audit.Dir(root)
+	if err != nil {
+		return fmt.Errorf("audit the Spine: %w", err)
+	}
+	v := audit.Tree(files, func(rel string) ([]byte, error) { return os.ReadFile(filepath.Join(root, rel)) })
+	if len(v) == 0 {
+		return nil
+	}
+	var list []string
+	for i, x := range v {
+		if i == 5 {
+			list = append(list, fmt.Sprintf("%d more", len(v)-i))
+			break
+		}
+		list = append(list, x.String())
+	}
+	return fmt.Errorf("the Spine breaks the constitution: %s", strings.Join(list, "; "))
 }
 
 // readAll reads a device end to end with large reads; a verity mismatch surfaces as EIO.

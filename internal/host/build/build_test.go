@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/policy"
-	"alpinespine.org/spine/internal/host/audit"
 	"alpinespine.org/spine/internal/host/squashfs"
 )
 

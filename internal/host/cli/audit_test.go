@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"alpinespine.org/spine/internal/host/audit"
+	"alpinespine.org/spine/internal/format/audit"
 )
 
 const auditPolicy = `{"persona": [{"name": "app", "exec": ["/bin/app"], "cpus": 0.5, "memory": "16MiB", "pids": 8}]}

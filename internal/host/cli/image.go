@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/manifest"
-	"alpinespine.org/spine/internal/host/audit"
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/squashfs"

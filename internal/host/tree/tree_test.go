@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/policy"
-	"alpinespine.org/spine/internal/host/audit"
 )
 
 // ent is one tar entry of a test archive.

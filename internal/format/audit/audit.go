@@ -1,7 +1,8 @@
-// Package audit checks a Spine tree against the constitution before it is signed: the builder
-// refuses to sign a tree that holds a shell, a package manager, another init or service manager,
-// setuid or setgid files, device nodes, world-writable paths, writable configuration, or
-// anything outside the layout bay0 expects.
+// Package audit checks a Spine tree against the constitution: no shell, package manager, other
+// init or service manager, setuid or setgid file, device node, world-writable path, writable
+// configuration, or anything outside the layout bay0 expects. The builder refuses to sign a tree
+// that breaks it, and stage 1 refuses to boot a signed one that does (a Spine forced past the
+// build), so the forbidden amendments of Article IX cannot be signed into a machine.
 package audit
 
 import (
@@ -66,9 +67,23 @@ func set(names ...string) map[string]bool {
 	return m
 }
 
-// Check audits the tree. read gives the contents of etc/spine/policy.json (to learn which
-// persona trees are referenced) and of bin/bay0 (to refuse a fault-injection build).
+// Check audits the tree as the builder does. read gives the contents of etc/spine/policy.json
+// (to learn which persona trees are referenced) and of bin/bay0 (to refuse a fault-injection
+// build).
 func Check(files []File, read Reader) []Violation {
+	out := Tree(files, read)
+	if data, err := read("bin/bay0"); err != nil {
+		out = append(out, Violation{Path: "bin/bay0", Rule: "no readable bay0: " + err.Error()})
+	} else if bytes.Contains(data, []byte(FaultMarker)) {
+		out = append(out, Violation{Path: "bin/bay0", Rule: RuleFaultInjection})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Tree audits the tree's shape and its policy, without reading bay0 itself: what stage 1
+// checks on a mounted Spine before it hands over, at the cost of one walk of the tree.
+func Tree(files []File, read Reader) []Violation {
 	var out []Violation
 	add := func(p, rule string) { out = append(out, Violation{Path: p, Rule: rule}) }
 
@@ -82,12 +97,6 @@ func Check(files []File, read Reader) []Violation {
 			personas[p.Name] = true
 		}
 	}
-	if data, err := read("bin/bay0"); err != nil {
-		add("bin/bay0", "no readable bay0: "+err.Error())
-	} else if bytes.Contains(data, []byte(FaultMarker)) {
-		add("bin/bay0", RuleFaultInjection)
-	}
-
 	seenTree := map[string]bool{}
 	for _, f := range files {
 		p := strings.Trim(f.Path, "/")
