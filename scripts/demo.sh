@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 spine=bin/spine
 out=demo/out
 mkdir -p "$out"
-[ -f demo/keys/spine.key ] || $spine keygen --out demo/keys
+{ [ -f demo/keys/spine.key ] && [ -f demo/keys/uefi.key ]; } || $spine keygen --out demo/keys
 if [ ! -f demo/keys/passphrase ]; then
   (umask 077; head -c 18 /dev/urandom | base64 > demo/keys/passphrase)
 fi

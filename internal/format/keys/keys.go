@@ -54,17 +54,19 @@ func Generate(dir string) error {
 			return fmt.Errorf("refuse to overwrite existing key %q", p)
 		}
 	}
-	if err := writeNew(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), 0o600); err != nil {
+	if err := WriteNew(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), 0o600); err != nil {
 		return err
 	}
-	if err := writeNew(pubPath, pubPEM, 0o644); err != nil {
+	if err := WriteNew(pubPath, pubPEM, 0o644); err != nil {
 		os.Remove(privPath)
 		return err
 	}
 	return nil
 }
 
-func writeNew(path string, data []byte, mode os.FileMode) error {
+// WriteNew writes a new file with mode and syncs it; it never replaces an existing file, and
+// removes what it wrote when it fails.
+func WriteNew(path string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("create %q: %w", path, err)

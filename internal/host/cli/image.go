@@ -17,23 +17,56 @@ import (
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/squashfs"
+	"alpinespine.org/spine/internal/host/uefi/sbkeys"
 )
 
 func keygenCmd() command {
-	return command{name: "keygen", synopsis: "write a new Ed25519 signing key pair (spine.key, spine.pub)",
+	return command{name: "keygen", synopsis: "write the owner's keys: the Ed25519 pair that signs Spines (spine.key, spine.pub) and the UEFI Secure Boot pair (uefi.key, uefi.crt)",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			out := fs.String("out", "", "directory for spine.key (0600) and spine.pub; existing keys are never overwritten")
+			out := fs.String("out", "", "directory for the keys; a pair already there is kept, existing keys are never overwritten")
+			cn := fs.String("uefi-cn", sbkeys.DefaultCommonName, "common name of the Secure Boot certificate")
 			return func(_ context.Context, env *Env, args []string) error {
 				if *out == "" || len(args) != 0 {
 					return errUsage
 				}
-				if err := keys.Generate(*out); err != nil {
-					return err
-				}
-				fmt.Fprintf(env.Stdout, "wrote %s and %s\n", filepath.Join(*out, keys.PrivateFile), filepath.Join(*out, keys.PublicFile))
-				return nil
+				return keygen(env, *out, *cn)
 			}
 		}}
+}
+
+// keygen writes each key pair missing from dir. A pair already complete is kept, so a
+// directory made before the Secure Boot pair existed gains it; a half pair is an error, and
+// so is a directory where nothing is missing.
+func keygen(env *Env, dir, cn string) error {
+	pairs := []struct {
+		a, b     string
+		generate func() error
+	}{
+		{keys.PrivateFile, keys.PublicFile, func() error { return keys.Generate(dir) }},
+		{sbkeys.KeyFile, sbkeys.CertFile, func() error { return sbkeys.Generate(dir, cn) }},
+	}
+	wrote := 0
+	for _, p := range pairs {
+		a, b := filepath.Join(dir, p.a), filepath.Join(dir, p.b)
+		_, ea := os.Lstat(a)
+		_, eb := os.Lstat(b)
+		switch {
+		case ea == nil && eb == nil:
+			fmt.Fprintf(env.Stdout, "kept %s and %s\n", a, b)
+			continue
+		case ea == nil || eb == nil:
+			return fmt.Errorf("refuse to overwrite existing key: only one of %s and %s exists", a, b)
+		}
+		if err := p.generate(); err != nil {
+			return err
+		}
+		wrote++
+		fmt.Fprintf(env.Stdout, "wrote %s and %s\n", a, b)
+	}
+	if wrote == 0 {
+		return fmt.Errorf("refuse to overwrite existing keys in %s", dir)
+	}
+	return nil
 }
 
 func buildCmd() command {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,17 +15,22 @@ func TestKeygen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	r := mustSpine(t, nil, "keygen", "--out", dir)
 	key, pub := filepath.Join(dir, "spine.key"), filepath.Join(dir, "spine.pub")
-	if !strings.Contains(r.stdout, key) || !strings.Contains(r.stdout, pub) {
-		t.Errorf("keygen does not say what it wrote: %q", r.stdout)
+	ukey, ucrt := filepath.Join(dir, "uefi.key"), filepath.Join(dir, "uefi.crt")
+	for _, p := range []string{key, pub, ukey, ucrt} {
+		if !strings.Contains(r.stdout, p) {
+			t.Errorf("keygen does not say it wrote %s: %q", p, r.stdout)
+		}
 	}
-	st, err := os.Stat(key)
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range []string{key, ukey} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", p, st.Mode().Perm())
+		}
 	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("spine.key mode %v, want 0600", st.Mode().Perm())
-	}
-	for p, typ := range map[string]string{key: "PRIVATE KEY", pub: "PUBLIC KEY"} {
+	for p, typ := range map[string]string{key: "PRIVATE KEY", pub: "PUBLIC KEY", ukey: "PRIVATE KEY", ucrt: "CERTIFICATE"} {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -38,20 +44,51 @@ func TestKeygen(t *testing.T) {
 	for _, args := range [][]string{
 		{"pkey", "-in", key, "-noout"},
 		{"pkey", "-pubin", "-in", pub, "-noout"},
+		{"rsa", "-in", ukey, "-check", "-noout"},
+		{"verify", "-CAfile", ucrt, ucrt},
 	} {
 		if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
 			t.Errorf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 
-	// A second keygen into the same place is refused and leaves both files alone.
-	before := [][]byte{read(t, key), read(t, pub)}
+	if out, err := exec.Command(openssl, "x509", "-in", ucrt, "-noout", "-subject").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "CN = Alpine Spine Secure Boot") {
+		t.Errorf("uefi.crt subject: %v %s", err, out)
+	}
+
+	// A second keygen into the same place is refused and leaves every file alone.
+	all := []string{key, pub, ukey, ucrt}
+	before := readAll(t, all)
 	r = spine(t, nil, "keygen", "--out", dir)
 	if r.code != 1 || !strings.Contains(r.stderr, "refuse to overwrite") {
 		t.Errorf("second keygen: %v", r)
 	}
-	if !bytes.Equal(before[0], read(t, key)) || !bytes.Equal(before[1], read(t, pub)) {
+	if !slices.EqualFunc(before, readAll(t, all), bytes.Equal) {
 		t.Error("second keygen changed the keys")
+	}
+	// A directory from before the Secure Boot pair existed gains it; its Ed25519 pair is kept.
+	os.Remove(ukey)
+	os.Remove(ucrt)
+	r = mustSpine(t, nil, "keygen", "--out", dir, "--uefi-cn", "Owner X")
+	if !strings.Contains(r.stdout, "kept "+key) || !strings.Contains(r.stdout, "wrote "+ukey) {
+		t.Errorf("keygen over an Ed25519-only directory: %v", r)
+	}
+	if !bytes.Equal(before[0], read(t, key)) || !bytes.Equal(before[1], read(t, pub)) {
+		t.Error("keygen changed the kept Ed25519 pair")
+	}
+	if out, err := exec.Command(openssl, "x509", "-in", ucrt, "-noout", "-subject").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "CN = Owner X") {
+		t.Errorf("--uefi-cn: %v %s", err, out)
+	}
+	// Half a Secure Boot pair: refused, the lone file untouched.
+	os.Remove(ucrt)
+	lone := read(t, ukey)
+	if r := spine(t, nil, "keygen", "--out", dir); r.code != 1 || !strings.Contains(r.stderr, "only one of") {
+		t.Errorf("keygen over half a UEFI pair: %v", r)
+	}
+	if !bytes.Equal(lone, read(t, ukey)) {
+		t.Error("keygen changed a lone uefi.key")
 	}
 	// Only the public half left: still refused, nothing written.
 	dir2 := t.TempDir()
@@ -82,6 +119,15 @@ func TestUsage(t *testing.T) {
 	if r := spine(t, nil, "help"); r.code != 0 || !strings.Contains(r.stdout, "keygen") {
 		t.Errorf("spine help: %v", r)
 	}
+}
+
+func readAll(t *testing.T, paths []string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, p := range paths {
+		out = append(out, read(t, p))
+	}
+	return out
 }
 
 func read(t *testing.T, p string) []byte {
