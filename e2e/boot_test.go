@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
@@ -100,11 +101,11 @@ func TestBootGoodSlotA(t *testing.T) {
 	img := buildSpine(t, spineOpts{})
 	disk := makeDisk(t, img, img, nil)
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: stage1: trying slot a", bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "a"))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
-	v.Never(t, "trying slot b")
-	v.Never(t, "bay0: stage1: slot a failed")
+	v.NeverEvent(t, event.SlotTry, kv("slot", "b"))
+	v.NeverEvent(t, event.SlotFailed)
 	rec := record(t, disk)
 	if rec.Slots[0].State != bootctl.Good || rec.Slots[1].State != bootctl.Good {
 		t.Fatalf("record after a good boot: %+v", rec)
@@ -143,11 +144,8 @@ func TestBootFallsBackOnDamage(t *testing.T) {
 			}
 			disk := makeDisk(t, c.img, b, c.edit)
 			v := vmtest.Boot(t, machine(disk))
-			line := v.WaitFor(t, "bay0: stage1: slot a failed", bootTimeout)
-			if !strings.Contains(line, c.reason) {
-				t.Errorf("slot a failed for the wrong reason: %q, want it to mention %q", line, c.reason)
-			}
-			v.WaitFor(t, "slot b up", bootTimeout)
+			wantContains(t, v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "a")), "reason", c.reason)
+			v.WaitEvent(t, event.SlotUp, bootTimeout, kv("slot", "b"))
 			v.Kill(t)
 			rec := record(t, disk)
 			if rec.Slots[0].State != bootctl.Bad || !strings.Contains(rec.Slots[0].Reason, c.reason) {
@@ -175,11 +173,8 @@ func TestEagerVerification(t *testing.T) {
 	}
 	disk := makeDisk(t, damaged(t, good, int64(off)+7), good, nil)
 	v := vmtest.Boot(t, machine(disk))
-	line := v.WaitFor(t, "bay0: stage1: slot a failed", bootTimeout)
-	if !strings.Contains(line, "eager verification") {
-		t.Errorf("slot a failed for the wrong reason: %q", line)
-	}
-	v.WaitFor(t, "slot b up", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "a")), "reason", "eager verification")
+	v.WaitEvent(t, event.SlotUp, bootTimeout, kv("slot", "b"))
 	v.Kill(t)
 }
 
@@ -190,12 +185,15 @@ func TestBothSlotsBadPowersOff(t *testing.T) {
 	disk := makeDisk(t, damaged(t, good, 5000), damaged(t, good, int64(ft.ManifestOffset)+3), nil)
 	v := vmtest.Boot(t, machine(disk))
 	v.ExpectOutcome(t, vm.PoweredOff)
-	for _, want := range []string{"no boot: slot a", "no boot: slot b", "eager verification", "signature", "bay0: halt: poweroff"} {
-		if !v.Saw(want) {
-			t.Errorf("console never said %q", want)
+	for _, want := range []string{"slot a", "slot b", "eager verification", "signature"} {
+		if !sawEvent(v, event.NoBoot, "reason", want) {
+			t.Errorf("no no-boot event mentions %q", want)
 		}
 	}
-	v.Never(t, "bay0: spine ")
+	if len(v.Events(event.Halt, kv("action", "poweroff"))) != 1 {
+		t.Error("bay0 never said it powers off")
+	}
+	v.NeverEvent(t, event.SlotUp)
 }
 
 func TestEmptyBAndBadAPowersOff(t *testing.T) {
@@ -204,10 +202,13 @@ func TestEmptyBAndBadAPowersOff(t *testing.T) {
 	disk := makeDisk(t, damaged(t, good, 9000), "", nil)
 	v := vmtest.Boot(t, machine(disk))
 	v.ExpectOutcome(t, vm.PoweredOff)
-	for _, want := range []string{"no boot: slot a", "slot b: empty", "bay0: halt: poweroff"} {
-		if !v.Saw(want) {
-			t.Errorf("console never said %q", want)
+	for _, want := range []string{"slot a", "slot b: empty"} {
+		if !sawEvent(v, event.NoBoot, "reason", want) {
+			t.Errorf("no no-boot event mentions %q", want)
 		}
+	}
+	if len(v.Events(event.Halt, kv("action", "poweroff"))) != 1 {
+		t.Error("bay0 never said it powers off")
 	}
 }
 
@@ -229,9 +230,9 @@ func TestTrialRunsOutOfTries(t *testing.T) {
 	cfg.PanicReboots = true
 	cfg.MaxBoots = tries + 2
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine tiny v1 slot b up", 3*bootTimeout)
+	waitUp(t, v, "tiny", 1, "b", 3*bootTimeout)
 	v.Kill(t)
-	if n := v.Count("bay0: stage1: trying slot a"); n != tries {
+	if n := len(v.Events(event.SlotTry, kv("slot", "a"))); n != tries {
 		t.Errorf("slot a was tried %d times, want exactly %d", n, tries)
 	}
 	rec := record(t, disk)
@@ -249,7 +250,7 @@ func TestDoorParametersIgnored(t *testing.T) {
 	cfg := machine(disk)
 	cfg.Cmdline = "init=/bin/sh single emergency rd.break rescue systemd.unit=emergency.target 1 S"
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
 	if !v.Saw("Run /init as init process") {
 		t.Error("the kernel did not run the initramfs's /init (bay0)")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
@@ -73,9 +74,9 @@ func TestControlChannel(t *testing.T) {
 	disk := makeDisk(t, img, img, nil)
 	cfg, sock := withControl(t, machine(disk))
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
-	v.WaitFor(t, "probe: done", 2*bootTimeout)
-	if n := v.Count("probe: hidden /dev/vport1p1: ok"); n != 1 {
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
+	v.WaitPersona(t, "probe", "probe: done", 2*bootTimeout)
+	if n := v.CountPersona("probe", "probe: hidden /dev/vport1p1: ok"); n != 1 {
 		t.Errorf("the probe saw the control port (%d ok lines)", n)
 	}
 	c := dial(t, sock)
@@ -134,15 +135,24 @@ func TestControlChannel(t *testing.T) {
 	if err := call(t, c, control.Request{Verb: control.VerbLogs}).Decode(&logs); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(logs.Lines, "\n"), "bay0: spine personas v1 slot a up") {
-		t.Errorf("logs lack the up line: %d lines", len(logs.Lines))
+	up := false
+	for _, l := range logs.Lines {
+		if e, err := event.Parse(l); err == nil && e.Matches(event.SlotUp, kv("slot", "a"), kv("name", "personas")) {
+			up = true
+		}
+	}
+	if !up {
+		t.Errorf("logs lack the slot-up event: %d lines", len(logs.Lines))
 	}
 
 	call(t, c, control.Request{Verb: control.VerbPoweroff})
 	v.ExpectOutcome(t, vm.PoweredOff)
-	for _, want := range []string{"bay0: halt: poweroff: operator asked", "bay0: persist: closed"} {
-		if !v.Saw(want) {
-			t.Errorf("console never said %q", want)
+	if !sawEvent(v, event.Halt, "reason", "operator asked", kv("action", "poweroff")) {
+		t.Error("bay0 never said it powers off as the operator asked")
+	}
+	for _, want := range []event.Kind{event.PersistClosed} {
+		if len(v.Events(want)) != 1 {
+			t.Errorf("bay0 never printed event %s", want)
 		}
 	}
 }

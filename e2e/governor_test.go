@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
@@ -22,13 +23,10 @@ func TestPanicRebootsAndReportsReason(t *testing.T) {
 	cfg.Cmdline = "bay0.fault=panic"
 	cfg.MaxBoots = 2
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
-	v.WaitFor(t, "bay0: halt: reboot: panic: injected fault", bootTimeout)
-	v.WaitFor(t, "Linux version", bootTimeout)
-	line := v.WaitFor(t, "bay0: last reset:", bootTimeout)
-	if !strings.Contains(line, "reboot: panic: injected fault") {
-		t.Errorf("the next boot reports %q, want the panic", line)
-	}
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "panic: injected fault")
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.LastReset, bootTimeout), "reason", "reboot: panic: injected fault")
 	v.Kill(t)
 }
 
@@ -41,11 +39,11 @@ func TestHungLoopStarvesWatchdog(t *testing.T) {
 	cfg.Cmdline = "bay0.fault=hang-main"
 	cfg.MaxBoots = 2
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: watchdog: armed, timeout 3s", bootTimeout)
-	v.WaitFor(t, "fault injection: main loop hangs", bootTimeout)
+	v.WaitEvent(t, event.WatchdogArmed, bootTimeout, kv("timeout_ms", "3000"))
+	v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-main"))
 	hung := time.Now()
-	v.WaitFor(t, "watchdog: not feeding: supervised loop stuck: main silent", bootTimeout)
-	v.WaitFor(t, "Linux version", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.WatchdogStarving, bootTimeout), "reason", "supervised loop stuck: main silent")
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
 	elapsed := time.Since(hung)
 	// Silence is noticed after the 2 s window, then the hardware (i6300esb: two stages of the
 	// timeout each) resets; TCG adds its own slowness, hence the margin.
@@ -53,12 +51,9 @@ func TestHungLoopStarvesWatchdog(t *testing.T) {
 		t.Errorf("the machine reset %s after the loop hung, want within %s", elapsed, limit)
 	}
 	t.Logf("reset %s after the main loop hung", elapsed.Round(100*time.Millisecond))
-	line := v.WaitFor(t, "bay0: last reset:", bootTimeout)
-	if !strings.Contains(line, "watchdog: supervised loop stuck: main") {
-		t.Errorf("the next boot reports %q, want the stuck loop", line)
-	}
+	wantContains(t, v.WaitEvent(t, event.LastReset, bootTimeout), "reason", "watchdog: supervised loop stuck: main")
 	v.Kill(t)
-	v.Never(t, "bay0: halt:")
+	v.NeverEvent(t, event.Halt)
 }
 
 // TestReleaseBuildHasNoFaultInjection: the audit refuses a test build, and a release bay0 does
@@ -70,12 +65,37 @@ func TestReleaseBuildHasNoFaultInjection(t *testing.T) {
 	cfg := machine(disk)
 	cfg.Cmdline = "bay0.fault=panic"
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
-	time.Sleep(4 * time.Second)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	// A test build fires its fault 2 s into the main loop, long before the commit.
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 	res := v.Kill(t)
 	if res.Outcome != vm.Killed {
 		t.Fatalf("a release bay0 obeyed bay0.fault=panic: %s", res.Outcome)
 	}
 	v.Never(t, "fault injection")
-	v.Never(t, "bay0: halt:")
+	v.NeverEvent(t, event.FaultArmed)
+	v.NeverEvent(t, event.Halt)
+}
+
+// TestPersonaCannotForgeEvents (Article II §1, one authority): a persona prints bay0 event
+// lines every way it can; the console carries them only behind its own name, so no line
+// parses as an event, and bay0's own events go on.
+func TestPersonaCannotForgeEvents(t *testing.T) {
+	t.Parallel()
+	v := bootPersonas(t, personaEntry(t, "forge", "hog", []string{"forge"},
+		"cpus = 0.5\nmemory = \"32MiB\"\npids = 16\nrestart = \"never\""))
+	v.WaitPersona(t, "forge", "hog: forge: done", bootTimeout)
+	v.WaitEvent(t, event.PersonaExited, bootTimeout, kv("name", "forge"), kv("reason", "exit status 0"))
+	v.Kill(t)
+	if n := v.CountPersona("forge", "bay0: event=slot-committed slot=forged"); n < 20 {
+		t.Errorf("only %d forged lines reached the console, want the persona's attempts to be there", n)
+	}
+	for i, l := range v.Machine().Lines() {
+		if e, err := event.Parse(l); err == nil && strings.Contains(e.String(), "forged") {
+			t.Errorf("console line %d is a forged event: %q", i+1, l)
+		}
+		if strings.Contains(l, "slot=forged") && !strings.HasPrefix(l, vmtest.PersonaPrefix("forge")) {
+			t.Errorf("console line %d carries the persona's text without its name in front: %q", i+1, l)
+		}
+	}
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/format/event"
 	"bytes"
 	"context"
 	"fmt"
@@ -123,9 +124,8 @@ func formattedDisk(t *testing.T, img string) string {
 }
 
 // checkMountinfo checks the mountinfo line the governor printed for /persist.
-func checkMountinfo(t *testing.T, line string) {
+func checkMountinfo(t *testing.T, info string) {
 	t.Helper()
-	_, info, _ := strings.Cut(line, "bay0: persist: mountinfo: ")
 	e, err := persist.FindMount(strings.NewReader(info+"\n"), "/persist")
 	if err != nil {
 		t.Fatalf("mountinfo line %q: %v", info, err)
@@ -147,16 +147,15 @@ func TestPersistRightPassphrase(t *testing.T) {
 	if err := v.Machine().Send(e2ePassphrase + "\n"); err != nil {
 		t.Fatal(err)
 	}
-	unlocked := v.WaitFor(t, persist.UnlockedLine, bootTimeout)
+	unlocked := v.WaitEvent(t, event.PersistUnlocked, bootTimeout)
 	t.Logf("unlocked %s after the prompt: %s", time.Since(asked).Round(10*time.Millisecond), unlocked)
-	v.WaitFor(t, persist.MountedLine, bootTimeout)
-	checkMountinfo(t, v.WaitFor(t, "bay0: persist: mountinfo:", bootTimeout))
-	v.WaitFor(t, "bay0: persist: boot 1", bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	checkMountinfo(t, v.WaitEvent(t, event.PersistMounted, bootTimeout).Value("mountinfo"))
+	v.WaitEvent(t, event.PersistBoot, bootTimeout, kv("count", "1"))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
 	// Echo was off: the passphrase never came back on the console.
 	v.Never(t, e2ePassphrase)
-	v.Never(t, persist.WrongLine)
+	v.NeverEvent(t, event.PersistWrong)
 	if n := v.Count(persist.Prompt); n != 1 {
 		t.Errorf("prompted %d times, want once", n)
 	}
@@ -168,17 +167,17 @@ func TestPersistWrongPassphrasePowersOff(t *testing.T) {
 	v := vmtest.Boot(t, typing(disk))
 	for i := 0; i < 3; i++ {
 		answer(t, v, fmt.Sprintf("wrong passphrase %d", i))
-		v.WaitFor(t, persist.WrongLine, bootTimeout)
+		v.WaitEvent(t, event.PersistWrong, bootTimeout, kv("attempt", fmt.Sprint(i+1)))
 	}
 	v.ExpectOutcome(t, vm.PoweredOff)
-	if !v.Saw("bay0: halt: poweroff: persist: 3 wrong passphrases") {
+	if !sawEvent(v, event.Halt, "reason", "persist: 3 wrong passphrases", kv("action", "poweroff")) {
 		t.Error("the console does not say why the machine powered off")
 	}
 	if n := v.Count(persist.Prompt); n != 3 {
 		t.Errorf("prompted %d times, want 3", n)
 	}
-	v.Never(t, persist.UnlockedLine)
-	v.Never(t, "bay0: spine tiny")
+	v.NeverEvent(t, event.PersistUnlocked)
+	v.NeverEvent(t, event.SlotUp)
 	v.Never(t, "wrong passphrase 0")
 }
 
@@ -188,7 +187,7 @@ func TestPersistAttemptsFromPolicy(t *testing.T) {
 	disk := makeDisk(t, buildSpine(t, spineOpts{governor: "passphrase_attempts = 1"}), "", nil)
 	v := vmtest.Boot(t, answering(typing(disk), "wrong"))
 	v.ExpectOutcome(t, vm.PoweredOff)
-	if !v.Saw("bay0: halt: poweroff: persist: 1 wrong passphrase") {
+	if !sawEvent(v, event.Halt, "reason", "persist: 1 wrong passphrase", kv("action", "poweroff")) {
 		t.Error("the console does not say why the machine powered off")
 	}
 	if n := v.Count(persist.Prompt); n != 1 {
@@ -201,13 +200,13 @@ func TestPersistTypoThenRight(t *testing.T) {
 	disk := makeDisk(t, buildSpine(t, spineOpts{}), "", nil)
 	v := vmtest.Boot(t, typing(disk))
 	answer(t, v, e2ePassphrase+"x")
-	v.WaitFor(t, persist.WrongLine, bootTimeout)
+	v.WaitEvent(t, event.PersistWrong, bootTimeout, kv("attempt", "1"))
 	answer(t, v, e2ePassphrase)
-	v.WaitFor(t, persist.MountedLine, bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.WaitEvent(t, event.PersistMounted, bootTimeout)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
-	if n := v.Count(persist.WrongLine); n != 1 {
-		t.Errorf("%q %d times, want once", persist.WrongLine, n)
+	if n := len(v.Events(event.PersistWrong)); n != 1 {
+		t.Errorf("%d wrong passphrases, want one", n)
 	}
 }
 
@@ -221,11 +220,11 @@ func TestPersistEmptyPartitionPowersOff(t *testing.T) {
 	}
 	v := vmtest.Boot(t, machine(disk))
 	v.ExpectOutcome(t, vm.PoweredOff)
-	if !v.Saw("bay0: halt: poweroff: persist:") || !v.Saw("never formatted") {
+	if !sawEvent(v, event.Halt, "reason", "never formatted", kv("action", "poweroff")) {
 		t.Error("the console does not say that /persist was never formatted")
 	}
 	v.Never(t, persist.Prompt)
-	v.Never(t, "bay0: spine tiny")
+	v.NeverEvent(t, event.SlotUp)
 }
 
 // TestPersistEncryptedAtRest boots twice on one disk. The first boot writes its boot counter
@@ -237,8 +236,8 @@ func TestPersistEncryptedAtRest(t *testing.T) {
 	disk := makeDisk(t, img, img, nil)
 	for boot := 1; boot <= 2; boot++ {
 		v := vmtest.Boot(t, machine(disk))
-		v.WaitFor(t, fmt.Sprintf("bay0: persist: boot %d", boot), bootTimeout)
-		v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+		v.WaitEvent(t, event.PersistBoot, bootTimeout, kv("count", fmt.Sprint(boot)))
+		waitUp(t, v, "tiny", 1, "a", bootTimeout)
 		v.Kill(t) // a power cut: the counter was synced when written
 		if boot > 1 {
 			break
@@ -274,10 +273,10 @@ func TestPersistClosedOnHalt(t *testing.T) {
 	cfg.Cmdline = "bay0.fault=panic"
 	cfg.MaxBoots = 2
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, persist.MountedLine, bootTimeout)
-	v.WaitFor(t, "bay0: halt: reboot: panic: injected fault", bootTimeout)
-	v.WaitFor(t, persist.ClosedLine, bootTimeout)
-	v.WaitFor(t, "Linux version", bootTimeout)
+	v.WaitEvent(t, event.PersistMounted, bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "panic: injected fault")
+	v.WaitEvent(t, event.PersistClosed, bootTimeout)
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
 	v.Kill(t)
 	v.Never(t, "bay0: halt: hook:")
 }
@@ -314,7 +313,7 @@ func TestBridgeRule(t *testing.T) {
 	cfg.MaxBoots = 2
 	cfg.Timeout = 3 * bootTimeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
 	for boot := 1; boot <= 2; boot++ {
 		if boot == 2 {
 			c := dial(t, sock)
@@ -324,37 +323,39 @@ func TestBridgeRule(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reboot: %v", err)
 			}
-			v.WaitFor(t, "bay0: persist: closed", bootTimeout)
-			v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+			v.WaitEvent(t, event.PersistClosed, bootTimeout)
+			waitUp(t, v, "personas", 1, "a", bootTimeout)
 		}
 		// Both personas report in any order; wait until both have reported this boot.
-		waitCount(t, v, "probe: bridge: exec from /data:", 2*boot, bootTimeout)
 		for _, p := range []string{"bridge", "runner"} {
-			want := fmt.Sprintf("persona %s: probe: bridge: boot %d, tmp holds []", p, boot)
-			if v.Count(want) != 1 {
+			waitCount(t, v, p, "probe: bridge: exec from /data:", boot, bootTimeout)
+		}
+		for _, p := range []string{"bridge", "runner"} {
+			want := fmt.Sprintf("probe: bridge: boot %d, tmp holds []", boot)
+			if v.CountPersona(p, want) != 1 {
 				t.Errorf("boot %d: no line %q", boot, want)
 			}
 		}
 	}
-	if n := v.Count("probe: bridge: write root: refused"); n != 4 {
+	if n := v.CountPersona("bridge", "probe: bridge: write root: refused") + v.CountPersona("runner", "probe: bridge: write root: refused"); n != 4 {
 		t.Errorf("the root refused %d writes of 4", n)
 	}
 	v.Kill(t)
-	if n := v.Count("persona bridge: probe: bridge: exec from /data: refused"); n != 2 {
+	if n := v.CountPersona("bridge", "probe: bridge: exec from /data: refused"); n != 2 {
 		t.Errorf("exec from /data without data_exec was refused %d times of 2", n)
 	}
-	if n := v.Count("persona runner: probe: bridge: exec from /data: allowed"); n != 2 {
+	if n := v.CountPersona("runner", "probe: bridge: exec from /data: allowed"); n != 2 {
 		t.Errorf("exec from /data with data_exec ran %d times of 2", n)
 	}
 	v.Never(t, "ESCAPE")
 }
 
-// waitCount waits until at least n console lines contain substr.
-func waitCount(t *testing.T, v *vmtest.VM, substr string, n int, timeout time.Duration) {
+// waitCount waits until at least n lines of persona name's output contain substr.
+func waitCount(t *testing.T, v *vmtest.VM, name, substr string, n int, timeout time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); v.Count(substr) < n; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); v.CountPersona(name, substr) < n; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d lines contain %q, want %d", v.Count(substr), substr, n)
+			t.Fatalf("%d lines of persona %s contain %q, want %d", v.CountPersona(name, substr), name, substr, n)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
@@ -87,7 +88,7 @@ func bootPersonas(t *testing.T, personas ...string) *vmtest.VM {
 	img := buildPersonaSpine(t, personas...)
 	disk := makeDisk(t, img, img, nil)
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
 	return v
 }
 
@@ -96,7 +97,7 @@ var heartbeatRE = regexp.MustCompile(`persona beat: heartbeat (\d+) from beat`)
 // heartbeat waits for the neighbour's next heartbeat and returns its number.
 func heartbeat(t *testing.T, v *vmtest.VM, timeout time.Duration) int {
 	t.Helper()
-	line := v.WaitFor(t, "persona beat: heartbeat", timeout)
+	line := v.WaitPersona(t, "beat", "heartbeat", timeout)
 	m := heartbeatRE.FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("heartbeat line %q", line)
@@ -124,12 +125,12 @@ func TestPersonaEscapeProbe(t *testing.T) {
 		neighbour(t),
 		personaEntry(t, "probe", "probe", []string{"probe"},
 			"cpus = 0.5\nmemory = \"64MiB\"\npids = 32\ndata = true\nrestart = \"never\"\norder = 2"))
-	v.WaitFor(t, "bay0: persona probe started pid", bootTimeout)
-	done := v.WaitFor(t, "probe: done", 2*bootTimeout)
+	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "probe"))
+	done := v.WaitPersona(t, "probe", "probe: done", 2*bootTimeout)
 	heartbeatGoesOn(t, v)
 	v.Kill(t)
 	v.Never(t, "ESCAPE")
-	v.Never(t, "bay0: halt")
+	v.NeverEvent(t, event.Halt)
 	if !strings.Contains(done, ", 0 escapes") {
 		t.Errorf("probe summary: %q", done)
 	}
@@ -145,7 +146,7 @@ func TestPersonaEscapeProbe(t *testing.T) {
 		"int80 system call", "x32 system call",
 		"no capabilities CapEff", "no capabilities CapBnd", "no_new_privs", "seccomp filter",
 	} {
-		if !v.Saw("probe: " + check + ": ok") {
+		if v.CountPersona("probe", "probe: "+check+": ok") == 0 {
 			t.Errorf("the probe never reported %q as ok", check)
 		}
 	}
@@ -157,7 +158,7 @@ func TestPersonaForkBombStopsAtPidsMax(t *testing.T) {
 	v := bootPersonas(t,
 		neighbour(t),
 		personaEntry(t, "bomb", "hog", []string{"forkbomb"}, fmt.Sprintf("cpus = 0.5\nmemory = \"64MiB\"\npids = %d\norder = 2", pids)))
-	line := v.WaitFor(t, "hog: forkbomb: fork refused after", bootTimeout)
+	line := v.WaitPersona(t, "bomb", "hog: forkbomb: fork refused after", bootTimeout)
 	var n int
 	if _, err := fmt.Sscanf(line[strings.Index(line, "after"):], "after %d forks", &n); err != nil {
 		t.Fatalf("parse %q: %v", line, err)
@@ -167,7 +168,7 @@ func TestPersonaForkBombStopsAtPidsMax(t *testing.T) {
 	}
 	heartbeatGoesOn(t, v)
 	v.Kill(t)
-	v.Never(t, "bay0: halt")
+	v.NeverEvent(t, event.Halt)
 }
 
 func TestPersonaMemoryHogIsReplaced(t *testing.T) {
@@ -175,18 +176,18 @@ func TestPersonaMemoryHogIsReplaced(t *testing.T) {
 	v := bootPersonas(t,
 		neighbour(t),
 		personaEntry(t, "memhog", "hog", []string{"memory"}, "cpus = 0.5\nmemory = \"32MiB\"\npids = 32\norder = 2"))
-	first := v.WaitFor(t, "bay0: persona memhog started pid", bootTimeout)
-	v.WaitFor(t, "hog: memory: 8 MiB", bootTimeout)
-	v.WaitFor(t, "bay0: persona memhog exited: killed by the OOM killer", bootTimeout)
-	second := v.WaitFor(t, "bay0: persona memhog started pid", bootTimeout)
-	if first == second {
-		t.Errorf("the replacement has the same pid: %q", second)
+	first := v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "memhog"))
+	v.WaitPersona(t, "memhog", "hog: memory: 8 MiB", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.PersonaExited, bootTimeout, kv("name", "memhog")), "reason", "killed by the OOM killer")
+	second := v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "memhog"))
+	if first.Value("pid") == second.Value("pid") {
+		t.Errorf("the replacement has the same pid: %s", second)
 	}
-	v.WaitFor(t, "persona memhog: hog: memory: 4 MiB", bootTimeout)
+	v.WaitPersona(t, "memhog", "hog: memory: 4 MiB", bootTimeout)
 	heartbeatGoesOn(t, v)
 	v.Kill(t)
-	v.Never(t, "bay0: halt")
-	v.Never(t, "persona beat exited")
+	v.NeverEvent(t, event.Halt)
+	v.NeverEvent(t, event.PersonaExited, kv("name", "beat"))
 }
 
 func TestPersonaCPUHogHeldToCPUMax(t *testing.T) {
@@ -197,7 +198,7 @@ func TestPersonaCPUHogHeldToCPUMax(t *testing.T) {
 	re := regexp.MustCompile(`hog: cpu: share ([0-9.]+)`)
 	var shares []float64
 	for i := range 8 {
-		line := v.WaitFor(t, "hog: cpu: share", bootTimeout)
+		line := v.WaitPersona(t, "cpuhog", "hog: cpu: share", bootTimeout)
 		m := re.FindStringSubmatch(line)
 		if m == nil {
 			t.Fatalf("cpu line %q", line)
@@ -224,18 +225,18 @@ func TestPersonaReplacementIsFresh(t *testing.T) {
 	v := bootPersonas(t,
 		personaEntry(t, "fresh", "probe", []string{"fresh"}, "cpus = 0.5\nmemory = \"32MiB\"\npids = 32\ndata = true"))
 	for i := 1; i <= 2; i++ {
-		v.WaitFor(t, "bay0: persona fresh started pid", bootTimeout)
-		if line := v.WaitFor(t, "probe: fresh: tmp holds", bootTimeout); !strings.HasSuffix(line, "tmp holds []") {
+		v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "fresh"))
+		if line := v.WaitPersona(t, "fresh", "probe: fresh: tmp holds", bootTimeout); !strings.HasSuffix(line, "tmp holds []") {
 			t.Errorf("instance %d found /tmp not empty: %q", i, line)
 		}
 		want := fmt.Sprintf("probe: fresh: data counter %d", i)
-		if line := v.WaitFor(t, "probe: fresh: data counter", bootTimeout); !strings.HasSuffix(line, want) {
+		if line := v.WaitPersona(t, "fresh", "probe: fresh: data counter", bootTimeout); !strings.HasSuffix(line, want) {
 			t.Errorf("instance %d: %q, want %q", i, line, want)
 		}
-		v.WaitFor(t, "bay0: persona fresh exited: exit status 0", bootTimeout)
+		v.WaitEvent(t, event.PersonaExited, bootTimeout, kv("name", "fresh"), kv("reason", "exit status 0"))
 	}
 	v.Kill(t)
-	v.Never(t, "bay0: halt")
+	v.NeverEvent(t, event.Halt)
 }
 
 // TestTinySpinePersonaRuns: the smallest persona the other scenarios boot with (16 MiB, 8 pids,
@@ -245,11 +246,11 @@ func TestTinySpinePersonaRuns(t *testing.T) {
 	img := buildSpine(t, spineOpts{})
 	disk := makeDisk(t, img, img, nil)
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: persona idle started pid", bootTimeout)
-	v.WaitFor(t, "persona idle: heartbeat 3 from idle pid 1", bootTimeout)
+	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "idle"))
+	v.WaitPersona(t, "idle", "heartbeat 3 from idle pid 1", bootTimeout)
 	v.Kill(t)
-	v.Never(t, "bay0: persona idle exited")
-	v.Never(t, "could not start")
+	v.NeverEvent(t, event.PersonaExited, kv("name", "idle"))
+	v.NeverEvent(t, event.PersonaFailed)
 }
 
 // freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
@@ -279,8 +280,8 @@ func TestPersonaUplinkServesHost(t *testing.T) {
 	cfg := machine(disk)
 	cfg.Forwards = []vm.Forward{{HostPort: port, GuestPort: 8080, GuestAddr: "10.0.2.15"}}
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: persona web started pid", bootTimeout)
-	v.WaitFor(t, "web: listening on :8080", bootTimeout)
+	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "web"))
+	v.WaitPersona(t, "web", "web: listening on :8080", bootTimeout)
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func() (string, error) {
 		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
@@ -314,11 +315,11 @@ func TestPersonaUplinkServesHost(t *testing.T) {
 	if body, err = get(); err != nil || body != "hello from persona web: visit 2\n" {
 		t.Errorf("second visit: %q %v, want visit 2", body, err)
 	}
-	done := v.WaitFor(t, "probe: done", 2*bootTimeout)
+	done := v.WaitPersona(t, "probe", "probe: done", 2*bootTimeout)
 	v.Kill(t)
 	v.Never(t, "ESCAPE")
-	v.Never(t, "could not start")
-	if !v.Saw("probe: network namespace: ok") {
+	v.NeverEvent(t, event.PersonaFailed)
+	if v.CountPersona("probe", "probe: network namespace: ok") == 0 {
 		t.Errorf("the probe beside an uplink persona saw more than lo (%q)", done)
 	}
 }

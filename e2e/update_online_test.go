@@ -19,6 +19,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
@@ -79,7 +80,7 @@ func TestOnlineUpdate(t *testing.T) {
 	cfg.MaxBoots = 2
 	cfg.Timeout = 3 * bootTimeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	c := dial(t, sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)
 	defer cancel()
@@ -88,7 +89,7 @@ func TestOnlineUpdate(t *testing.T) {
 	if _, err := pushUpdate(ctx, c, v2, nil); err == nil || !strings.Contains(err.Error(), "not committed yet") {
 		t.Fatalf("an update before the commit: %v, want a refusal", err)
 	}
-	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 	for _, bad := range []struct{ img, want string }{
 		{v1, "not newer"},
 		{untrusted, "trusted key"},
@@ -125,9 +126,9 @@ func TestOnlineUpdate(t *testing.T) {
 	if _, err := c.Call(ctx, control.Request{Verb: control.VerbReboot}); err != nil {
 		t.Fatalf("reboot: %v", err)
 	}
-	v.WaitFor(t, "bay0: halt: reboot: operator asked", bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v2 slot b up", bootTimeout)
-	v.WaitFor(t, "bay0: slot b committed: good, primary, min_version 1", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "operator asked")
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "b"), kv("min_version", "1"))
 	v.Kill(t)
 	rec := record(t, disk)
 	if rec.Slots[0].State != bootctl.Good || rec.Slots[0].Version != 1 || rec.Primary != 1 {
@@ -171,7 +172,7 @@ func powerCut(t *testing.T, v1, v2 string, rng *rand.Rand) string {
 	disk := makeDisk(t, v1, "", nil)
 	cfg, sock := withControl(t, machine(disk))
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 	c := dial(t, sock)
 	size := footer(t, v2).ManifestOffset
 	// Cut at a random point of the stream, or a random delay after it (slot write, verify,
@@ -199,13 +200,17 @@ func powerCut(t *testing.T, v1, v2 string, rng *rand.Rand) string {
 		t.Fatalf("after a cut at byte %d the boot-control record does not parse: %v", cutAt, err)
 	}
 	v = vmtest.Boot(t, machine(disk))
-	_, line, err := v.Machine().WaitForAny([]string{"bay0: spine tiny v1 slot a up", "bay0: spine tiny v2 slot b up"}, bootTimeout)
+	up, err := v.Machine().WaitForEvent(event.SlotUp, []event.Attr{kv("name", "tiny")}, bootTimeout)
 	if err != nil {
 		t.Fatalf("after a cut at byte %d (record %+v) no Spine came up: %v", cutAt, rec, err)
 	}
 	v.Kill(t)
 	record(t, disk)
-	return line[strings.Index(line, "v"):]
+	if got := fmt.Sprintf("v%s slot %s", up.Value("version"), up.Value("slot")); got != "v1 slot a" && got != "v2 slot b" {
+		t.Errorf("after a cut at byte %d: %s came up, want v1 in slot a or v2 in slot b", cutAt, got)
+		return got
+	}
+	return fmt.Sprintf("v%s slot %s up", up.Value("version"), up.Value("slot"))
 }
 
 // slotHash is the sha256 of a whole slot partition of a disk image.

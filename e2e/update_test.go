@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
@@ -40,9 +41,9 @@ func TestUpdateCommitsAfterHealthWindow(t *testing.T) {
 		t.Fatalf("record after staging: %+v", rec)
 	}
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: stage1: trying slot b (state trial, tries left 0)", bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v2 slot b up", bootTimeout)
-	v.WaitFor(t, "bay0: slot b committed: good, primary, min_version 1", bootTimeout)
+	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "b"), kv("state", "trial"), kv("tries_left", "0"))
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "b"), kv("min_version", "1"))
 	v.Kill(t)
 	rec = record(t, disk)
 	if rec.Primary != 1 || rec.Slots[1].State != bootctl.Good || rec.Slots[1].Version != 2 {
@@ -60,8 +61,8 @@ func TestUpdateCommitsAfterHealthWindow(t *testing.T) {
 		t.Fatalf("second update staged into slot %d, want a", slot)
 	}
 	v = vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: spine tiny v3 slot a up", bootTimeout)
-	v.WaitFor(t, "bay0: slot a committed: good, primary, min_version 2", bootTimeout)
+	waitUp(t, v, "tiny", 3, "a", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"), kv("min_version", "2"))
 	v.Kill(t)
 	rec = record(t, disk)
 	if rec.Slots[0].Version != 3 || rec.Slots[1].Version != 2 || rec.MinVersion != 2 {
@@ -102,11 +103,11 @@ func TestBadUpdatesRevert(t *testing.T) {
 			cfg.MaxBoots = 3
 			cfg.Cmdline = c.cmdline
 			v := vmtest.Boot(t, cfg)
-			v.WaitFor(t, "bay0: stage1: trying slot b (state trial, tries left 0)", bootTimeout)
-			v.WaitFor(t, "bay0: spine tiny v1 slot a up", 2*bootTimeout)
-			v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+			v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "b"), kv("state", "trial"), kv("tries_left", "0"))
+			waitUp(t, v, "tiny", 1, "a", 2*bootTimeout)
+			v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 			v.Kill(t)
-			if n := v.Count("trying slot b"); n != 1 {
+			if n := len(v.Events(event.SlotTry, kv("slot", "b"))); n != 1 {
 				t.Errorf("the failed trial was tried %d times, want exactly once", n)
 			}
 			rec := record(t, disk)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"archive/tar"
 	"context"
@@ -88,15 +89,15 @@ func TestWorkloadOCIPersona(t *testing.T) {
 			"pids = 32\ndata = true\nrestart = \"never\"\norder = 2\n[persona.source]\noci = \""+archive+"\"\n")
 	disk := makeDisk(t, img, img, nil)
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
-	line := v.WaitFor(t, "persona ociapp: ociapp: args", bootTimeout)
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
+	line := v.WaitPersona(t, "ociapp", "ociapp: args", bootTimeout)
 	if want := `ociapp: args ["--from-image"] OCI_MARK=from-image MODE=policy cwd /srv/app`; !strings.HasSuffix(line, want) {
 		t.Errorf("ociapp started as %q, want %q", line, want)
 	}
-	done := v.WaitFor(t, "probe: done", 2*bootTimeout)
+	done := v.WaitPersona(t, "ociprobe", "probe: done", 2*bootTimeout)
 	v.Kill(t)
 	v.Never(t, "ESCAPE")
-	v.Never(t, "bay0: halt")
+	v.NeverEvent(t, event.Halt)
 	if !strings.Contains(done, ", 0 escapes") {
 		t.Errorf("probe summary: %q", done)
 	}
@@ -105,7 +106,7 @@ func TestWorkloadOCIPersona(t *testing.T) {
 		"hidden /personas", "hidden /persist", "write root", "write tree", "no capabilities CapEff",
 		"no_new_privs", "seccomp filter", "mount", "ptrace attach", "socket AF_INET SOCK_RAW",
 	} {
-		if !v.Saw("probe: " + check + ": ok") {
+		if v.CountPersona("ociprobe", "probe: "+check+": ok") == 0 {
 			t.Errorf("the probe in the OCI persona never reported %q as ok", check)
 		}
 	}
@@ -173,7 +174,7 @@ func TestWorkloadDebianNginxServesHost(t *testing.T) {
 	cfg := machine(makeDisk(t, img, img, nil))
 	cfg.Forwards = []vm.Forward{{HostPort: port, GuestPort: 8080, GuestAddr: "10.0.2.15"}}
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, `[notice] 1#1: using the "epoll" event method`, bootTimeout)
+	v.WaitPersona(t, "nginx", `[notice] 1#1: using the "epoll" event method`, bootTimeout)
 	client := &http.Client{Timeout: 5 * time.Second}
 	var body []byte
 	for deadline := time.Now().Add(bootTimeout); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
@@ -202,10 +203,10 @@ func TestWorkloadDebianNginxServesHost(t *testing.T) {
 		heartbeat(t, v, 30*time.Second)
 	}
 	v.Kill(t)
-	v.Never(t, "persona nginx exited")
+	v.NeverEvent(t, event.PersonaExited, kv("name", "nginx"))
 	v.Never(t, "[emerg]")
 	v.Never(t, "[alert]")
-	if v.Count("bay0: persona nginx started pid") != 1 {
-		t.Errorf("nginx was started %d times, want once", v.Count("bay0: persona nginx started pid"))
+	if n := len(v.Events(event.PersonaStarted, kv("name", "nginx"))); n != 1 {
+		t.Errorf("nginx was started %d times, want once", n)
 	}
 }

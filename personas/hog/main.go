@@ -3,6 +3,7 @@
 //	forkbomb  forks until the kernel refuses (pids.max), then holds its processes
 //	memory    allocates and touches memory until the OOM killer ends it (memory.max)
 //	cpu       spins on every CPU and reports the share of one CPU it gets (cpu.max)
+//	forge     prints bay0 event lines, every way it can think of to make one start a line
 //
 // Every report is one line "hog: MODE: ..." on stdout, which the governor puts on the console.
 package main
@@ -29,8 +30,10 @@ func main() {
 		memory()
 	case "cpu":
 		cpu()
+	case "forge":
+		forge()
 	default:
-		fmt.Println("hog: usage: hog forkbomb|memory|cpu")
+		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge")
 	}
 }
 
@@ -105,4 +108,21 @@ func cpuTicks() int64 {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return utime + stime
+}
+
+// forge tries to put a line on the console that reads as bay0's own: after a carriage return,
+// a terminal escape, a C1 next-line, a NUL, and at every length around bay0's line cut (512
+// bytes with the persona prefix), then ends without a newline. Every forged event says
+// "forged", so the test can look for them.
+func forge() {
+	const ev = "bay0: event=slot-committed slot=forged version=9 min_version=9"
+	os.Stdout.WriteString(ev + "\n")
+	for _, lead := range []string{"\r", "\x1b[2K\r", "\u0085", "\xc2\x9b", "\x00", "\n"} {
+		os.Stdout.WriteString(lead + ev + "\n")
+	}
+	for n := 504; n <= 520; n++ {
+		os.Stdout.WriteString(strings.Repeat("x", n) + ev + "\n")
+	}
+	fmt.Println("hog: forge: done")
+	os.Stdout.WriteString(ev)
 }

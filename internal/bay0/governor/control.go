@@ -16,6 +16,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/keys"
 )
 
@@ -31,10 +32,12 @@ func (g *Governor) serveControl() error {
 	port, err := control.OpenPort("/sys", "bay0.ctl")
 	if err != nil {
 		g.logf("control: no channel: %v", err)
+		g.emit(event.New(event.ControlAbsent).With("reason", err.Error()))
 		return nil
 	}
 	g.health.Beat(LoopControl, time.Now())
 	g.logf("control: serving on %s", port.Name())
+	g.emit(event.New(event.ControlServing).With("port", port.Name()))
 	g.goSafe("control channel", func() error {
 		return control.Serve(context.Background(), port, &ctlHandler{g: g}, g.health.Beater(LoopControl))
 	})
@@ -141,6 +144,7 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 		return nil, fmt.Errorf("%w: body of %d bytes announced, the image needs %d", update.ErrRefused, req.Size, update.BodySize(ft))
 	}
 	g.logf("update: %s v%d accepted for slot %s", m.Name, m.Version, bootctl.SlotName(target))
+	g.emit(event.New(event.UpdateAccepted).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)))
 	if err := g.state.update(func(r *bootctl.Record) { update.Begin(r, target) }); err != nil {
 		return nil, err
 	}
@@ -150,11 +154,13 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	start := time.Now()
 	if err := update.Write(slot, body, ft, *req.Offer, func(int64) { progress() }); err != nil {
 		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
+		g.emit(event.New(event.UpdateFailed).With("slot", bootctl.SlotName(target)).With("reason", err.Error()))
 		return nil, err
 	}
 	written := time.Since(start)
 	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
 		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
+		g.emit(event.New(event.UpdateFailed).With("slot", bootctl.SlotName(target)).With("reason", err.Error()))
 		return nil, err
 	}
 	verified := time.Since(start) - written
@@ -163,6 +169,8 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	}
 	g.logf("update: %s v%d staged in slot %s, trial on next boot (write %s, verify %s)", m.Name, m.Version,
 		bootctl.SlotName(target), written.Round(time.Millisecond), verified.Round(time.Millisecond))
+	g.emit(event.New(event.UpdateStaged).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)).
+		Int("write_ms", written.Milliseconds()).Int("verify_ms", verified.Milliseconds()))
 	return control.UpdateResult{Name: m.Name, Version: m.Version, Slot: bootctl.SlotName(target), Bytes: req.Size,
 		WriteMS: uint64(written.Milliseconds()), VerifyMS: uint64(verified.Milliseconds())}, nil
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // injectFault, in a test build only (build tag faultinject), obeys bay0.fault=KIND on the
@@ -22,12 +24,15 @@ func injectFault(g *Governor) {
 			continue
 		}
 		g.logf("fault injection armed: %s (%s)", kind, faultMarker)
+		g.emit(event.New(event.FaultArmed).With("kind", kind))
 		time.Sleep(2 * time.Second)
 		switch kind {
 		case "panic":
+			g.emit(event.New(event.FaultFired).With("kind", kind))
 			panic("injected fault: bay0 panics")
 		case "hang-main":
 			g.logf("fault injection: main loop hangs")
+			g.emit(event.New(event.FaultFired).With("kind", kind))
 			select {}
 		}
 	}

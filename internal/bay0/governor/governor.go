@@ -21,6 +21,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/watchdog"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -91,13 +92,23 @@ func LoadPolicy(root string) (policy.Policy, error) {
 	return policy.Parse(f)
 }
 
-// UpLine is the console line that says the Spine is up; tests and operators wait for it.
+// UpLine is the console line that says the Spine is up, for people; programs wait for UpEvent.
 func UpLine(h stage1.Handoff) string {
 	return fmt.Sprintf("bay0: spine %s v%d slot %s up", h.Manifest.Name, h.Manifest.Version, bootctl.SlotName(h.Slot))
 }
 
+// UpEvent is the event that says the Spine is up.
+func UpEvent(h stage1.Handoff) event.Event {
+	return event.New(event.SlotUp).With("slot", bootctl.SlotName(h.Slot)).Uint("version", h.Manifest.Version).With("name", h.Manifest.Name)
+}
+
 func (g *Governor) logf(format string, args ...any) {
 	fmt.Fprintf(g.log, "bay0: "+format+"\n", args...)
+}
+
+// emit prints one event line.
+func (g *Governor) emit(e event.Event) {
+	fmt.Fprintln(g.log, e)
 }
 
 // Run brings the system up and governs it. It returns only with the error that ends the
@@ -130,7 +141,9 @@ func (g *Governor) Run() error {
 		return err
 	}
 	g.logf("watchdog: armed, timeout %s", g.wd.Timeout())
+	g.emit(event.New(event.WatchdogArmed).Uint("timeout_ms", uint64(g.wd.Timeout().Milliseconds())))
 	fmt.Fprintln(g.log, UpLine(g.boot))
+	g.emit(UpEvent(g.boot))
 	if err := g.serveControl(); err != nil {
 		return err
 	}
@@ -157,6 +170,7 @@ func (g *Governor) openState() error {
 	g.lastReset = g.state.snapshot().LastReset
 	if g.lastReset != "" {
 		g.logf("last reset: %s", g.lastReset)
+		g.emit(event.New(event.LastReset).With("reason", g.lastReset))
 	}
 	return g.state.update(func(r *bootctl.Record) { r.LastReset = UncleanReset })
 }
@@ -199,7 +213,9 @@ func (g *Governor) mainLoop() error {
 				// Boot-time work (reading whole slots, unlocking /persist, compiling the filter)
 				// left garbage behind; PID 1 lives for the whole uptime, so give it back now.
 				debug.FreeOSMemory()
-				g.logf("all personas running: uptime %s, rss %d KiB", kernelUptime(), selfRSS())
+				up, rss := kernelUptime(), selfRSS()
+				g.logf("all personas running: uptime %s, rss %d KiB", up, rss)
+				g.emit(event.New(event.PersonasUp).With("uptime", up).Int("rss_kib", int64(rss)))
 			}
 			if !g.committed.Load() && now.Sub(g.started) >= time.Duration(g.policy.Governor.HealthWindow) {
 				if err := g.commitIfHealthy(now); err != nil {
@@ -224,6 +240,7 @@ func (g *Governor) commitIfHealthy(now time.Time) error {
 	g.committed.Store(true)
 	r := g.state.snapshot()
 	g.logf("slot %s committed: good, primary, min_version %d", bootctl.SlotName(slot), r.MinVersion)
+	g.emit(event.New(event.Committed).With("slot", bootctl.SlotName(slot)).Uint("version", v).Uint("min_version", r.MinVersion))
 	return nil
 }
 
@@ -259,6 +276,7 @@ func (g *Governor) feedWatchdog() error {
 			if !starving {
 				starving = true
 				g.logf("watchdog: not feeding: %v", err)
+				g.emit(event.New(event.WatchdogStarving).With("reason", err.Error()))
 				_ = g.state.update(func(r *bootctl.Record) { r.LastReset = bootctl.Clip("watchdog: "+err.Error(), bootctl.LastResetSize) })
 			}
 		} else if !starving {

@@ -8,6 +8,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -69,6 +70,7 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 		return off("unlock: %v", err)
 	}
 	fmt.Fprintf(console, "%s (%s, key derived in %s)\n", persist.UnlockedLine, vol.KDF, derive.Round(time.Millisecond))
+	fmt.Fprintln(console, event.New(event.PersistUnlocked).With("kdf", vol.KDF.Type).Int("derive_ms", derive.Milliseconds()))
 	mapped, err := sys.Activate(vol) // wipes the key, whatever happens
 	vol.Wipe()
 	if err != nil {
@@ -80,10 +82,12 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 	}
 	fmt.Fprintln(console, persist.MountedLine)
 	fmt.Fprintf(console, "bay0: persist: mountinfo: %s\n", e.Line)
+	fmt.Fprintln(console, event.New(event.PersistMounted).With("mountinfo", e.Line))
 	n, err := sys.CountBoot()
 	if err != nil {
 		return off("%v", err)
 	}
 	fmt.Fprintf(console, "bay0: persist: boot %d\n", n)
+	fmt.Fprintln(console, event.New(event.PersistBoot).Uint("count", n))
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/mountinfo"
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // validateRoot checks the running Spine: a read-only dm-verity SquashFS root that refuses a
@@ -34,5 +36,6 @@ func (g *Governor) validateRoot() error {
 		return fmt.Errorf("root: write probe failed with %v, want EROFS", err)
 	}
 	g.logf("root: %s %s %v, writes refused (EROFS)", root.FSType, root.Source, root.Options)
+	g.emit(event.New(event.RootChecked).With("fstype", root.FSType).With("source", root.Source).With("options", strings.Join(root.Options, ",")))
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // Hooks run before the machine goes down (unmount /persist, record the reason); each gets a
@@ -19,6 +21,7 @@ type Hook func(action Action, reason string) error
 // syscall itself fails, PID 1 exits, the kernel panics and panic=-1 reboots.
 func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	fmt.Fprintf(console, "bay0: halt: %s: %s\n", action, reason)
+	fmt.Fprintln(console, event.New(event.Halt).With("action", action.String()).With("reason", reason))
 	KillAll(2 * time.Second)
 	for _, h := range hooks {
 		if err := runBounded(func() error { return h(action, reason) }, 10*time.Second); err != nil {

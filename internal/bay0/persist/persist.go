@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"unicode/utf8"
+
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // Names and paths shared by spine (which formats the partition) and bay0 (which opens it).
@@ -177,6 +179,7 @@ func Ask(term Terminal, attempts int, try func(passphrase []byte) error) error {
 			return nil
 		case errors.Is(err, ErrWrongPassphrase):
 			fmt.Fprintln(term, WrongLine)
+			fmt.Fprintln(term, event.New(event.PersistWrong).Int("attempt", int64(i+1)))
 		default:
 			return err
 		}

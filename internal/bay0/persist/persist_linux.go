@@ -11,6 +11,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/dm"
 	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // MountFlags are the flags /persist is mounted with: no device nodes, no set-uid, no
@@ -111,6 +112,7 @@ func CloseHook(console io.Writer) halt.Hook {
 		}
 		if was {
 			fmt.Fprintln(console, ClosedLine)
+			fmt.Fprintln(console, event.New(event.PersistClosed))
 		}
 		return nil
 	}

@@ -182,7 +182,10 @@ func TestAskPromptCount(t *testing.T) {
 	if err := Ask(term, 3, u.try); !errors.Is(err, ErrTooManyAttempts) {
 		t.Fatalf("Ask = %v", err)
 	}
-	want := strings.Repeat(Prompt+" \n"+WrongLine+"\n", 3)
+	var want string
+	for i := 1; i <= 3; i++ {
+		want += fmt.Sprintf("%s \n%s\nbay0: event=persist-wrong attempt=%d\n", Prompt, WrongLine, i)
+	}
 	if term.out.String() != want {
 		t.Errorf("console:\n%q\nwant\n%q", term.out.String(), want)
 	}

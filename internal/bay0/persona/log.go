@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxLogLine bounds one console line of a persona; longer lines are cut into several.
@@ -80,12 +81,17 @@ func copyLines(w io.Writer, r io.Reader, prefix string, now func() time.Time) er
 	}
 }
 
+// appendClean appends line as printable UTF-8: C0 and C1 control characters (but tab) and DEL
+// become '?', invalid UTF-8 becomes U+FFFD. No byte of a persona can then move the cursor,
+// return the carriage or start a line on the console.
 func appendClean(out, line []byte) []byte {
-	for _, c := range line {
-		if c < 0x20 && c != '\t' || c == 0x7f {
+	for len(line) > 0 {
+		c, size := utf8.DecodeRune(line) // invalid UTF-8 decodes as U+FFFD
+		line = line[size:]
+		if c < 0x20 && c != '\t' || c >= 0x7f && c <= 0x9f {
 			c = '?'
 		}
-		out = append(out, c)
+		out = utf8.AppendRune(out, c)
 	}
 	return out
 }

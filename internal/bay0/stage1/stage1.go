@@ -15,6 +15,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/manifest"
 )
@@ -57,6 +58,7 @@ type System interface {
 // can boot, any other error when stage 1 itself cannot work.
 func Run(sys System, log io.Writer) error {
 	fmt.Fprintln(log, "bay0: stage1: start")
+	fmt.Fprintln(log, event.New(event.Stage1Start))
 	if err := sys.Setup(); err != nil {
 		return fmt.Errorf("set up early system: %w", err)
 	}
@@ -89,6 +91,7 @@ func Run(sys System, log io.Writer) error {
 		case bootctl.PowerOff:
 			for _, r := range act.Reasons {
 				fmt.Fprintf(log, "bay0: stage1: no boot: %s\n", r)
+				fmt.Fprintln(log, event.New(event.NoBoot).With("reason", r))
 			}
 			return &halt.PowerError{Action: halt.PowerOff, Reason: "no bootable Spine slot"}
 		case bootctl.Boot:
@@ -100,6 +103,7 @@ func Run(sys System, log io.Writer) error {
 				mounted.Keys = append(mounted.Keys, pem)
 			}
 			fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", bootctl.SlotName(act.Slot))
+			fmt.Fprintln(log, event.New(event.SwitchRoot).With("slot", bootctl.SlotName(act.Slot)))
 			if err := sys.SwitchRoot(mounted); err != nil {
 				return fmt.Errorf("switch root to slot %s: %w", bootctl.SlotName(act.Slot), err)
 			}
@@ -107,13 +111,17 @@ func Run(sys System, log io.Writer) error {
 		case bootctl.Try:
 			s := rec.Slots[act.Slot]
 			fmt.Fprintf(log, "bay0: stage1: trying slot %s (state %s, tries left %d)\n", bootctl.SlotName(act.Slot), s.State, s.TriesLeft)
+			fmt.Fprintln(log, event.New(event.SlotTry).With("slot", bootctl.SlotName(act.Slot)).With("state", s.State.String()).Uint("tries_left", uint64(s.TriesLeft)))
 			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion)
 			if err != nil {
 				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", bootctl.SlotName(act.Slot), err)
+				fmt.Fprintln(log, event.New(event.SlotFailed).With("slot", bootctl.SlotName(act.Slot)).With("reason", err.Error()))
 				outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: false, Reason: err.Error()})
 				continue
 			}
 			fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", bootctl.SlotName(act.Slot), h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
+			fmt.Fprintln(log, event.New(event.SlotVerified).With("slot", bootctl.SlotName(act.Slot)).With("name", h.Manifest.Name).
+				Uint("version", h.Manifest.Version).With("root", h.Manifest.RootHash))
 			mounted = h
 			outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: true})
 		default:

@@ -19,6 +19,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/seccomp"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -278,6 +279,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, n := range s.names {
 		if e := s.ps[n]; e.state == Refused {
 			s.logf("bay0: persona %s refused: %v", n, e.refusal)
+			s.emit(event.New(event.PersonaRefused).With("name", n).With("reason", e.refusal.Error()))
 			continue
 		}
 		queue = append(queue, n)
@@ -340,6 +342,7 @@ func (s *Supervisor) onStarted(r startResult) {
 	if r.err != nil {
 		e.lastExit = "could not start: " + r.err.Error()
 		s.logf("bay0: persona %s could not start: %v", r.name, r.err)
+		s.emit(event.New(event.PersonaFailed).With("name", r.name).With("reason", r.err.Error()))
 		s.afterEnd(r.name, 0)
 		return
 	}
@@ -351,6 +354,7 @@ func (s *Supervisor) onStarted(r startResult) {
 	}()
 	e.cur, e.state, e.upSince = l, Running, time.Now()
 	s.logf("bay0: persona %s started pid %d in %s", r.name, r.inst.PID(), r.inst.Startup().Round(10*time.Microsecond))
+	s.emit(event.New(event.PersonaStarted).With("name", r.name).Int("pid", int64(r.inst.PID())).Int("startup_us", r.inst.Startup().Microseconds()))
 	switch e.pending {
 	case "stop":
 		s.stop(r.name, Stopped)
@@ -373,6 +377,7 @@ func (s *Supervisor) onExit(l *launch) {
 	}
 	e.lastExit = reason
 	s.logf("bay0: persona %s exited: %s", l.name, reason)
+	s.emit(event.New(event.PersonaExited).With("name", l.name).With("reason", reason))
 	s.afterEnd(l.name, time.Since(e.upSince))
 }
 
@@ -418,6 +423,7 @@ func (s *Supervisor) onRequest(r request) error {
 		case Running:
 			s.stop(r.name, Stopped)
 			s.logf("bay0: persona %s stopped", r.name)
+			s.emit(event.New(event.PersonaStopped).With("name", r.name))
 		case Starting:
 			e.pending = "stop"
 		default:
@@ -428,6 +434,7 @@ func (s *Supervisor) onRequest(r request) error {
 		case Running:
 			s.stop(r.name, Waiting)
 			s.logf("bay0: persona %s replaced", r.name)
+			s.emit(event.New(event.PersonaReplaced).With("name", r.name))
 			e.delay = 0
 			s.launch(r.name)
 		case Starting:
@@ -458,6 +465,7 @@ func (s *Supervisor) stop(name string, then State) {
 	}
 	if err != nil {
 		s.logf("bay0: persona %s: cleanup: %v", name, err)
+		s.emit(event.New(event.PersonaCleanup).With("name", name).With("reason", err.Error()))
 	}
 }
 
@@ -484,6 +492,11 @@ func (s *Supervisor) publish() {
 
 func (s *Supervisor) logf(format string, args ...any) {
 	fmt.Fprintf(s.console, format+"\n", args...)
+}
+
+// emit prints one event line.
+func (s *Supervisor) emit(e event.Event) {
+	fmt.Fprintln(s.console, e)
 }
 
 // lockedWriter serialises whole lines from the governor and the personas' log pumps.

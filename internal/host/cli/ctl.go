@@ -13,6 +13,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
 )
 
@@ -28,6 +29,7 @@ func ctlCmd() command {
 			asJSON := fs.Bool("json", false, "print the raw result JSON")
 			timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the answer after this long")
 			reboot := fs.Bool("reboot", false, "update: reboot into the new Spine once it is staged")
+			events := fs.Bool("events", false, "logs: print only bay0's event lines (bay0: event=...)")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *socket == "" || len(args) == 0 || len(args) > 2 {
 					return errUsage
@@ -68,13 +70,13 @@ func ctlCmd() command {
 					_, err := fmt.Fprintf(env.Stdout, "%s\n", resp.Result)
 					return err
 				}
-				return printResult(env.Stdout, req, resp)
+				return printResult(env.Stdout, req, resp, *events)
 			}
 		}}
 }
 
-// printResult prints an answer for people.
-func printResult(w io.Writer, req control.Request, resp control.Response) error {
+// printResult prints an answer for people; onlyEvents keeps only the event lines of logs.
+func printResult(w io.Writer, req control.Request, resp control.Response, onlyEvents bool) error {
 	switch req.Verb {
 	case control.VerbStatus:
 		var s control.StatusInfo
@@ -94,6 +96,9 @@ func printResult(w io.Writer, req control.Request, resp control.Response) error 
 			return err
 		}
 		for _, line := range l.Lines {
+			if _, err := event.Parse(line); onlyEvents && err != nil {
+				continue
+			}
 			if _, err := fmt.Fprintln(w, line); err != nil {
 				return err
 			}

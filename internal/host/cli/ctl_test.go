@@ -36,7 +36,7 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 }
 
 func (h *ctlHandler) Logs() ([]string, error) {
-	return []string{"bay0: event=up", "bay0: persona web started"}, nil
+	return []string{"bay0: event=slot-up slot=a version=3 name=demo", "bay0: persona web started", "persona web: bay0: event=halt"}, nil
 }
 
 func (h *ctlHandler) Replace(n string) error { return h.act("replace", n) }
@@ -111,7 +111,8 @@ b     trial  4        1      verity: root hash mismatch
 web   running  212  1         50000 100000  67108864    64        exit status 1
 db    stopped  -    0         max           max         max       -
 `},
-		{[]string{"logs"}, "bay0: event=up\nbay0: persona web started\n"},
+		{[]string{"logs"}, "bay0: event=slot-up slot=a version=3 name=demo\nbay0: persona web started\npersona web: bay0: event=halt\n"},
+		{[]string{"--events", "logs"}, "bay0: event=slot-up slot=a version=3 name=demo\n"},
 		{[]string{"stop", "web"}, "ok: stop web\n"},
 		{[]string{"replace", "db"}, "ok: replace db\n"},
 		{[]string{"reboot"}, "ok: reboot\n"},

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // tailLines is how many console lines a WaitError carries.
@@ -271,6 +273,43 @@ func (m *Machine) WaitFor(substr string, timeout time.Duration) (string, error) 
 // WaitForAny is WaitFor for several substrings: it returns the first line containing any
 // of them and the index of the first substring that line contains.
 func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, string, error) {
+	return m.waitLine(func(line string) int { return matchAny(line, substrs) }, true, substrs, timeout)
+}
+
+// WaitForEvent returns the next bay0 event line (see package event) of kind k that carries
+// every attribute of want, through the same cursor as WaitFor. Only complete lines that start
+// with event.Prefix count: a persona's output, which bay0 prefixes with the persona's name,
+// never matches.
+func (m *Machine) WaitForEvent(k event.Kind, want []event.Attr, timeout time.Duration) (event.Event, error) {
+	var got event.Event
+	desc := event.Event{Kind: k, Attrs: want}.String()
+	_, _, err := m.waitLine(func(line string) int {
+		e, err := event.Parse(line)
+		if err != nil || !e.Matches(k, want...) {
+			return -1
+		}
+		got = e
+		return 0
+	}, false, []string{desc}, timeout)
+	return got, err
+}
+
+// WaitForLine returns the next complete console line, through the same cursor as WaitFor,
+// for which match is true; desc names it in a WaitError.
+func (m *Machine) WaitForLine(desc string, match func(line string) bool, timeout time.Duration) (string, error) {
+	_, line, err := m.waitLine(func(l string) int {
+		if match(l) {
+			return 0
+		}
+		return -1
+	}, false, []string{desc}, timeout)
+	return line, err
+}
+
+// waitLine returns the first line at or after the cursor for which match returns an index >=
+// 0; partial says whether an unterminated line that has stopped growing may match. desc
+// names what is awaited in a WaitError.
+func (m *Machine) waitLine(match func(string) int, partial bool, desc []string, timeout time.Duration) (int, string, error) {
 	deadline := time.Now().Add(timeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -289,7 +328,7 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 			next = m.cursor
 		}
 		for ; next < len(m.lines); next++ {
-			if i := matchAny(m.lines[next], substrs); i >= 0 {
+			if i := match(m.lines[next]); i >= 0 {
 				line := m.lines[next]
 				m.cursor = next + 1
 				m.mu.Unlock()
@@ -298,9 +337,9 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 		}
 		expired := !time.Now().Before(deadline)
 		var settled <-chan time.Time
-		if next == len(m.lines) && len(m.partial) > 0 {
+		if partial && next == len(m.lines) && len(m.partial) > 0 {
 			line := strings.TrimRight(string(m.partial), "\r")
-			if i := matchAny(line, substrs); i >= 0 {
+			if i := match(line); i >= 0 {
 				wait := partialSettle - time.Since(m.lastByte)
 				if wait <= 0 || m.exited || expired {
 					m.cursor = len(m.lines) + 1 // the partial line, once complete, is consumed
@@ -319,7 +358,7 @@ func (m *Machine) WaitForAny(substrs []string, timeout time.Duration) (int, stri
 			if m.exited {
 				cause = ErrExited
 			}
-			err := &WaitError{Want: substrs, Timeout: timeout, Err: cause, Tail: m.tailLocked(tailLines)}
+			err := &WaitError{Want: desc, Timeout: timeout, Err: cause, Tail: m.tailLocked(tailLines)}
 			m.mu.Unlock()
 			return -1, "", err
 		}

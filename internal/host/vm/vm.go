@@ -14,7 +14,7 @@
 // Typical use:
 //
 //	m, err := vm.Start(ctx, vm.Config{Kernel: k, Initrd: i, Disk: d, Timeout: time.Minute})
-//	line, err := m.WaitFor("bay0: event=ready", 30*time.Second)
+//	up, err := m.WaitForEvent(event.SlotUp, nil, 30*time.Second)
 //	res, err := m.Wait()
 package vm
 

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // banner is what a fake QEMU prints to pose as a booting kernel.
@@ -315,6 +317,30 @@ func TestWaitForAny(t *testing.T) {
 	if err != nil || i != 0 || line != "bay0: event=ready" {
 		t.Fatalf("second WaitForAny = %d, %q, %v", i, line, err)
 	}
+}
+
+// TestWaitForEvent: only whole lines that start with the event prefix and match count; a
+// persona's line quoting an event, a line with other attributes and an unterminated event
+// line do not.
+func TestWaitForEvent(t *testing.T) {
+	t.Parallel()
+	m := start(t, fakeConfig(t, strings.Join([]string{
+		"echo 'persona web: bay0: event=slot-up slot=a version=1 name=demo'",
+		"echo ' bay0: event=slot-up slot=a version=1 name=demo'",
+		"echo 'bay0: event=slot-up slot=b version=1 name=demo'",
+		"echo 'bay0: event=slot-up slot=a version=2 name=demo'",
+		"printf 'bay0: event=halt action=reboot'",
+		"sleep 5", "exit 0"}, "\n")))
+	e, err := m.WaitForEvent(event.SlotUp, []event.Attr{event.KV("slot", "a")}, 5*time.Second)
+	if err != nil || e.Value("version") != "2" {
+		t.Fatalf("WaitForEvent = %+v, %v; want the slot a, version 2 line", e, err)
+	}
+	_, err = m.WaitForEvent(event.Halt, nil, time.Second)
+	var we *WaitError
+	if !errors.As(err, &we) || !errors.Is(err, ErrWaitTimeout) || !strings.Contains(err.Error(), "bay0: event=halt") {
+		t.Errorf("WaitForEvent on an unterminated line = %v, want a timeout naming the event", err)
+	}
+	m.Kill()
 }
 
 // TestPromptAndSend covers a prompt without a newline (the LUKS passphrase prompt) and

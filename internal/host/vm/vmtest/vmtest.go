@@ -7,7 +7,7 @@
 // so a test never passes without having looked at how the machine ended.
 //
 //	v := vmtest.Boot(t, vm.Config{Kernel: k.Vmlinux, Initrd: initrd, Disk: disk, Timeout: time.Minute})
-//	v.WaitFor(t, "bay0: event=ready", 30*time.Second)
+//	v.WaitEvent(t, event.SlotUp, 30*time.Second, event.Attr{Key: "slot", Value: "a"})
 //	v.ExpectOutcome(t, vm.PoweredOff)
 //	v.Never(t, "Kernel panic")
 package vmtest
@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 )
 
@@ -84,6 +85,75 @@ func (v *VM) WaitFor(t testing.TB, substr string, timeout time.Duration) string 
 		t.Fatalf("vmtest: %v", err)
 	}
 	return line
+}
+
+// WaitEvent returns the next bay0 event of kind k carrying every attribute of want (see
+// vm.Machine.WaitForEvent) and fails the test, quoting the last console lines, if it does
+// not arrive within timeout.
+func (v *VM) WaitEvent(t testing.TB, k event.Kind, timeout time.Duration, want ...event.Attr) event.Event {
+	t.Helper()
+	e, err := v.m.WaitForEvent(k, want, timeout)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	return e
+}
+
+// PersonaPrefix starts every console line of a persona's output: bay0 puts it there, so a
+// line that starts with it came from that persona and from no other.
+func PersonaPrefix(name string) string { return "persona " + name + ": " }
+
+// WaitPersona returns the next line of persona name's own output that contains substr, and
+// fails the test if none arrives within timeout. Only lines that start with the persona's
+// prefix count: neither bay0 nor another persona can produce them.
+func (v *VM) WaitPersona(t testing.TB, name, substr string, timeout time.Duration) string {
+	t.Helper()
+	p := PersonaPrefix(name)
+	line, err := v.m.WaitForLine(p+"..."+substr, func(l string) bool {
+		rest, ok := strings.CutPrefix(l, p)
+		return ok && strings.Contains(rest, substr)
+	}, timeout)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	return line
+}
+
+// CountPersona is the number of lines so far of persona name's own output that contain
+// substr (lines that start with its prefix).
+func (v *VM) CountPersona(name, substr string) int {
+	p, n := PersonaPrefix(name), 0
+	for _, l := range v.m.Lines() {
+		if rest, ok := strings.CutPrefix(l, p); ok && strings.Contains(rest, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// NeverEvent fails the test if bay0 printed an event of kind k carrying every attribute of
+// want. Like Never, it judges the whole run and must be called after the machine ended.
+func (v *VM) NeverEvent(t testing.TB, k event.Kind, want ...event.Attr) {
+	t.Helper()
+	if !v.waited.Load() {
+		t.Fatalf("vmtest: NeverEvent(%s) called before the machine ended; call Wait first", k)
+	}
+	for i, l := range v.m.Lines() {
+		if e, err := event.Parse(l); err == nil && e.Matches(k, want...) {
+			t.Errorf("vmtest: line %d is an event that must never appear: %s", i+1, l)
+		}
+	}
+}
+
+// Events returns every bay0 event line printed so far that is of kind k and carries want.
+func (v *VM) Events(k event.Kind, want ...event.Attr) []event.Event {
+	var out []event.Event
+	for _, l := range v.m.Lines() {
+		if e, err := event.Parse(l); err == nil && e.Matches(k, want...) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Wait waits for the machine to end and returns the Result. It does not judge the
