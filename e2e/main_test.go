@@ -161,6 +161,8 @@ type spineOpts struct {
 	governor string
 	// faulty builds the Spine with the fault-injection test build of bay0.
 	faulty bool
+	// force signs these extra files into the Spine whatever the builder's audit says.
+	force map[string][]byte
 }
 
 // buildSpine builds a small signed Spine with one persona and returns its path.
@@ -202,7 +204,7 @@ dir = %q
 	out := filepath.Join(dir, fmt.Sprintf("%s-v%d.spine", o.name, o.version))
 	start := time.Now()
 	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, Out: out,
-		Epoch: 1767225600, Kernel: fx.kernel.Release, AllowFaultInjection: o.faulty}); err != nil {
+		Epoch: 1767225600, Kernel: fx.kernel.Release, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
 		t.Fatalf("build spine: %v", err)
 	}
 	t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))

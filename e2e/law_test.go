@@ -1,0 +1,84 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"testing"
+
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
+)
+
+// Proofs of clauses that no other scenario asserts on the machine itself: the forbidden
+// amendments (Article IX §2), no network dependency (Article I §2) and the automatic revert of
+// a trial that fails verification (Article VI §2).
+
+// TestForcedSpineRefusedAtBoot signs a Spine past the builder's audit (a shell and a second init
+// outside every persona tree, writable configuration): stage 1 refuses it like a damaged one,
+// marks the slot bad and boots the other slot. A signature says who built a Spine, not that it
+// obeys the constitution.
+func TestForcedSpineRefusedAtBoot(t *testing.T) {
+	t.Parallel()
+	forced := buildSpine(t, spineOpts{name: "forced", force: map[string][]byte{
+		"bin/sh":          []byte("#!/bin/sh\n"),
+		"sbin/init":       []byte("\x7fELF"),
+		"etc/spine/extra": []byte("writable=yes\n"),
+	}})
+	good := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, forced, good, nil)
+	v := vmtest.Boot(t, machine(disk))
+	failed := v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "a"))
+	for _, why := range []string{"breaks the constitution", "/bin/sh: shell outside a persona tree", "/sbin/init: another init"} {
+		wantContains(t, failed, "reason", why)
+	}
+	waitUp(t, v, "tiny", 1, "b", bootTimeout)
+	v.Kill(t)
+	v.NeverEvent(t, event.SlotUp, kv("slot", "a"))
+	if rec := record(t, disk); rec.Slots[0].State != bootctl.Bad {
+		t.Errorf("slot a after refusing a forced Spine: %+v, want bad", rec.Slots[0])
+	}
+}
+
+// TestNoNetworkDependency boots with a network card whose network reaches nothing (QEMU's user
+// network with restrict=on: no address answers): the trial still comes up, runs its personas
+// and commits. Nothing on the boot path waits for a network.
+func TestNoNetworkDependency(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{governor: quickHealth})
+	disk := makeDisk(t, img, img, func(r *bootctl.Record) {
+		r.Slots[0].State, r.Slots[0].TriesLeft = bootctl.Trial, 1
+	})
+	cfg := machine(disk)
+	cfg.Net = true
+	v := vmtest.Boot(t, cfg)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.PersonasUp, bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	v.Kill(t)
+	if rec := record(t, disk); rec.Slots[0].State != bootctl.Good {
+		t.Errorf("slot a after a boot with a dead network: %+v, want good", rec.Slots[0])
+	}
+}
+
+// TestTrialFailingVerificationReverts: an update staged into slot B whose image is damaged where
+// only verification sees it. On the next boot the trial fails eager verification, is marked bad,
+// and the machine comes back on the last-known-good slot A by itself.
+func TestTrialFailingVerificationReverts(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{})
+	v2 := damaged(t, buildSpine(t, spineOpts{version: 2}), 5000)
+	disk := makeDisk(t, v1, v2, func(r *bootctl.Record) {
+		r.Primary = 1
+		r.Slots[1].State, r.Slots[1].TriesLeft, r.Slots[1].Version = bootctl.Trial, 1, 2
+	})
+	v := vmtest.Boot(t, machine(disk))
+	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "b"))
+	wantContains(t, v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "b")), "reason", "verification")
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.Kill(t)
+	rec := record(t, disk)
+	if rec.Slots[1].State != bootctl.Bad || rec.Slots[0].State != bootctl.Good {
+		t.Errorf("record after the trial failed verification: %+v", rec)
+	}
+}
