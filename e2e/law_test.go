@@ -15,7 +15,8 @@ import (
 // a trial that fails verification (Article VI §2).
 
 // TestForcedSpineRefusedAtBoot signs a Spine past the builder's audit (a shell and a second init
-// outside every persona tree, writable configuration): stage 1 refuses it like a damaged one,
+// outside every persona tree, writable configuration, user data, a workload outside the persona
+// trees, a package manager inside one): stage 1 refuses it like a damaged one,
 // marks the slot bad and boots the other slot. A signature says who built a Spine, not that it
 // obeys the constitution.
 func TestForcedSpineRefusedAtBoot(t *testing.T) {
@@ -24,12 +25,18 @@ func TestForcedSpineRefusedAtBoot(t *testing.T) {
 		"bin/sh":          []byte("#!/bin/sh\n"),
 		"sbin/init":       []byte("\x7fELF"),
 		"etc/spine/extra": []byte("writable=yes\n"),
+		// user data, a user workload outside every persona, and a package manager in a persona
+		"home/alice/notes.txt":          []byte("mine\n"),
+		"srv/app/server":                []byte("\x7fELF"),
+		"personas/idle/usr/bin/apt-get": []byte("\x7fELF"),
 	}})
 	good := buildSpine(t, spineOpts{})
 	disk := makeDisk(t, forced, good, nil)
 	v := vmtest.Boot(t, machine(disk))
 	failed := v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "a"))
-	for _, why := range []string{"breaks the constitution", "/bin/sh: shell outside a persona tree", "/sbin/init: another init"} {
+	for _, why := range []string{"breaks the constitution", "/bin/sh: shell outside a persona tree", "/sbin/init: another init",
+		"/etc/spine/extra: writable configuration", "/home/alice/notes.txt: writable configuration or state path",
+		"/srv/app/server: writable configuration or state path", "/personas/idle/usr/bin/apt-get: package manager"} {
 		wantContains(t, failed, "reason", why)
 	}
 	waitUp(t, v, "tiny", 1, "b", bootTimeout)

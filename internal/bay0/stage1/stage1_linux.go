@@ -199,7 +199,7 @@ func auditRoot(root string) error {
 	}
 	var list []string
 	for i, x := range v {
-		if i == 5 {
+		if i == 16 {
 			list = append(list, fmt.Sprintf("%d more", len(v)-i))
 			break
 		}
