@@ -3,16 +3,22 @@
 package e2e
 
 import (
+	"bytes"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
-// Article I §2: the running Spine is a read-only SquashFS on dm-verity, and bay0 checks it by
-// itself (Article I §3, "bay0 validation"): its write probe must fail with EROFS.
+// Article I §2: the running Spine is a read-only SquashFS on dm-verity, checked by bay0 itself
+// (Article I §3, "bay0 validation"); and, read from the machine's state rather than from bay0's
+// word, the slot it ran from holds exactly the bytes that were signed after a whole boot with
+// its personas, an unlocked /persist and a clean power-off.
 func TestSpineRootIsReadOnlyVerity(t *testing.T) {
 	t.Parallel()
 	img := buildSpine(t, spineOpts{})
@@ -23,5 +29,31 @@ func TestSpineRootIsReadOnlyVerity(t *testing.T) {
 		t.Errorf("root: %s, want a read-only dm device", root)
 	}
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.PersonasUp, bootTimeout)
 	v.Kill(t)
+
+	want, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	part, err := provision.Partition(f, "spine-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(io.NewSectionReader(f, part.Start, part.Size), got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("slot a changed while its Spine ran: first difference at byte %d of %d", i, len(want))
+	}
 }
