@@ -49,13 +49,16 @@ func TestForcedSpineRefusedAtBoot(t *testing.T) {
 
 // TestNoNetworkDependency boots with a network card whose network reaches nothing (QEMU's user
 // network with restrict=on: no address answers): the trial still comes up, runs its personas
-// and commits. Nothing on the boot path waits for a network.
+// and commits. Nothing on the boot path waits for a network. The same boot shows that the Spine
+// does not update itself: with no operator on the control line, the other slot and its record
+// entry are exactly as they were before the boot.
 func TestNoNetworkDependency(t *testing.T) {
 	t.Parallel()
 	img := buildSpine(t, spineOpts{governor: quickHealth})
 	disk := makeDisk(t, img, img, func(r *bootctl.Record) {
 		r.Slots[0].State, r.Slots[0].TriesLeft = bootctl.Trial, 1
 	})
+	before := record(t, disk)
 	cfg := machine(disk)
 	cfg.Net = true
 	v := vmtest.Boot(t, cfg)
@@ -63,9 +66,14 @@ func TestNoNetworkDependency(t *testing.T) {
 	v.WaitEvent(t, event.PersonasUp, bootTimeout)
 	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 	v.Kill(t)
-	if rec := record(t, disk); rec.Slots[0].State != bootctl.Good {
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Good {
 		t.Errorf("slot a after a boot with a dead network: %+v, want good", rec.Slots[0])
 	}
+	if rec.Slots[1] != before.Slots[1] || rec.Primary != before.Primary {
+		t.Errorf("with no operator, the record's other slot or primary changed: %+v, was %+v", rec, before)
+	}
+	wantSlotHolds(t, disk, "spine-b", img)
 }
 
 // TestTrialFailingVerificationReverts: an update staged into slot B whose image is damaged where

@@ -32,6 +32,13 @@ func TestSpineRootIsReadOnlyVerity(t *testing.T) {
 	v.WaitEvent(t, event.PersonasUp, bootTimeout)
 	v.Kill(t)
 
+	wantSlotHolds(t, disk, "spine-a", img)
+}
+
+// wantSlotHolds fails unless the named partition of disk starts with exactly the bytes of img:
+// the machine's own state, read from the disk after the boot.
+func wantSlotHolds(t *testing.T, disk, partition, img string) {
+	t.Helper()
 	want, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +48,7 @@ func TestSpineRootIsReadOnlyVerity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	part, err := provision.Partition(f, "spine-a")
+	part, err := provision.Partition(f, partition)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +61,6 @@ func TestSpineRootIsReadOnlyVerity(t *testing.T) {
 		for i < len(got) && got[i] == want[i] {
 			i++
 		}
-		t.Fatalf("slot a changed while its Spine ran: first difference at byte %d of %d", i, len(want))
+		t.Fatalf("%s changed while the machine ran: first difference at byte %d of %d", partition, i, len(want))
 	}
 }
