@@ -5,7 +5,7 @@ export SOURCE_DATE_EPOCH ?= 1767225600
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test unit e2e lint demo bench clean fuzz conformance readme
+.PHONY: all deps build test unit integration e2e lint demo bench clean fuzz conformance readme
 
 all: build
 
@@ -19,16 +19,22 @@ build:
 lint: deps
 	@scripts/lint.sh
 
+# Unit tests: fast and hermetic (no QEMU, no downloads).
 unit: deps build
 	@mkdir -p .cache
 	$(GO) run ./tools/gotest .cache/unit.json -count=1 ./...
+
+# The unit tests plus those that boot QEMU or download (build tag integration).
+integration: deps build
+	@mkdir -p .cache
+	$(GO) run ./tools/gotest .cache/unit.json -count=1 -tags integration ./...
 
 # E2E boots real machines under QEMU; a failing scenario prints its console.
 e2e: deps build
 	@mkdir -p .cache
 	$(GO) run ./tools/gotest .cache/e2e.json -count=1 -tags e2e -timeout 30m -parallel 2 ./e2e/...
 
-test: lint unit e2e conformance
+test: lint integration e2e conformance
 
 # CONFORMANCE.md: every clause of the constitution and the tests that prove it, from this run.
 conformance:

@@ -1,9 +1,6 @@
 package control_test
 
 import (
-	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/update"
-	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/host/ctlclient"
 )
 
 // fakePort stands for QEMU's virtio-serial port backed by a unix socket server: one serial

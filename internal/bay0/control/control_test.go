@@ -1,7 +1,6 @@
 package control
 
 import (
-	"alpinespine.org/spine/internal/bay0/update"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"alpinespine.org/spine/internal/bay0/update"
 )
 
 func TestDecodeRequestValid(t *testing.T) {

@@ -1,8 +1,8 @@
+//go:build integration
+
 package control_test
 
 import (
-	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/host/ctlclient"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -17,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/host/ctlclient"
 
 	"alpinespine.org/spine/internal/host/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"

@@ -4,11 +4,12 @@
 package build
 
 import (
-	"alpinespine.org/spine/internal/host/tomlconf"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"alpinespine.org/spine/internal/host/tomlconf"
 
 	"alpinespine.org/spine/internal/format/policy"
 	"alpinespine.org/spine/internal/host/debtree"
