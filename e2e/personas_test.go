@@ -134,6 +134,12 @@ func TestPersonaEscapeProbe(t *testing.T) {
 	if !strings.Contains(done, ", 0 escapes") {
 		t.Errorf("probe summary: %q", done)
 	}
+	// Refusals are never silent: the kernel logs them and bay0 names the persona and the call.
+	for _, call := range []string{"mount (165)", "unshare (272)", "bpf (321)"} {
+		if !v.Saw("bay0: persona probe: denied syscall") || !v.Saw(call) {
+			t.Errorf("bay0 never reported the refusal of %s", call)
+		}
+	}
 	for _, check := range []string{
 		"pid namespace", "network namespace", "uts namespace", "user namespace", "cgroup namespace",
 		"hidden /personas", "hidden /persist", "hidden /bin/heartbeat", "hidden /dev/vda", "no block devices",
@@ -143,6 +149,8 @@ func TestPersonaEscapeProbe(t *testing.T) {
 		"kexec_file_load", "init_module", "finit_module", "bpf", "perf_event_open", "keyctl",
 		"unshare user namespace", "clone new user namespace", "setns", "reboot", "swapon", "settimeofday",
 		"clock_settime", "open_by_handle_at", "socket AF_PACKET SOCK_RAW", "socket AF_INET SOCK_RAW",
+		"socket IPPROTO_MPTCP", "socket IPPROTO_UDPLITE", "socket IPPROTO_SCTP", "socketpair AF_INET",
+		"io_uring_setup", "userfaultfd", "setuid to another user",
 		"int80 system call", "x32 system call",
 		"no capabilities CapEff", "no capabilities CapBnd", "no_new_privs", "seccomp filter",
 	} {
@@ -264,7 +272,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestPersonaUplinkServesHost: a persona with network = "uplink" gets eth0 (ipvlan on the
+// TestPersonaUplinkServesHost: a persona with network = "uplink" gets eth0 (a macvlan on the
 // machine's card) and serves HTTP to the host through a QEMU forward to its own address; its
 // visit counter lives in /data. The probe beside it, with no uplink, still sees only lo.
 func TestPersonaUplinkServesHost(t *testing.T) {

@@ -68,7 +68,7 @@ func run() error {
 	if err := persona.PrepareCgroups(parent); err != nil {
 		return err
 	}
-	filter, err := seccomp.Compile(nil)
+	filter, err := seccomp.Compile(seccomp.Options{})
 	if err != nil {
 		return err
 	}

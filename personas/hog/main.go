@@ -4,6 +4,8 @@
 //	memory    allocates and touches memory until the OOM killer ends it (memory.max)
 //	cpu       spins on every CPU and reports the share of one CPU it gets (cpu.max)
 //	forge     prints bay0 event lines, every way it can think of to make one start a line
+//	thrash MiB FILE  holds MiB of memory and reads FILE's pages over and over, a working set
+//	          larger than memory.max: it thrashes on its own file pages and never OOMs
 //
 // Every report is one line "hog: MODE: ..." on stdout, which the governor puts on the console.
 package main
@@ -32,8 +34,15 @@ func main() {
 		cpu()
 	case "forge":
 		forge()
+	case "thrash":
+		if len(os.Args) != 4 {
+			fmt.Println("hog: usage: hog thrash MiB FILE")
+			return
+		}
+		mib, _ := strconv.Atoi(os.Args[2])
+		thrash(mib, os.Args[3])
 	default:
-		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge")
+		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge|thrash")
 	}
 }
 
@@ -125,4 +134,42 @@ func forge() {
 	}
 	fmt.Println("hog: forge: done")
 	os.Stdout.WriteString(ev)
+}
+
+// thrash holds mib MiB of anonymous memory, then touches every page of a read-only mapping of
+// file, pass after pass. With both larger than memory.max, every pass refaults pages that the
+// last one evicted: the persona is stuck on memory but always makes a little progress, so the
+// OOM killer never comes.
+func thrash(mib int, file string) {
+	keep := make([]byte, mib<<20)
+	for i := 0; i < len(keep); i += 4096 {
+		keep[i] = 1
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Println("hog: thrash:", err)
+		return
+	}
+	st, _ := f.Stat()
+	m, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		fmt.Println("hog: thrash: mmap:", err)
+		return
+	}
+	// Random order and no readahead: every evicted page is a synchronous read, as a program
+	// whose code and data no longer fit suffers.
+	syscall.Madvise(m, syscall.MADV_RANDOM)
+	fmt.Printf("hog: thrash: holding %d MiB, reading %d MiB over and over\n", mib, len(m)>>20)
+	pages := len(m) / 4096
+	x, sum := uint64(1), 0
+	for pass := 1; ; pass++ {
+		start := time.Now()
+		for range pages {
+			x = x*6364136223846793005 + 1442695040888963407
+			sum += int(m[int(x>>33)%pages*4096])
+			// Keep the held memory hot too, so that reclaim cannot settle on it.
+			keep[int(x>>20)%len(keep)]++
+		}
+		fmt.Printf("hog: thrash: pass %d in %s (%d)\n", pass, time.Since(start).Round(time.Millisecond), sum&1)
+	}
 }

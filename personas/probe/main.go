@@ -9,7 +9,8 @@
 // it instead makes one system call through that ABI, which must kill it. With "fresh" it
 // reports what a new instance finds in /tmp and /data, leaves something in both, and ends.
 // With "bridge" it shows the bridge rule across reboots: what survives in /data and /tmp, that
-// its root cannot be written, and whether a program copied into /data may run.
+// its root cannot be written, and whether a program copied into /data may run. With "lateral"
+// it tries to reach the other uplinked personas (lateral.go).
 package main
 
 import (
@@ -78,6 +79,9 @@ func main() {
 			for {
 				time.Sleep(time.Hour)
 			}
+		case "lateral":
+			lateral(os.Args[2:])
+			return
 		case "exec-ok":
 			fmt.Println("probe: bridge: a program from /data ran")
 			return
@@ -211,7 +215,8 @@ func (p *prober) syscalls() {
 	p.denied("clock_settime", unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: 1}))
 	p.denied("open_by_handle_at", errno(unix.Syscall6(unix.SYS_OPEN_BY_HANDLE_AT, 0, 0, 0, 0, 0, 0)))
 	p.denied("sethostname", unix.Sethostname([]byte("escape")))
-	p.denied("setuid", errno(unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0)))
+	// setuid is allowed (to ids the process already holds); becoming another user is not.
+	p.denied("setuid to another user", errno(unix.RawSyscall(unix.SYS_SETUID, 4242, 0, 0)))
 	for _, s := range []struct {
 		name        string
 		domain, typ int
@@ -227,6 +232,24 @@ func (p *prober) syscalls() {
 		}
 		p.denied(s.name, err)
 	}
+	for _, s := range []struct {
+		name                  string
+		domain, typ, protocol int
+	}{
+		{"socket IPPROTO_MPTCP", unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP},
+		{"socket IPPROTO_UDPLITE", unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE},
+		{"socket IPPROTO_SCTP", unix.AF_INET, unix.SOCK_SEQPACKET, unix.IPPROTO_SCTP},
+	} {
+		fd, err := unix.Socket(s.domain, s.typ, s.protocol)
+		if err == nil {
+			unix.Close(fd)
+		}
+		p.denied(s.name, err)
+	}
+	_, err = unix.Socketpair(unix.AF_INET, unix.SOCK_STREAM, 0)
+	p.denied("socketpair AF_INET", err)
+	p.denied("io_uring_setup", errno(unix.Syscall(unix.SYS_IO_URING_SETUP, 1, 0, 0)))
+	p.denied("userfaultfd", errno(unix.Syscall(unix.SYS_USERFAULTFD, 0, 0, 0)))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err == nil {
 		unix.Close(fd)

@@ -442,6 +442,9 @@ type StatusInfo struct {
 	Watchdog WatchdogInfo `json:"watchdog"`
 	// LastReset says why the machine last went down, as kept in the boot-control record.
 	LastReset string `json:"last_reset"`
+	// Denied lists the system calls personas' filters refused since boot, one line per
+	// persona: "persona web: denied syscall accept4 (288), 3 times".
+	Denied []string `json:"denied,omitempty"`
 }
 
 // SlotInfo is what the boot-control record says about one slot.
@@ -472,6 +475,8 @@ type PersonaInfo struct {
 	Limits   Limits `json:"limits"`
 	// LastExit says how the previous instance ended, empty if none did.
 	LastExit string `json:"last_exit"`
+	// Denied lists the system calls the persona's filter refused since boot, with counts.
+	Denied []string `json:"denied,omitempty"`
 }
 
 // Limits are a persona's cgroup limits, as written to the cgroup files.

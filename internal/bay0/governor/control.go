@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
@@ -60,6 +61,13 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		st.Slots = append(st.Slots, control.SlotInfo{Slot: bootctl.SlotName(i), State: s.State.String(),
 			Version: s.Version, TriesLeft: s.TriesLeft, Reason: s.Reason})
 	}
+	if g.personas != nil {
+		for _, p := range g.personas.Status() {
+			if len(p.Denied) > 0 {
+				st.Denied = append(st.Denied, "persona "+p.Name+": denied syscall "+strings.Join(p.Denied, "; "))
+			}
+		}
+	}
 	return st, nil
 }
 
@@ -70,7 +78,7 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	var out []control.PersonaInfo
 	for _, s := range h.g.personas.Status() {
 		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
-			LastExit: s.LastExit, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
+			LastExit: s.LastExit, Denied: s.Denied, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
 				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)}})
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/denial"
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/supervise"
@@ -20,7 +21,16 @@ func (g *Governor) startPersonas() error {
 	if err := persona.PrepareCgroups(cgroupParent); err != nil {
 		return err
 	}
+	// Refused system calls are logged by the kernel and reported by the supervisor.
+	if err := denial.EnableLogging(); err != nil {
+		return err
+	}
+	kmsg, err := denial.OpenKernelLog()
+	if err != nil {
+		return err
+	}
 	sup, err := supervise.New(supervise.Config{
+		KernelLog:    kmsg,
 		Console:      g.log,
 		Launcher:     supervise.Kernel{Spawner: g.reaper},
 		SpineRoot:    "/",

@@ -1,5 +1,5 @@
 // Package netlink encodes the few rtnetlink requests bay0 needs to give a persona an uplink
-// (an ipvlan device in its network namespace, an address, the link up, a default route) and
+// (a macvlan device in its network namespace, its addresses, the link up, its routes) and
 // reads the kernel's answers. It is deliberately not a general netlink library.
 package netlink
 
@@ -13,20 +13,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ipvlan's mode and flags (linux/if_link.h), missing from x/sys/unix.
-const (
-	ipvlanModeL2  = 0
-	ipvlanPrivate = 0x01 // slaves of one parent cannot talk to each other
-)
+// macvlanModePrivate is MACVLAN_MODE_PRIVATE (linux/if_link.h): a macvlan in this mode
+// exchanges nothing with its siblings on the same card, not unicast, not broadcast, not
+// multicast, even when an outside switch reflects frames back (the kernel hands a reflected
+// broadcast only to its sender).
+const macvlanModePrivate = 1
+
+// ifaFlagNoDAD is IFA_F_NODAD (linux/if_addr.h): an IPv6 address given by the policy is used at
+// once, without a second of duplicate address detection first.
+const ifaFlagNoDAD = 0x02
 
 // MaxNameLen is the longest interface name the kernel accepts (IFNAMSIZ less the NUL).
 const MaxNameLen = unix.IFNAMSIZ - 1
 
 const requestFlags = unix.NLM_F_REQUEST | unix.NLM_F_ACK
 
-// IPVlan describes an ipvlan device in L2 mode with the private flag, made on the parent link
-// and created directly in the network namespace of NetnsPID.
-type IPVlan struct {
+// Macvlan describes a macvlan device in private mode, made on the parent link and created
+// directly in the network namespace of NetnsPID.
+type Macvlan struct {
 	// Name is the device's name. The kernel checks it against the caller's namespace too, so
 	// it must be free there as well; the final name is given in the target namespace.
 	Name string
@@ -34,22 +38,26 @@ type IPVlan struct {
 	Parent int
 	// NetnsPID is a process whose network namespace receives the device.
 	NetnsPID int
+	// MAC is the device's hardware address: unicast and locally administered.
+	MAC [6]byte
 }
 
-// NewIPVlanRequest encodes RTM_NEWLINK for l.
-func NewIPVlanRequest(seq uint32, l IPVlan) ([]byte, error) {
+// NewMacvlanRequest encodes RTM_NEWLINK for l.
+func NewMacvlanRequest(seq uint32, l Macvlan) ([]byte, error) {
 	if l.Name == "" || len(l.Name) > MaxNameLen {
-		return nil, fmt.Errorf("ipvlan name %q is empty or longer than %d bytes", l.Name, MaxNameLen)
+		return nil, fmt.Errorf("macvlan name %q is empty or longer than %d bytes", l.Name, MaxNameLen)
 	}
 	if l.Parent <= 0 || l.NetnsPID <= 0 {
-		return nil, fmt.Errorf("ipvlan %q: bad parent %d or pid %d", l.Name, l.Parent, l.NetnsPID)
+		return nil, fmt.Errorf("macvlan %q: bad parent %d or pid %d", l.Name, l.Parent, l.NetnsPID)
 	}
-	data := attr(unix.IFLA_IPVLAN_MODE, u16(ipvlanModeL2))
-	data = append(data, attr(unix.IFLA_IPVLAN_FLAGS, u16(ipvlanPrivate))...)
-	info := attr(unix.IFLA_INFO_KIND, []byte("ipvlan"))
-	info = append(info, attr(unix.IFLA_INFO_DATA, data)...)
+	if l.MAC[0]&1 != 0 || l.MAC[0]&2 == 0 {
+		return nil, fmt.Errorf("macvlan %q: address %x is not a locally administered unicast address", l.Name, l.MAC)
+	}
+	info := attr(unix.IFLA_INFO_KIND, []byte("macvlan"))
+	info = append(info, attr(unix.IFLA_INFO_DATA, attr(unix.IFLA_MACVLAN_MODE, u32(macvlanModePrivate)))...)
 	body := ifinfomsg(0, 0, 0)
 	body = append(body, attr(unix.IFLA_IFNAME, append([]byte(l.Name), 0))...)
+	body = append(body, attr(unix.IFLA_ADDRESS, l.MAC[:])...)
 	body = append(body, attr(unix.IFLA_LINK, u32(uint32(l.Parent)))...)
 	body = append(body, attr(unix.IFLA_NET_NS_PID, u32(uint32(l.NetnsPID)))...)
 	body = append(body, attr(unix.IFLA_LINKINFO, info)...)
@@ -70,30 +78,61 @@ func RenameRequest(seq uint32, index int, name string) ([]byte, error) {
 	return message(unix.RTM_NEWLINK, requestFlags, seq, body), nil
 }
 
-// AddAddrRequest encodes RTM_NEWADDR putting the IPv4 address p on the link index.
+// AddAddrRequest encodes RTM_NEWADDR putting the address p (IPv4 or IPv6) on the link index.
+// An IPv6 address skips duplicate address detection: the policy gave it.
 func AddAddrRequest(seq uint32, index int, p netip.Prefix) ([]byte, error) {
-	if !p.IsValid() || !p.Addr().Is4() {
-		return nil, fmt.Errorf("address %v is not an IPv4 prefix", p)
+	if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+		return nil, fmt.Errorf("address %v is not an IPv4 or IPv6 prefix", p)
 	}
-	a := p.Addr().As4()
-	body := []byte{unix.AF_INET, byte(p.Bits()), 0, unix.RT_SCOPE_UNIVERSE}
+	a := p.Addr().AsSlice()
+	family, flags := byte(unix.AF_INET), byte(0)
+	if p.Addr().Is6() {
+		family, flags = unix.AF_INET6, ifaFlagNoDAD
+	}
+	body := []byte{family, byte(p.Bits()), flags, unix.RT_SCOPE_UNIVERSE}
 	body = binary.NativeEndian.AppendUint32(body, uint32(index))
-	body = append(body, attr(unix.IFA_LOCAL, a[:])...)
-	body = append(body, attr(unix.IFA_ADDRESS, a[:])...)
+	body = append(body, attr(unix.IFA_LOCAL, a)...)
+	body = append(body, attr(unix.IFA_ADDRESS, a)...)
 	return message(unix.RTM_NEWADDR, requestFlags|unix.NLM_F_CREATE|unix.NLM_F_EXCL, seq, body), nil
 }
 
-// AddDefaultRouteRequest encodes RTM_NEWROUTE for 0.0.0.0/0 via gw on the link index.
-func AddDefaultRouteRequest(seq uint32, index int, gw netip.Addr) ([]byte, error) {
-	if !gw.Is4() {
-		return nil, fmt.Errorf("gateway %v is not an IPv4 address", gw)
+// Route is one route of the main table: Dst (0.0.0.0/0 or ::/0 for a default route) via
+// Gateway on link Index, or, with Unreachable, a route that refuses Dst outright.
+type Route struct {
+	Dst         netip.Prefix
+	Gateway     netip.Addr
+	Index       int
+	Unreachable bool
+}
+
+// AddRouteRequest encodes RTM_NEWROUTE for r.
+func AddRouteRequest(seq uint32, r Route) ([]byte, error) {
+	if !r.Dst.IsValid() || r.Dst.Addr().Zone() != "" || r.Dst != r.Dst.Masked() {
+		return nil, fmt.Errorf("route destination %v is not a network", r.Dst)
 	}
-	g := gw.As4()
+	family := byte(unix.AF_INET)
+	if r.Dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	typ := byte(unix.RTN_UNICAST)
+	if r.Unreachable {
+		if r.Gateway.IsValid() || r.Index != 0 {
+			return nil, fmt.Errorf("unreachable route to %v has a gateway or a link", r.Dst)
+		}
+		typ = unix.RTN_UNREACHABLE
+	} else if !r.Gateway.IsValid() || r.Gateway.Is6() != r.Dst.Addr().Is6() || r.Gateway.Zone() != "" || r.Index <= 0 {
+		return nil, fmt.Errorf("route to %v: gateway %v on link %d is not of its family", r.Dst, r.Gateway, r.Index)
+	}
 	// rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
-	body := []byte{unix.AF_INET, 0, 0, 0, unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST}
+	body := []byte{family, byte(r.Dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_UNIVERSE, typ}
 	body = binary.NativeEndian.AppendUint32(body, 0)
-	body = append(body, attr(unix.RTA_GATEWAY, g[:])...)
-	body = append(body, attr(unix.RTA_OIF, u32(uint32(index)))...)
+	if r.Dst.Bits() > 0 {
+		body = append(body, attr(unix.RTA_DST, r.Dst.Addr().AsSlice())...)
+	}
+	if !r.Unreachable {
+		body = append(body, attr(unix.RTA_GATEWAY, r.Gateway.AsSlice())...)
+		body = append(body, attr(unix.RTA_OIF, u32(uint32(r.Index)))...)
+	}
 	return message(unix.RTM_NEWROUTE, requestFlags|unix.NLM_F_CREATE|unix.NLM_F_EXCL, seq, body), nil
 }
 
@@ -160,5 +199,4 @@ func attr(typ uint16, data []byte) []byte {
 
 func align(n int) int { return (n + 3) &^ 3 }
 
-func u16(v uint16) []byte { return binary.NativeEndian.AppendUint16(nil, v) }
 func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }

@@ -30,9 +30,9 @@ func Dial() (*Conn, error) {
 // Close closes the socket.
 func (c *Conn) Close() error { return unix.Close(c.fd) }
 
-// AddIPVlan creates the ipvlan device l.
-func (c *Conn) AddIPVlan(l IPVlan) error {
-	return c.do("add ipvlan "+l.Name, func(seq uint32) ([]byte, error) { return NewIPVlanRequest(seq, l) })
+// AddMacvlan creates the macvlan device l.
+func (c *Conn) AddMacvlan(l Macvlan) error {
+	return c.do("add macvlan "+l.Name, func(seq uint32) ([]byte, error) { return NewMacvlanRequest(seq, l) })
 }
 
 // SetUp brings the link index up.
@@ -50,11 +50,13 @@ func (c *Conn) AddAddr(index int, p netip.Prefix) error {
 	return c.do("add address "+p.String(), func(seq uint32) ([]byte, error) { return AddAddrRequest(seq, index, p) })
 }
 
-// AddDefaultRoute routes everything via gw on the link index.
-func (c *Conn) AddDefaultRoute(index int, gw netip.Addr) error {
-	return c.do("add default route via "+gw.String(), func(seq uint32) ([]byte, error) {
-		return AddDefaultRouteRequest(seq, index, gw)
-	})
+// AddRoute adds the route r.
+func (c *Conn) AddRoute(r Route) error {
+	what := fmt.Sprintf("add route to %v via %v", r.Dst, r.Gateway)
+	if r.Unreachable {
+		what = fmt.Sprintf("add unreachable route to %v", r.Dst)
+	}
+	return c.do(what, func(seq uint32) ([]byte, error) { return AddRouteRequest(seq, r) })
 }
 
 func (c *Conn) do(what string, req func(seq uint32) ([]byte, error)) error {

@@ -71,6 +71,29 @@ func (c *Cgroup) Events(file string) (map[string]int64, error) {
 	return ParseKeyed(f)
 }
 
+// Memory samples the leaf's memory pressure and memory.max events.
+func (c *Cgroup) Memory() (MemoryStat, error) {
+	f, err := os.Open(filepath.Join(c.Path, "memory.pressure"))
+	if err != nil {
+		return MemoryStat{}, err
+	}
+	defer f.Close()
+	full, err := ParsePressure(f)
+	if err != nil {
+		return MemoryStat{}, fmt.Errorf("%s/memory.pressure: %w", c.Path, err)
+	}
+	ev, err := c.Events("memory.events")
+	if err != nil {
+		return MemoryStat{}, err
+	}
+	st, err := c.Events("memory.stat")
+	if err != nil {
+		return MemoryStat{}, err
+	}
+	return MemoryStat{FullStallUS: full, MaxEvents: ev["max"],
+		Refaults: st["workingset_refault_anon"] + st["workingset_refault_file"]}, nil
+}
+
 // Destroy kills every process of the leaf (cgroup.kill: atomic, no process can fork away),
 // waits up to timeout for it to be empty, and removes it. Removing a missing leaf is not an
 // error.

@@ -60,6 +60,9 @@ func (in *Instance) OOMKills() int64 {
 	return ev["oom_kill"]
 }
 
+// Memory samples the instance's memory pressure (see MemoryStat).
+func (in *Instance) Memory() (MemoryStat, error) { return in.cgroup.Memory() }
+
 // Destroy kills everything of the instance and removes its cgroup. Its mount namespace, and so
 // its tmpfs /tmp and /run, die with its last process.
 func (in *Instance) Destroy() error { return in.cgroup.Destroy(DestroyTimeout) }
@@ -173,7 +176,7 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	cfg := s.Config()
 	if s.Uplink != nil {
 		// persona-init waits for its config, so the device is there before it looks.
-		device, err := attachUplink(pid)
+		device, err := attachUplink(pid, s.Name)
 		if err != nil {
 			cfgW.Close()
 			logR.Close()

@@ -9,6 +9,7 @@ package persona
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,39 +73,128 @@ type Spec struct {
 	Self string
 	// CgroupParent is the cgroup v2 directory under which the persona's leaf is made.
 	CgroupParent string
-	// Uplink, if not nil, gives the persona an ipvlan device on the machine's network card.
+	// Uplink, if not nil, gives the persona a macvlan device on the machine's network card.
 	Uplink *Uplink
 }
 
 // UplinkName is the name of the persona's uplink device inside its network namespace.
 const UplinkName = "eth0"
 
-// Uplink is the persona's network: an ipvlan device named UplinkName with one IPv4 address
-// and, if Gateway is set, a default route through it.
+// Uplink is the persona's network: a macvlan device (private mode) named UplinkName with the
+// policy's addresses and routes and nothing else: IPv6 only when the policy gives an address6,
+// and a route that refuses every other persona's address.
 type Uplink struct {
 	// Address is an IPv4 address with its prefix length, "10.0.2.15/24".
 	Address string `json:"address"`
 	// Gateway is an IPv4 address inside Address's network, or "".
 	Gateway string `json:"gateway,omitempty"`
+	// Address6 is an IPv6 address with its prefix length, or "" for no IPv6 at all.
+	Address6 string `json:"address6,omitempty"`
+	// Gateway6 is the IPv6 default route's gateway, or "".
+	Gateway6 string `json:"gateway6,omitempty"`
+	// Siblings are the other personas' uplink addresses: unreachable from this one.
+	Siblings []string `json:"siblings,omitempty"`
 	// Device is the name the parent gave the device in the persona's namespace, set in the
 	// Config of one launch only; persona-init renames it UplinkName.
 	Device string `json:"device,omitempty"`
 }
 
-// Parse returns the address and gateway (invalid when there is none) of u.
-func (u Uplink) Parse() (netip.Prefix, netip.Addr, error) {
+// UplinkAddrs is an Uplink, parsed. Invalid fields are absent.
+type UplinkAddrs struct {
+	Addr, Addr6 netip.Prefix
+	Gw, Gw6     netip.Addr
+	Siblings    []netip.Addr
+}
+
+// Parse checks and parses u.
+func (u Uplink) Parse() (UplinkAddrs, error) {
+	var a UplinkAddrs
 	p, err := netip.ParsePrefix(u.Address)
 	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink address %q is not an IPv4 prefix", u.Address)
+		return a, fmt.Errorf("uplink address %q is not an IPv4 prefix", u.Address)
 	}
-	if u.Gateway == "" {
-		return p, netip.Addr{}, nil
+	a.Addr = p
+	if u.Gateway != "" {
+		gw, err := netip.ParseAddr(u.Gateway)
+		if err != nil || !gw.Is4() || !p.Contains(gw) {
+			return a, fmt.Errorf("uplink gateway %q is not an IPv4 address in %s", u.Gateway, p.Masked())
+		}
+		a.Gw = gw
 	}
-	gw, err := netip.ParseAddr(u.Gateway)
-	if err != nil || !gw.Is4() || !p.Contains(gw) {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("uplink gateway %q is not an IPv4 address in %s", u.Gateway, p.Masked())
+	if u.Address6 != "" {
+		p6, err := netip.ParsePrefix(u.Address6)
+		if err != nil || !p6.Addr().Is6() || p6.Addr().Is4In6() || p6.Addr().Zone() != "" {
+			return a, fmt.Errorf("uplink address6 %q is not an IPv6 prefix", u.Address6)
+		}
+		a.Addr6 = p6
 	}
-	return p, gw, nil
+	if u.Gateway6 != "" {
+		gw, err := netip.ParseAddr(u.Gateway6)
+		if err != nil || !a.Addr6.IsValid() || !gw.Is6() || gw.Zone() != "" {
+			return a, fmt.Errorf("uplink gateway6 %q is not an IPv6 address beside an address6", u.Gateway6)
+		}
+		a.Gw6 = gw
+	}
+	for _, s := range u.Siblings {
+		sib, err := netip.ParseAddr(s)
+		if err != nil || sib.Zone() != "" || sib == a.Addr.Addr() || sib == a.Addr6.Addr() {
+			return a, fmt.Errorf("uplink sibling %q is not another persona's address", s)
+		}
+		a.Siblings = append(a.Siblings, sib)
+	}
+	return a, nil
+}
+
+// Sysctl is one setting of the persona's network namespace, by its path under /proc/sys.
+type Sysctl struct{ Path, Value string }
+
+// UplinkSysctls are written by persona-init in the persona's network namespace before the
+// uplink comes up. Strict reverse-path filtering drops whatever arrives from an address the
+// persona cannot route to (every sibling's, see Uplink.Siblings), even through an outside
+// router; redirects are refused, so the routes stay the policy's; a gratuitous ARP at link up
+// tells the network the persona's own MAC. Without an IPv6 address, IPv6 is off on the uplink;
+// with one, there is no router advertisement, no autoconfiguration and no generated link-local
+// address: only the policy's address.
+func UplinkSysctls(ipv6 bool) []Sysctl {
+	dev := func(family, key, v string) Sysctl {
+		return Sysctl{"net/" + family + "/conf/" + UplinkName + "/" + key, v}
+	}
+	s := []Sysctl{
+		{"net/ipv4/conf/all/rp_filter", "1"}, dev("ipv4", "rp_filter", "1"),
+		{"net/ipv4/conf/all/accept_redirects", "0"}, dev("ipv4", "accept_redirects", "0"),
+		dev("ipv4", "arp_notify", "1"),
+	}
+	if !ipv6 {
+		return append(s, dev("ipv6", "disable_ipv6", "1"))
+	}
+	return append(s, dev("ipv6", "accept_ra", "0"), dev("ipv6", "autoconf", "0"),
+		dev("ipv6", "accept_redirects", "0"), dev("ipv6", "addr_gen_mode", "1"))
+}
+
+// UplinkMAC is the hardware address of a persona's uplink: locally administered, unicast,
+// the same at every launch on this machine (so the network's ARP caches stay right across a
+// replacement) and different for each persona and each machine (nic is the card's own
+// address).
+func UplinkMAC(nic []byte, name string) [6]byte {
+	h := sha256.Sum256(append(append([]byte("alpinespine persona uplink\x00"), nic...), name...))
+	var mac [6]byte
+	copy(mac[:], h[:6])
+	mac[0] = mac[0]&^1 | 2
+	return mac
+}
+
+// Siblings returns the uplink addresses of every persona of pol but self.
+func Siblings(pol policy.Policy, self string) []string {
+	var out []string
+	for _, q := range pol.Personas {
+		if q.Name == self {
+			continue
+		}
+		for _, a := range q.UplinkAddrs() {
+			out = append(out, a.String())
+		}
+	}
+	return out
 }
 
 // NewSpec turns a policy entry into a Spec. index is the persona's position in the policy;
@@ -134,8 +224,8 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 		s.DataDir = path.Join(persistRoot, p.Name)
 	}
 	if p.Network == "uplink" {
-		u := &Uplink{Address: p.Address, Gateway: p.Gateway}
-		if _, _, err := u.Parse(); err != nil {
+		u := &Uplink{Address: p.Address, Gateway: p.Gateway, Address6: p.Address6, Gateway6: p.Gateway6}
+		if _, err := u.Parse(); err != nil {
 			return Spec{}, fmt.Errorf("persona %q: %w", p.Name, err)
 		}
 		s.Uplink = u
@@ -162,7 +252,7 @@ type Config struct {
 	Data bool `json:"data,omitempty"`
 	// Seccomp is the filter program, 8 bytes per instruction.
 	Seccomp []byte `json:"seccomp"`
-	// Uplink says that the parent put an ipvlan device named UplinkName in the persona's
+	// Uplink says that the parent put a macvlan device named Uplink.Device in the persona's
 	// network namespace, and how to configure it; nil for loopback only.
 	Uplink *Uplink `json:"uplink,omitempty"`
 }
@@ -229,7 +319,7 @@ func (c Config) validate() error {
 		return errors.New("no seccomp program")
 	}
 	if c.Uplink != nil {
-		if _, _, err := c.Uplink.Parse(); err != nil {
+		if _, err := c.Uplink.Parse(); err != nil {
 			return err
 		}
 		if d := c.Uplink.Device; d == "" || len(d) > 15 || strings.ContainsAny(d, "/: \x00") {
@@ -300,4 +390,42 @@ func ParseKeyed(r io.Reader) (map[string]int64, error) {
 		m[k] = n
 	}
 	return m, nil
+}
+
+// MemoryStat is what the governor samples of a persona's memory: PSI's total time (in
+// microseconds) during which every runnable task of the cgroup was stalled on memory
+// (memory.pressure "full"), how often the cgroup ran into memory.max (memory.events "max"), and
+// how many evicted pages it has faulted back in (memory.stat workingset_refault_anon and
+// _file): a persona that keeps reading back what its limit just made it drop is thrashing.
+type MemoryStat struct {
+	FullStallUS uint64
+	MaxEvents   int64
+	Refaults    int64
+}
+
+// ParsePressure returns the "full" total of a PSI file such as memory.pressure:
+//
+//	some avg10=0.00 avg60=0.00 avg300=0.00 total=1234
+//	full avg10=0.00 avg60=0.00 avg300=0.00 total=567
+func ParsePressure(r io.Reader) (uint64, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 4<<10))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "full" {
+			continue
+		}
+		for _, kv := range f[1:] {
+			if v, ok := strings.CutPrefix(kv, "total="); ok {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("pressure line %q: %w", line, err)
+				}
+				return n, nil
+			}
+		}
+	}
+	return 0, errors.New("pressure file has no full total")
 }

@@ -3,6 +3,7 @@ package persona
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestNewSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := s.Config().Uplink; u == nil || *u != (Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
+	if u := s.Config().Uplink; u == nil || !reflect.DeepEqual(*u, Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
 		t.Errorf("uplink config %+v", u)
 	}
 	p.Address = "10.0.2.15"
@@ -52,17 +53,62 @@ func TestNewSpec(t *testing.T) {
 }
 
 func TestUplinkParse(t *testing.T) {
-	a, gw, err := Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}.Parse()
-	if err != nil || a.String() != "10.0.2.15/24" || gw.String() != "10.0.2.2" {
-		t.Errorf("Parse: %v %v %v", a, gw, err)
+	a, err := Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2", Address6: "fd00::15/64", Gateway6: "fe80::1",
+		Siblings: []string{"10.0.2.16", "fd00::16"}}.Parse()
+	if err != nil || a.Addr.String() != "10.0.2.15/24" || a.Gw.String() != "10.0.2.2" || a.Addr6.String() != "fd00::15/64" ||
+		a.Gw6.String() != "fe80::1" || fmt.Sprint(a.Siblings) != "[10.0.2.16 fd00::16]" {
+		t.Errorf("Parse: %+v %v", a, err)
 	}
-	if _, gw, err := (Uplink{Address: "10.0.2.15/24"}).Parse(); err != nil || gw.IsValid() {
-		t.Errorf("no gateway: %v %v", gw, err)
+	if a, err := (Uplink{Address: "10.0.2.15/24"}).Parse(); err != nil || a.Gw.IsValid() || a.Addr6.IsValid() {
+		t.Errorf("no gateway: %+v %v", a, err)
 	}
-	for _, u := range []Uplink{{}, {Address: "fd00::1/64"}, {Address: "10.0.2.15/24", Gateway: "10.0.9.2"}, {Address: "10.0.2.15/24", Gateway: "x"}} {
-		if _, _, err := u.Parse(); err == nil {
+	for _, u := range []Uplink{{}, {Address: "fd00::1/64"}, {Address: "10.0.2.15/24", Gateway: "10.0.9.2"},
+		{Address: "10.0.2.15/24", Gateway: "x"}, {Address: "10.0.2.15/24", Address6: "10.0.2.16/24"},
+		{Address: "10.0.2.15/24", Gateway6: "fe80::1"}, {Address: "10.0.2.15/24", Siblings: []string{"10.0.2.15"}},
+		{Address: "10.0.2.15/24", Siblings: []string{"nobody"}}} {
+		if _, err := u.Parse(); err == nil {
 			t.Errorf("%+v accepted", u)
 		}
+	}
+}
+
+func TestUplinkSysctls(t *testing.T) {
+	off := fmt.Sprint(UplinkSysctls(false))
+	for _, want := range []string{"{net/ipv6/conf/eth0/disable_ipv6 1}", "{net/ipv4/conf/eth0/rp_filter 1}", "{net/ipv4/conf/all/rp_filter 1}", "{net/ipv4/conf/all/accept_redirects 0}"} {
+		if !strings.Contains(off, want) {
+			t.Errorf("without IPv6: %s lacks %s", off, want)
+		}
+	}
+	on := fmt.Sprint(UplinkSysctls(true))
+	if strings.Contains(on, "disable_ipv6") || !strings.Contains(on, "{net/ipv6/conf/eth0/accept_ra 0}") || !strings.Contains(on, "{net/ipv6/conf/eth0/addr_gen_mode 1}") {
+		t.Errorf("with IPv6: %s", on)
+	}
+}
+
+func TestUplinkMAC(t *testing.T) {
+	nic := []byte("52:54:00:12:34:56")
+	a, b := UplinkMAC(nic, "web"), UplinkMAC(nic, "api")
+	if a == b || a != UplinkMAC(nic, "web") || a == UplinkMAC([]byte("52:54:00:12:34:57"), "web") {
+		t.Errorf("MACs %x %x are not stable and distinct", a, b)
+	}
+	for _, m := range [][6]byte{a, b} {
+		if m[0]&1 != 0 || m[0]&2 == 0 {
+			t.Errorf("%x is not locally administered unicast", m)
+		}
+	}
+}
+
+func TestSiblings(t *testing.T) {
+	pol := policy.Policy{Personas: []policy.Persona{
+		{Name: "a", Network: "uplink", Address: "10.0.2.15/24", Address6: "fd00::15/64"},
+		{Name: "b", Network: "uplink", Address: "10.0.2.16/24"},
+		{Name: "c", Network: "none"},
+	}}
+	if got := fmt.Sprint(Siblings(pol, "b")); got != "[10.0.2.15 fd00::15]" {
+		t.Errorf("siblings of b: %s", got)
+	}
+	if got := fmt.Sprint(Siblings(pol, "c")); got != "[10.0.2.15 fd00::15 10.0.2.16]" {
+		t.Errorf("siblings of c: %s", got)
 	}
 }
 

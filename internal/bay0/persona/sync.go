@@ -20,7 +20,7 @@ import (
 //	clone3(NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS|NEWCGROUP,
 //	       CLONE_INTO_CGROUP) ---------------->  (blocks until the id maps are written)
 //	write uid_map, gid_map ------------------->  execve /proc/self/exe persona-init --config-fd=3
-//	uplink only: ipvlan eth0 into its netns
+//	uplink only: macvlan into its netns
 //	Config JSON, close ----- config pipe ---->   read Config to EOF
 //	                                             mounts, pivot_root, hostname, lo up,
 //	                                             eth0 address, up, default route

@@ -17,16 +17,20 @@ const sysClassNet = "/sys/class/net"
 // ErrNoNIC refuses an uplink on a machine without a network card.
 var ErrNoNIC = errors.New("no ethernet network card")
 
-// attachUplink creates the persona's uplink: an ipvlan device on the machine's network card,
-// in L2 mode with the private flag so that personas on the same card cannot reach each other,
-// made directly in the network namespace of pid (persona-init, waiting for its config).
-// The kernel checks the new name against the governor's namespace too, where the card itself
-// may be eth0, so the device gets a name unique to pid; persona-init renames it UplinkName and
-// gives it its address and route.
-func attachUplink(pid int) (device string, err error) {
+// attachUplink creates the persona's uplink: a macvlan device in private mode on the machine's
+// network card, so that personas on the same card exchange nothing (unicast, broadcast or
+// multicast), made directly in the network namespace of pid (persona-init, waiting for its
+// config). The kernel checks the new name against the governor's namespace too, where the card
+// itself may be eth0, so the device gets a name unique to pid; persona-init renames it
+// UplinkName and gives it its addresses and routes.
+func attachUplink(pid int, name string) (device string, err error) {
 	nic, index, err := machineNIC(sysClassNet)
 	if err != nil {
 		return "", err
+	}
+	hw, err := os.ReadFile(filepath.Join(sysClassNet, nic, "address"))
+	if err != nil {
+		return "", fmt.Errorf("uplink on %s: %w", nic, err)
 	}
 	device = "up" + strconv.Itoa(pid)
 	c, err := netlink.Dial()
@@ -34,12 +38,13 @@ func attachUplink(pid int) (device string, err error) {
 		return "", err
 	}
 	defer c.Close()
-	// ipvlan slaves carry no traffic while their parent is down; the governor gives the card
+	// macvlan devices carry no traffic while their parent is down; the governor gives the card
 	// no address of its own.
 	if err := c.SetUp(index); err != nil {
 		return "", fmt.Errorf("uplink on %s: %w", nic, err)
 	}
-	if err := c.AddIPVlan(netlink.IPVlan{Name: device, Parent: index, NetnsPID: pid}); err != nil {
+	mac := UplinkMAC([]byte(strings.TrimSpace(string(hw))), name)
+	if err := c.AddMacvlan(netlink.Macvlan{Name: device, Parent: index, NetnsPID: pid, MAC: mac}); err != nil {
 		return "", fmt.Errorf("uplink on %s: %w", nic, err)
 	}
 	return device, nil

@@ -4,9 +4,9 @@
 // execs the workload. Go cannot run code between fork and exec, so this is a re-executed bay0
 // (`bay0 persona-init --config-fd=3`), as runc's init is a re-executed runc.
 //
-// The order is fixed (see Run): mounts -> masked and read-only /proc paths -> hostname ->
-// loopback -> uplink (if any) -> no_new_privs -> capabilities -> seccomp -> close-on-exec on
-// every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
+// The order is fixed (see Run): uplink (if any, while the governor's /proc can still set its
+// network namespace's sysctls) -> mounts -> masked and read-only /proc paths -> hostname ->
+// loopback -> no_new_privs -> capabilities -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
 // forbids; fds are closed last so that no fd of the governor's world reaches the workload
 // (CVE-2024-21626 leaked a host directory fd into runc containers).
 package personainit
@@ -61,10 +61,12 @@ func Run(args []string) (stage string, err error) {
 		name string
 		run  func() error
 	}{
+		// The uplink's settings are written through the governor's /proc, before the
+		// persona's own (with a read-only /proc/sys) replaces it.
+		{"uplink", func() error { return uplinkUp(cfg.Uplink) }},
 		{"mounts", func() error { return setupRoot(cfg) }},
 		{"hostname", func() error { return setHostname(cfg.Name) }},
 		{"loopback", loopbackUp},
-		{"uplink", func() error { return uplinkUp(cfg.Uplink) }},
 		{"workdir", func() error { return enterWorkdir(cfg.Workdir) }},
 		{"privileges", dropPrivileges},
 		{"seccomp", func() error { return seccomp.Install(filter) }},

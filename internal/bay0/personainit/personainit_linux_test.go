@@ -137,7 +137,7 @@ func testConfig(t *testing.T) persona.Config {
 			t.Fatal(err)
 		}
 	}
-	filter, err := seccomp.Compile(nil)
+	filter, err := seccomp.Compile(seccomp.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,12 @@
 package personainit
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -9,15 +14,19 @@ import (
 	"alpinespine.org/spine/internal/bay0/persona"
 )
 
-// uplinkUp configures the ipvlan device the governor put in this network namespace under the
-// name u.Device: its name UplinkName, its address, the link up, then the default route, which
-// the kernel refuses on a link that is down. persona-init is root of the user namespace that
-// owns the network namespace, so it has CAP_NET_ADMIN here and nowhere else.
+// uplinkUp configures the macvlan device the governor put in this network namespace under the
+// name u.Device: its name UplinkName, the namespace's settings (persona.UplinkSysctls), its
+// addresses, the link up, then the routes, which the kernel refuses on a link that is down: the
+// default routes and an unreachable route to each sibling. persona-init is root of the user
+// namespace that owns the network namespace, so it has CAP_NET_ADMIN here and nowhere else.
+//
+// Precondition: /proc is still the governor's (before setupRoot): its /proc/sys/net shows the
+// caller's own network namespace, and is writable.
 func uplinkUp(u *persona.Uplink) error {
 	if u == nil {
 		return nil
 	}
-	addr, gw, err := u.Parse()
+	a, err := u.Parse()
 	if err != nil {
 		return err
 	}
@@ -33,14 +42,42 @@ func uplinkUp(u *persona.Uplink) error {
 	if err := c.Rename(index, persona.UplinkName); err != nil {
 		return err
 	}
-	if err := c.AddAddr(index, addr); err != nil {
-		return err
+	ipv6 := a.Addr6.IsValid()
+	for _, s := range persona.UplinkSysctls(ipv6) {
+		err := os.WriteFile("/proc/sys/"+s.Path, []byte(s.Value), 0)
+		if err != nil && !(errors.Is(err, fs.ErrNotExist) && !ipv6 && strings.HasPrefix(s.Path, "net/ipv6/")) {
+			// A kernel without IPv6 has nothing to turn off.
+			return fmt.Errorf("set %s: %w", s.Path, err)
+		}
+	}
+	routes := []netlink.Route{}
+	for _, p := range []netip.Prefix{a.Addr, a.Addr6} {
+		if !p.IsValid() {
+			continue
+		}
+		if err := c.AddAddr(index, p); err != nil {
+			return err
+		}
+	}
+	if a.Gw.IsValid() {
+		routes = append(routes, netlink.Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: a.Gw, Index: index})
+	}
+	if a.Gw6.IsValid() {
+		routes = append(routes, netlink.Route{Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), Gateway: a.Gw6, Index: index})
+	}
+	for _, sib := range a.Siblings {
+		if sib.Is6() && !ipv6 {
+			continue // no IPv6 here at all
+		}
+		routes = append(routes, netlink.Route{Dst: netip.PrefixFrom(sib, sib.BitLen()), Unreachable: true})
 	}
 	if err := c.SetUp(index); err != nil {
 		return err
 	}
-	if gw.IsValid() {
-		return c.AddDefaultRoute(index, gw)
+	for _, r := range routes {
+		if err := c.AddRoute(r); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func helper(scenario string) int {
 		return workload()
 	}
 	runtime.LockOSThread()
-	p, err := Compile(nil)
+	p, err := Compile(Options{})
 	if err != nil {
 		fmt.Println(err)
 		return 3
@@ -65,6 +65,20 @@ func helper(scenario string) int {
 		check("raw socket", err)
 		check("bpf", errnoOf(unix.Syscall(unix.SYS_BPF, 0, 0, 0)))
 		check("keyctl", errnoOf(unix.Syscall(unix.SYS_KEYCTL, 0, 0, 0)))
+		_, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP)
+		check("mptcp socket", err)
+		_, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE)
+		check("udplite socket", err)
+		_, err = unix.Socketpair(unix.AF_INET, unix.SOCK_STREAM, 0)
+		check("inet socketpair", err)
+		check("io_uring_setup", errnoOf(unix.Syscall(unix.SYS_IO_URING_SETUP, 1, 0, 0)))
+		// clone3 fails with ENOSYS, so that runtimes fall back to clone.
+		if err := errnoOf(unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)); !errors.Is(err, unix.ENOSYS) {
+			bad = append(bad, fmt.Sprintf("clone3: %v, want ENOSYS", err))
+		}
+		if _, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0); err != nil {
+			bad = append(bad, fmt.Sprintf("unix socketpair: %v", err))
+		}
 		if len(bad) > 0 {
 			fmt.Println(strings.Join(bad, "\n"))
 			return 1

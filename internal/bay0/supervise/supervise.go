@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/denial"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 	"alpinespine.org/spine/internal/format/event"
@@ -31,6 +32,8 @@ type Instance interface {
 	Exited() <-chan unix.WaitStatus
 	// OOMKills counts the OOM killer's kills in the instance's cgroup.
 	OOMKills() int64
+	// Memory samples the instance's memory pressure.
+	Memory() (persona.MemoryStat, error)
 	// Destroy kills whatever is left of the instance and removes its cgroup.
 	Destroy() error
 }
@@ -95,6 +98,11 @@ type Config struct {
 	Tick time.Duration
 	// Beat, if set, is called at every iteration of the loop, as Progress is updated.
 	Beat func()
+	// PressureEvery is how often running personas' memory pressure is sampled; default 1 s.
+	PressureEvery time.Duration
+	// KernelLog, if set, is the kernel's log (/dev/kmsg, from its end): the seccomp refusals in
+	// it are attributed to their personas, logged and shown in Status (package denial).
+	KernelLog io.Reader
 }
 
 // State is where a persona is in its life.
@@ -118,6 +126,8 @@ type Status struct {
 	Restarts int            `json:"restarts"`
 	LastExit string         `json:"last_exit,omitempty"`
 	Limits   persona.Limits `json:"limits"`
+	// Denied lists the system calls the persona's filter refused since boot, with counts.
+	Denied []string `json:"denied,omitempty"`
 }
 
 // ErrUnknown is a request for a persona the policy does not have.
@@ -134,6 +144,8 @@ type Supervisor struct {
 	ps      map[string]*entry
 
 	reqs     chan request
+	denials  chan denial.Record
+	denied   denial.Tracker
 	started  chan startResult
 	exits    chan *launch
 	progress atomic.Int64
@@ -153,6 +165,9 @@ type entry struct {
 	delay    time.Duration
 	retryAt  time.Time
 	upSince  time.Time
+	// stallWindow is the policy's memory_stall; watch samples the running instance.
+	stallWindow time.Duration
+	watch       *stallWatch
 }
 
 // launch is one instance under watch; its exit status arrives on done.
@@ -193,26 +208,32 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 	if cfg.Tick == 0 {
 		cfg.Tick = 100 * time.Millisecond
 	}
+	if cfg.PressureEvery == 0 {
+		cfg.PressureEvery = pressureEvery
+	}
 	s := &Supervisor{
 		cfg:     cfg,
 		console: &lockedWriter{w: cfg.Console},
 		ps:      map[string]*entry{},
 		reqs:    make(chan request),
+		denials: make(chan denial.Record, 64),
 		started: make(chan startResult),
 		exits:   make(chan *launch),
 	}
 	for i, p := range pol.Personas {
-		filter, err := seccomp.Compile(p.Syscalls)
-		if err != nil {
-			return nil, fmt.Errorf("persona %q: %w", p.Name, err)
+		e := &entry{always: p.Restart != "never", state: Waiting, stallWindow: time.Duration(p.MemoryStall)}
+		if e.stallWindow <= 0 {
+			e.stallWindow = policy.DefaultMemoryStall
 		}
-		fb, err := filter.MarshalBinary()
-		if err != nil {
-			return nil, err
+		fb, err := compileFilter(p)
+		if err == nil {
+			e.spec, err = persona.NewSpec(p, i, cfg.SpineRoot, cfg.PersistRoot, fb)
 		}
-		e := &entry{always: p.Restart != "never", state: Waiting}
-		e.spec, e.refusal = persona.NewSpec(p, i, cfg.SpineRoot, cfg.PersistRoot, fb)
-		if e.refusal != nil {
+		// A persona whose filter cannot be built is refused alone: the others, and bay0, run.
+		if err == nil && e.spec.Uplink != nil {
+			e.spec.Uplink.Siblings = persona.Siblings(pol, p.Name)
+		}
+		if e.refusal = err; e.refusal != nil {
 			e.state = Refused
 			e.spec.Name, e.spec.Limits = p.Name, persona.LimitsOf(p)
 		}
@@ -225,6 +246,15 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 	s.publish()
 	s.progress.Store(time.Now().UnixNano())
 	return s, nil
+}
+
+// compileFilter builds the persona's seccomp filter, as persona-init receives it.
+func compileFilter(p policy.Persona) ([]byte, error) {
+	filter, err := seccomp.Compile(seccomp.Options{Syscalls: p.Syscalls, Protocols: p.Protocols})
+	if err != nil {
+		return nil, fmt.Errorf("seccomp filter: %w", err)
+	}
+	return filter.MarshalBinary()
 }
 
 // Progress is the time of the supervisor loop's last iteration. The loop iterates at least
@@ -284,7 +314,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		queue = append(queue, n)
 	}
+	if s.cfg.KernelLog != nil {
+		go func() {
+			_ = denial.Follow(s.cfg.KernelLog, func(r denial.Record) {
+				select {
+				case s.denials <- r:
+				default: // the loop is behind: this one is dropped, as the kernel drops some
+				}
+			})
+		}()
+	}
 	booting := "" // the policy-order start in flight
+	lastSample := time.Now()
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	for {
@@ -314,11 +355,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.onExit(l)
 		case r := <-s.reqs:
 			r.reply <- s.onRequest(r)
+		case r := <-s.denials:
+			s.onDenial(r)
 		case <-tick.C:
 			now := time.Now()
 			for _, n := range s.names {
 				if e := s.ps[n]; e.state == Waiting && !e.retryAt.IsZero() && !now.Before(e.retryAt) {
 					s.launch(n)
+				}
+			}
+			if now.Sub(lastSample) >= s.cfg.PressureEvery {
+				lastSample = now
+				s.samplePressure(now)
+				for _, line := range s.denied.Flush(now) {
+					s.logf("bay0: %s", line)
 				}
 			}
 		}
@@ -353,6 +403,7 @@ func (s *Supervisor) onStarted(r startResult) {
 		s.exits <- l
 	}()
 	e.cur, e.state, e.upSince = l, Running, time.Now()
+	e.watch = &stallWatch{window: e.stallWindow, memoryMax: e.spec.Limits.MemoryMax}
 	s.logf("bay0: persona %s started pid %d in %s", r.name, r.inst.PID(), r.inst.Startup().Round(10*time.Microsecond))
 	s.emit(event.New(event.PersonaStarted).With("name", r.name).Int("pid", int64(r.inst.PID())).Int("startup_us", r.inst.Startup().Microseconds()))
 	switch e.pending {
@@ -469,6 +520,53 @@ func (s *Supervisor) stop(name string, then State) {
 	}
 }
 
+// onDenial attributes a refused system call to the persona whose uid range holds the record's
+// uid, and logs it within denial.Tracker's limits.
+func (s *Supervisor) onDenial(r denial.Record) {
+	name := ""
+	for _, n := range s.names {
+		if e := s.ps[n]; e.refusal == nil && r.UID >= e.spec.UID && r.UID-e.spec.UID < persona.IDBlock {
+			name = n
+		}
+	}
+	call := r.Call()
+	if r.Killed {
+		call += " (killed)"
+	}
+	if name == "" {
+		s.logf("bay0: denied syscall %s to uid %d (%s), no persona's", call, r.UID, r.Comm)
+		return
+	}
+	if line, ok := s.denied.Add(name, call, time.Now()); ok {
+		s.logf("bay0: %s", line)
+	}
+}
+
+// samplePressure replaces every running persona that has been stuck at its memory limit for
+// its whole stall window.
+func (s *Supervisor) samplePressure(now time.Time) {
+	for _, n := range s.names {
+		e := s.ps[n]
+		if e.state != Running || e.cur == nil || e.watch == nil {
+			continue
+		}
+		st, err := e.cur.inst.Memory()
+		if err != nil {
+			continue // an instance that is ending; its exit is handled on its own
+		}
+		verdict, stuck := e.watch.add(now, st)
+		if !stuck {
+			continue
+		}
+		s.logf("bay0: persona %s %s; replacing it", n, verdict)
+		s.stop(n, Waiting)
+		e.lastExit = "replaced: " + verdict.String()
+		e.restarts++
+		e.delay = 0
+		s.launch(n)
+	}
+}
+
 // Reason says why an instance ended, for the console and Status.
 func Reason(ws unix.WaitStatus, oomKills int64, l persona.Limits) string {
 	if oomKills > 0 {
@@ -481,7 +579,8 @@ func (s *Supervisor) publish() {
 	out := make([]Status, 0, len(s.names))
 	for _, n := range s.names {
 		e := s.ps[n]
-		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits}
+		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits,
+			Denied: s.denied.Summary(n)}
 		if e.cur != nil {
 			st.Pid = e.cur.inst.PID()
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -23,6 +24,21 @@ type fakeInstance struct {
 	oom       int64
 	once      sync.Once
 	destroyed chan struct{}
+	// thrash makes the instance report a full memory stall all the time, at memory.max.
+	thrash  bool
+	created time.Time
+	mu      sync.Mutex
+	events  int64
+}
+
+func (f *fakeInstance) Memory() (persona.MemoryStat, error) {
+	if !f.thrash {
+		return persona.MemoryStat{}, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events++
+	return persona.MemoryStat{FullStallUS: uint64(time.Since(f.created).Microseconds()), MaxEvents: f.events}, nil
 }
 
 func (f *fakeInstance) PID() int                       { return f.pid }
@@ -46,11 +62,12 @@ type fakeLauncher struct {
 	launched  []string
 	instances map[string][]*fakeInstance
 	fail      map[string]error
+	thrash    map[string]bool
 	next      int
 }
 
 func newFakeLauncher() *fakeLauncher {
-	return &fakeLauncher{instances: map[string][]*fakeInstance{}, fail: map[string]error{}, next: 100}
+	return &fakeLauncher{instances: map[string][]*fakeInstance{}, fail: map[string]error{}, thrash: map[string]bool{}, next: 100}
 }
 
 func (l *fakeLauncher) Launch(s persona.Spec, _ io.Writer) (Instance, error) {
@@ -61,7 +78,8 @@ func (l *fakeLauncher) Launch(s persona.Spec, _ io.Writer) (Instance, error) {
 		return nil, err
 	}
 	l.next++
-	in := &fakeInstance{pid: l.next, exited: make(chan unix.WaitStatus, 1), destroyed: make(chan struct{})}
+	in := &fakeInstance{pid: l.next, exited: make(chan unix.WaitStatus, 1), destroyed: make(chan struct{}),
+		thrash: l.thrash[s.Name], created: time.Now()}
 	l.instances[s.Name] = append(l.instances[s.Name], in)
 	return in, nil
 }
@@ -130,7 +148,7 @@ func start(t *testing.T, l *fakeLauncher, pol policy.Policy) (*Supervisor, *sync
 	t.Helper()
 	var console syncBuffer
 	s, err := New(Config{Console: &console, Launcher: l, PersistRoot: "/persist", Tick: 5 * time.Millisecond,
-		Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Reset: time.Hour}}, pol)
+		PressureEvery: 50 * time.Millisecond, Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Reset: time.Hour}}, pol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,5 +352,127 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := b.next(10*time.Second, 31*time.Second); d != b.Min {
 		t.Errorf("after 31 s up the delay is %v, want %v", d, b.Min)
+	}
+}
+
+// TestThrashingPersonaIsReplaced: a persona stalled on memory at its limit for its whole
+// memory_stall window is replaced and the reason logged; its neighbour is left alone.
+func TestThrashingPersonaIsReplaced(t *testing.T) {
+	l := newFakeLauncher()
+	l.thrash["thrash"] = true
+	p := pentry("thrash", 1)
+	p.MemoryStall = policy.Duration(time.Second)
+	s, console := start(t, l, testPolicy(t, p, pentry("calm", 2)))
+	first := time.Now()
+	l.waitLaunches(t, "thrash", 2)
+	if took := time.Since(first); took < time.Second {
+		t.Errorf("replaced after %s, before its 1s window", took)
+	}
+	if !strings.Contains(console.String(), "bay0: persona thrash stuck at memory.max for 1s: refaulted 0 MiB (0.0x memory.max), fully stalled 100% of the time") {
+		t.Errorf("console:\n%s", console)
+	}
+	st := s.Status()
+	if st[0].Restarts < 1 || !strings.HasPrefix(st[0].LastExit, "replaced: stuck at memory.max") {
+		t.Errorf("status %+v", st[0])
+	}
+	l.mu.Lock()
+	calm := len(l.instances["calm"])
+	l.mu.Unlock()
+	if calm != 1 {
+		t.Errorf("the calm neighbour was launched %d times", calm)
+	}
+}
+
+func TestStallWatch(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	stat := func(stallS float64, events int64) persona.MemoryStat {
+		return persona.MemoryStat{FullStallUS: uint64(stallS * 1e6), MaxEvents: events}
+	}
+	refaults := func(pages, events int64) persona.MemoryStat {
+		return persona.MemoryStat{Refaults: pages, MaxEvents: events}
+	}
+	for _, c := range []struct {
+		name    string
+		samples []persona.MemoryStat
+		stuck   bool
+	}{
+		{"stalled all along", []persona.MemoryStat{stat(0, 0), stat(5, 10), stat(10, 20)}, true},
+		{"half stalled", []persona.MemoryStat{stat(0, 0), stat(2.5, 10), stat(5, 20)}, true},
+		{"short of the window", []persona.MemoryStat{stat(0, 0), stat(5, 10)}, false},
+		{"stalled but below the limit", []persona.MemoryStat{stat(0, 5), stat(5, 5), stat(10, 5)}, false},
+		{"a little stall", []persona.MemoryStat{stat(0, 0), stat(1, 10), stat(2, 20)}, false},
+		{"counter went back (new cgroup)", []persona.MemoryStat{stat(100, 0), stat(5, 10), stat(10, 20)}, false},
+		{"refaulted its memory.max twice", []persona.MemoryStat{refaults(0, 0), refaults(4096, 10), refaults(8192, 20)}, true},
+		{"refaulted a little", []persona.MemoryStat{refaults(0, 0), refaults(100, 10), refaults(200, 20)}, false},
+		{"refaulted, never at the limit", []persona.MemoryStat{refaults(0, 5), refaults(8192, 5), refaults(9000, 5)}, false},
+	} {
+		w := &stallWatch{window: 10 * time.Second, memoryMax: 16 << 20}
+		var stuck bool
+		for i, st := range c.samples {
+			_, stuck = w.add(at(5*i), st)
+		}
+		if stuck != c.stuck {
+			t.Errorf("%s: stuck %v, want %v", c.name, stuck, c.stuck)
+		}
+	}
+	// The window slides: an old stall does not count against a recovered persona.
+	w := &stallWatch{window: 10 * time.Second}
+	for i, st := range []persona.MemoryStat{stat(0, 0), stat(10, 10), stat(10, 10), stat(10, 10), stat(10.5, 11)} {
+		if _, stuck := w.add(at(5*i), st); stuck && i > 2 {
+			t.Errorf("sample %d: stuck after recovering", i)
+		}
+	}
+}
+
+// recordReader hands out one kernel log record per Read, as /dev/kmsg does.
+type recordReader chan string
+
+func (r recordReader) Read(p []byte) (int, error) {
+	s, ok := <-r
+	if !ok {
+		return 0, io.EOF
+	}
+	return copy(p, s), nil
+}
+
+// TestDeniedSyscallsAreAttributed: a refusal in the kernel log is logged against the persona
+// whose uid range holds it, shows in Status, and a loop of refusals is not logged line by line.
+func TestDeniedSyscallsAreAttributed(t *testing.T) {
+	l := newFakeLauncher()
+	kmsg := make(recordReader)
+	var console syncBuffer
+	s, err := New(Config{Console: &console, Launcher: l, Tick: 5 * time.Millisecond, KernelLog: kmsg},
+		testPolicy(t, pentry("web", 1), pentry("db", 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	l.waitLaunches(t, "db", 1)
+	uid := persona.IDRange(1) + 1000 // db is second in policy order: a user inside its range
+	rec := func(nr int) string {
+		return fmt.Sprintf("5,1,2,-;audit: type=1326 audit(1.2:3): auid=4294967295 uid=%d gid=%d ses=1 pid=77 comm=\"db\" exe=\"/bin/db\" sig=0 arch=c000003e syscall=%d compat=0 ip=0x1 code=0x50000", uid, uid, nr)
+	}
+	for range 50 {
+		kmsg <- rec(288)
+	}
+	kmsg <- "6,2,3,-;something else"
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(fmt.Sprint(s.Status()), "accept4 (288), 50 times") {
+		if time.Now().After(deadline) {
+			t.Fatalf("status %+v", s.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := strings.Count(console.String(), "denied syscall"); n != 1 {
+		t.Errorf("%d lines about denials for a loop of one call:\n%s", n, console.String())
+	}
+	if !strings.Contains(console.String(), "bay0: persona db: denied syscall accept4 (288), once") {
+		t.Errorf("console:\n%s", console.String())
+	}
+	if st := s.Status(); len(st[0].Denied) != 0 {
+		t.Errorf("web was blamed: %+v", st[0])
 	}
 }

@@ -92,6 +92,8 @@ func Tree(files []File, read Reader) []Violation {
 		add(policy.Path, "no readable persona policy: "+err.Error())
 	} else if pol, err := policy.Parse(bytes.NewReader(data)); err != nil {
 		add(policy.Path, "invalid persona policy: "+err.Error())
+	} else if err := pol.Vet(); err != nil {
+		add(policy.Path, "invalid persona policy: "+err.Error())
 	} else {
 		for _, p := range pol.Personas {
 			personas[p.Name] = true

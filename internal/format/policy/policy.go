@@ -15,10 +15,13 @@ import (
 	"io"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"alpinespine.org/spine/internal/format/syscalls"
 )
 
 // Path is where the policy lives inside a Spine.
@@ -64,7 +67,7 @@ type Persona struct {
 	// Data grants /persist/<name> at /data; DataExec allows executing from it.
 	Data     bool `toml:"data,omitempty" json:"data,omitempty"`
 	DataExec bool `toml:"data_exec,omitempty" json:"data_exec,omitempty"`
-	// Network is "none" (loopback only) or "uplink": an ipvlan device, eth0, on the machine's
+	// Network is "none" (loopback only) or "uplink": a macvlan device, eth0, on the machine's
 	// network card, isolated from every other persona's.
 	Network string `toml:"network,omitempty" json:"network,omitempty"`
 	// Address is the uplink's IPv4 address with its prefix length, e.g. "10.0.2.15/24";
@@ -73,12 +76,24 @@ type Persona struct {
 	// Gateway, if set, is the uplink's default route, e.g. "10.0.2.2"; it must be inside
 	// Address's network.
 	Gateway string `toml:"gateway,omitempty" json:"gateway,omitempty"`
+	// Address6, if set, turns IPv6 on for the uplink with this address and prefix length,
+	// e.g. "fd00::15/64"; without it the uplink has no IPv6 at all.
+	Address6 string `toml:"address6,omitempty" json:"address6,omitempty"`
+	// Gateway6, if set, is the uplink's IPv6 default route: inside Address6's network or
+	// link-local. It needs Address6.
+	Gateway6 string `toml:"gateway6,omitempty" json:"gateway6,omitempty"`
 	// Restart is "always" (default) or "never".
 	Restart string `toml:"restart,omitempty" json:"restart,omitempty"`
 	// Order is the start order; lower starts first, ties by name.
 	Order int `toml:"order,omitempty" json:"order,omitempty"`
-	// Syscalls extends the default seccomp allowlist for this persona only.
+	// Syscalls extends the default seccomp allowlist for this persona only. spine build refuses
+	// unknown names and the calls below the floor (package syscalls).
 	Syscalls []string `toml:"syscalls,omitempty" json:"syscalls,omitempty"`
+	// Protocols allows socket protocols beyond TCP and UDP: "mptcp", "sctp", "udplite", "icmp".
+	Protocols []string `toml:"protocols,omitempty" json:"protocols,omitempty"`
+	// MemoryStall is how long the persona may stay stuck on memory at its memory.max before it
+	// is replaced (default DefaultMemoryStall).
+	MemoryStall Duration `toml:"memory_stall,omitempty" json:"memory_stall,omitempty"`
 }
 
 // Defaults filled in by Validate where the policy is silent.
@@ -88,7 +103,11 @@ const (
 	DefaultHealthWindow       = 20 * time.Second
 	DefaultTmpSize            = Size(16 << 20)
 	DefaultRunSize            = Size(1 << 20)
+	DefaultMemoryStall        = 10 * time.Second
 )
+
+// Protocols are the names Persona.Protocols may hold.
+var Protocols = []string{"icmp", "mptcp", "sctp", "udplite"}
 
 // MinCPUs is the smallest CPU share: cpu.max refuses a quota below 1 ms per 100 ms period.
 const MinCPUs = 0.01
@@ -142,6 +161,7 @@ func (p *Policy) Validate() error {
 		return fmt.Errorf("governor: health_window %s is outside 1s..1h", t)
 	}
 	seen := map[string]bool{}
+	addrs := map[netip.Addr]string{}
 	for i := range p.Personas {
 		q := &p.Personas[i]
 		if err := q.validate(); err != nil {
@@ -151,6 +171,12 @@ func (p *Policy) Validate() error {
 			return fmt.Errorf("persona %q is defined twice", q.Name)
 		}
 		seen[q.Name] = true
+		for _, a := range q.UplinkAddrs() {
+			if other, ok := addrs[a]; ok {
+				return fmt.Errorf("personas %q and %q both have the uplink address %s", other, q.Name, a)
+			}
+			addrs[a] = q.Name
+		}
 	}
 	sort.SliceStable(p.Personas, func(i, j int) bool {
 		a, b := p.Personas[i], p.Personas[j]
@@ -211,15 +237,45 @@ func (q *Persona) validate() error {
 	default:
 		return fmt.Errorf("restart %q is not always or never", q.Restart)
 	}
+	for _, pr := range q.Protocols {
+		if !slices.Contains(Protocols, pr) {
+			return fmt.Errorf("protocols: %q is not one of %s", pr, strings.Join(Protocols, ", "))
+		}
+	}
+	if q.MemoryStall == 0 {
+		q.MemoryStall = Duration(DefaultMemoryStall)
+	}
+	if t := time.Duration(q.MemoryStall); t < time.Second || t > time.Hour {
+		return fmt.Errorf("memory_stall %s is outside 1s..1h", t)
+	}
 	return nil
+}
+
+// Vet makes the checks spine build, verify and audit make on top of Validate: every
+// `syscalls` entry is a system call x86-64 has (the error names the nearest known ones) and is
+// above the floor (the error names the call and what it would let the persona do). bay0 does not
+// vet: a persona whose filter it cannot build is refused alone, never the machine.
+func (p Policy) Vet() error {
+	var errs []error
+	for _, q := range p.Personas {
+		for _, name := range q.Syscalls {
+			if err := syscalls.Check(name); err != nil {
+				errs = append(errs, fmt.Errorf("persona %q: syscalls: %w", q.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (q *Persona) validateUplink() error {
 	if q.Network != "uplink" {
-		if q.Address != "" || q.Gateway != "" {
+		if q.Address != "" || q.Gateway != "" || q.Address6 != "" || q.Gateway6 != "" {
 			return errors.New(`address and gateway need network = "uplink"`)
 		}
 		return nil
+	}
+	if err := q.validateUplink6(); err != nil {
+		return err
 	}
 	if q.Address == "" {
 		return errors.New(`network = "uplink" needs an address such as "10.0.2.15/24"`)
@@ -242,6 +298,45 @@ func (q *Persona) validateUplink() error {
 		return fmt.Errorf("gateway %s is not another host of %s", gw, p.Masked())
 	}
 	return nil
+}
+
+func (q *Persona) validateUplink6() error {
+	if q.Address6 == "" {
+		if q.Gateway6 != "" {
+			return errors.New("gateway6 needs address6")
+		}
+		return nil
+	}
+	p, err := netip.ParsePrefix(q.Address6)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" || p.Bits() < 1 {
+		return fmt.Errorf("address6 %q is not an IPv6 address with a prefix length, like fd00::15/64", q.Address6)
+	}
+	if a := p.Addr(); a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() {
+		return fmt.Errorf("address6 %q cannot be a host's address", q.Address6)
+	}
+	if q.Gateway6 == "" {
+		return nil
+	}
+	gw, err := netip.ParseAddr(q.Gateway6)
+	if err != nil || !gw.Is6() || gw.Is4In6() || gw.Zone() != "" {
+		return fmt.Errorf("gateway6 %q is not an IPv6 address", q.Gateway6)
+	}
+	if gw == p.Addr() || !p.Contains(gw) && !gw.IsLinkLocalUnicast() {
+		return fmt.Errorf("gateway6 %s is neither another host of %s nor link-local", gw, p.Masked())
+	}
+	return nil
+}
+
+// UplinkAddrs returns the persona's uplink addresses, IPv4 then IPv6 (none without an uplink).
+// Precondition: Validate accepted the policy.
+func (q Persona) UplinkAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range []string{q.Address, q.Address6} {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
 }
 
 // Uplink returns the persona's uplink address and gateway (invalid if none). Precondition:

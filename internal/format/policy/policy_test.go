@@ -50,7 +50,8 @@ func TestParseDefaults(t *testing.T) {
 	}
 	q := p.Personas[0]
 	want := Persona{Name: "web", Exec: []string{"/bin/web"}, CPUs: 0.5, Memory: 64 << 20, Pids: 32,
-		TmpSize: DefaultTmpSize, RunSize: DefaultRunSize, Network: "none", Restart: "always"}
+		TmpSize: DefaultTmpSize, RunSize: DefaultRunSize, Network: "none", Restart: "always",
+		MemoryStall: Duration(DefaultMemoryStall)}
 	if !reflect.DeepEqual(q, want) {
 		t.Errorf("persona = %+v\nwant      %+v", q, want)
 	}
@@ -130,6 +131,15 @@ func TestParseRefuses(t *testing.T) {
 		{"gateway is self", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.15\"\n", "not another host"},
 		{"gateway not ip", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"router\"\n", "not an IPv4"},
 		{"twice", minimal + minimal, "twice"},
+		{"address6 without uplink", minimal + "address6 = \"fd00::15/64\"\n", "need network"},
+		{"address6 is ipv4", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\naddress6 = \"10.0.2.16/24\"\n", "address6"},
+		{"address6 link-local", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\naddress6 = \"fe80::15/64\"\n", "host's address"},
+		{"gateway6 alone", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway6 = \"fd00::2\"\n", "needs address6"},
+		{"gateway6 outside", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\naddress6 = \"fd00::15/64\"\ngateway6 = \"fd01::2\"\n", "neither"},
+		{"shared address", minimal + "network = \"uplink\"\naddress = \"10.0.2.15/24\"\n" +
+			strings.Replace(minimal, `"web"`, `"api"`, 1) + "network = \"uplink\"\naddress = \"10.0.2.15/16\"\n", "both have the uplink address 10.0.2.15"},
+		{"protocol", minimal + "protocols = [\"dccp\"]\n", "protocols"},
+		{"memory stall", minimal + "memory_stall = \"100ms\"\n", "memory_stall"},
 		{"passphrase attempts", "[governor]\npassphrase_attempts = 11\n" + minimal, "passphrase_attempts"},
 		{"watchdog", "[governor]\nwatchdog_timeout = \"100ms\"\n" + minimal, "watchdog_timeout"},
 		{"health window", "[governor]\nhealth_window = \"2h\"\n" + minimal, "health_window"},
@@ -374,4 +384,23 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("round trip: %v\n%+v\n%+v", err, p, q)
 		}
 	})
+}
+
+// TestVet: spine build refuses a misspelt system call with the nearest names, and a call below
+// the floor naming the persona and the call; Parse (bay0's side) accepts both.
+func TestVet(t *testing.T) {
+	for _, tc := range []struct{ call, want string }{
+		{"epoll_create2", `persona "web": syscalls: "epoll_create2": unknown system call (did you mean epoll_create, epoll_create1`},
+		{"unshare", `persona "web": syscalls: "unshare" enters or makes namespaces`},
+		{"io_uring_enter", `persona "web": syscalls: "io_uring_enter" bypasses`},
+	} {
+		p := parse(t, minimal+"syscalls = [\"accept4\", \""+tc.call+"\"]\n")
+		err := p.Vet()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Vet = %v, want %q", tc.call, err, tc.want)
+		}
+	}
+	if err := parse(t, minimal+"syscalls = [\"sethostname\"]\nprotocols = [\"sctp\"]\n").Vet(); err != nil {
+		t.Errorf("Vet refused a known call above the floor: %v", err)
+	}
 }

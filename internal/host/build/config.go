@@ -90,6 +90,9 @@ func (c *Config) validate() error {
 	if err := pol.Validate(); err != nil {
 		return err
 	}
+	if err := pol.Vet(); err != nil {
+		return err
+	}
 	for _, p := range c.Personas {
 		s := p.Source
 		if s.OCI == "" && len(s.Debian) == 0 && s.Dir == "" && s.Go == "" {

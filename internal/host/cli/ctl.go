@@ -134,7 +134,15 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 	for _, sl := range s.Slots {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", sl.Slot, sl.State, sl.Version, sl.TriesLeft, orDash(sl.Reason))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range s.Denied {
+		if _, err := fmt.Fprintln(w, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func printPersonas(w io.Writer, ps []control.PersonaInfo) error {
@@ -148,7 +156,17 @@ func printPersonas(w io.Writer, ps []control.PersonaInfo) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.State, pid, p.Restarts,
 			orDash(p.Limits.CPUMax), orDash(p.Limits.MemoryMax), orDash(p.Limits.PidsMax), orDash(p.LastExit))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range ps {
+		for _, d := range p.Denied {
+			if _, err := fmt.Fprintf(w, "persona %s: denied syscall %s\n", p.Name, d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func ms(v uint64) string { return (time.Duration(v) * time.Millisecond).String() }

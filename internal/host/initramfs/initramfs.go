@@ -62,7 +62,7 @@ type Spec struct {
 // DefaultModules returns the modules bay0 needs on QEMU's pc machine, in load
 // order: virtio disks and console, dm-verity over SquashFS, dm-crypt with
 // AES-XTS for /persist on ext4, the i6300esb watchdog and pvpanic, and the
-// virtio network card with ipvlan for personas' uplinks (harmless without a card). Crypto and
+// virtio network card with macvlan for personas' uplinks (harmless without a card). Crypto and
 // checksum helpers the kernel would request through modprobe (xts, ecb,
 // crc32c) are listed explicitly, since there is no modprobe.
 func DefaultModules() []string {
@@ -73,7 +73,7 @@ func DefaultModules() []string {
 		"crc16", "mbcache", "jbd2", "crc32c_generic", "ext4",
 		"watchdog", "i6300esb",
 		"pvpanic", "pvpanic_mmio",
-		"failover", "net_failover", "virtio_net", "ipvlan",
+		"failover", "net_failover", "virtio_net", "macvlan",
 	}
 }
 

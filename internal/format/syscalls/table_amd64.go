@@ -1,9 +1,9 @@
 // Code generated from golang.org/x/sys/unix zsysnum_linux_amd64.go (v0.50.0); DO NOT EDIT.
 
-package seccomp
+package syscalls
 
-// amd64Syscalls maps every x86-64 system call name to its number. It is read-only.
-var amd64Syscalls = map[string]uint32{
+// table maps every x86-64 system call name to its number. It is read-only.
+var table = map[string]uint32{
 	"read":                    0,
 	"write":                   1,
 	"open":                    2,

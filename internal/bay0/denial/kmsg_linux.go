@@ -1,0 +1,59 @@
+package denial
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// actionsLogged is what bay0 writes to kernel.seccomp.actions_logged: refusals (errno), kills
+// and complain-mode logs, never SECCOMP_RET_TRACE, which the filters use only to fail clone3
+// with ENOSYS (see package seccomp).
+const actionsLogged = "kill_process kill_thread errno log"
+
+// EnableLogging has the kernel log the seccomp actions bay0 reports.
+func EnableLogging() error {
+	if err := os.WriteFile("/proc/sys/kernel/seccomp/actions_logged", []byte(actionsLogged), 0); err != nil {
+		return fmt.Errorf("set kernel.seccomp.actions_logged: %w", err)
+	}
+	return nil
+}
+
+// OpenKernelLog opens /dev/kmsg at its end: only records made from now on are read.
+func OpenKernelLog() (*os.File, error) {
+	f, err := os.Open("/dev/kmsg")
+	if err != nil {
+		return nil, fmt.Errorf("open kernel log: %w", err)
+	}
+	if _, err := unix.Seek(int(f.Fd()), 0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seek kernel log: %w", err)
+	}
+	return f, nil
+}
+
+// maxRecord is larger than any /dev/kmsg record (the kernel's limit is 1024 bytes of text plus
+// its prefix and dictionary); a smaller buffer makes read fail with EINVAL.
+const maxRecord = 8192
+
+// Follow reads kernel log records from r, one per read as /dev/kmsg gives them, and hands every
+// seccomp record to out, until r fails. Records the kernel overwrote before they were read
+// (EPIPE) are skipped.
+func Follow(r io.Reader, out func(Record)) error {
+	buf := make([]byte, maxRecord)
+	for {
+		n, err := r.Read(buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read kernel log: %w", err)
+		}
+		if rec, ok := Parse(string(buf[:n])); ok {
+			out(rec)
+		}
+	}
+}
