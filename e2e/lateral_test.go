@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
@@ -63,10 +64,10 @@ func TestPersonaNoLateralMovement(t *testing.T) {
 	cfg.Forwards = forwards
 	v := vmtest.Boot(t, cfg)
 	// Every probe is still sending when the last one starts: each direction is tried.
-	v.WaitFor(t, "bay0: persona lc started pid", bootTimeout)
+	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "lc"))
 	var dones []string
-	for range ps {
-		dones = append(dones, v.WaitFor(t, "probe: lateral: done", 2*bootTimeout))
+	for _, p := range ps {
+		dones = append(dones, v.WaitPersona(t, p.name, "probe: lateral: done", 2*bootTimeout))
 	}
 	for _, p := range ps {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), 10*time.Second)
@@ -82,7 +83,7 @@ func TestPersonaNoLateralMovement(t *testing.T) {
 	}
 	v.Kill(t)
 	v.Never(t, "ESCAPE")
-	v.Never(t, "could not start")
+	v.NeverEvent(t, event.PersonaFailed)
 	for _, d := range dones {
 		var name string
 		var checks, escapes, sent int
@@ -97,12 +98,16 @@ func TestPersonaNoLateralMovement(t *testing.T) {
 		"uplink ipv6 addresses", "unicast to 10.0.2.16", "unicast to fd00::16", "nothing from another persona",
 		"ipc namespace: exclusive shm key", "ipc namespace: exclusive mqueue", "ipc namespace: shm of lb invisible",
 		"ipc namespace: mqueue of lb invisible"} {
-		if v.Count("probe: "+check+": ok") == 0 {
+		n := 0
+		for _, p := range ps {
+			n += v.CountPersona(p.name, "probe: "+check+": ok")
+		}
+		if n == 0 {
 			t.Errorf("no probe reported %q as ok", check)
 		}
 	}
 	for _, p := range ps {
-		if !v.Saw("probe: lateral: the host reached " + p.name) {
+		if v.CountPersona(p.name, "probe: lateral: the host reached "+p.name) == 0 {
 			t.Errorf("%s never saw the host's connection", p.name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
@@ -43,26 +44,30 @@ func TestPersonaThrashingIsReplaced(t *testing.T) {
 	cfg := machine(makeDisk(t, img, img, nil))
 	cfg.Timeout = 5 * time.Minute
 	v := vmtest.Boot(t, cfg)
-	first := v.WaitFor(t, "bay0: persona thrash started pid", bootTimeout)
-	v.WaitFor(t, "hog: thrash: holding 24 MiB", bootTimeout)
+	first := v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "thrash"))
+	v.WaitPersona(t, "thrash", "hog: thrash: holding 24 MiB", bootTimeout)
 	start := time.Now()
-	line := v.WaitFor(t, "bay0: persona thrash stuck at memory.max", 3*time.Minute)
+	stuck := v.WaitEvent(t, event.PersonaStuck, 3*time.Minute, kv("name", "thrash"))
 	took := time.Since(start)
-	second := v.WaitFor(t, "bay0: persona thrash started pid", bootTimeout)
-	if first == second {
-		t.Errorf("the replacement has the same pid: %q", second)
+	second := v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "thrash"))
+	if first.Value("pid") == second.Value("pid") {
+		t.Errorf("the replacement has the same pid: %v", second)
 	}
-	if !strings.Contains(line, "stuck at memory.max for 1") || !strings.Contains(line, "refaulted") || !strings.Contains(line, "replacing it") {
-		t.Errorf("the replacement line does not give the reason: %q", line)
+	reason := stuck.Value("reason")
+	if !strings.HasPrefix(reason, "stuck at memory.max for 1") || !strings.Contains(reason, "refaulted") {
+		t.Errorf("the replacement does not give the reason: %q", reason)
 	}
-	t.Logf("replaced %s after it began thrashing: %s", took.Round(time.Second), line)
+	if !v.Saw("bay0: persona thrash " + reason + "; replacing it") {
+		t.Error("the console does not say why the persona was replaced")
+	}
+	t.Logf("replaced %s after it began thrashing: %s", took.Round(time.Second), reason)
 	// 10 s of window, sampled each second, on a slow emulated machine.
 	if took > 40*time.Second {
 		t.Errorf("replaced %s after it began thrashing, want about its 10s window", took)
 	}
 	heartbeatGoesOn(t, v)
 	v.Kill(t)
-	v.Never(t, "bay0: halt")
-	v.Never(t, "persona thrash exited: killed by the OOM killer")
-	v.Never(t, "persona beat exited")
+	v.NeverEvent(t, event.Halt)
+	v.NeverEvent(t, event.PersonaExited, kv("name", "thrash"))
+	v.NeverEvent(t, event.PersonaExited, kv("name", "beat"))
 }

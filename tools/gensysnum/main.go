@@ -1,6 +1,7 @@
-// Command gensysnum writes the x86-64 system call table that bay0's seccomp compiler uses, from
-// the SYS_* constants of the golang.org/x/sys/unix version this module requires. `go generate
-// ./internal/bay0/seccomp` runs it; a test in that package fails when the table is stale.
+// Command gensysnum writes the x86-64 system call table that spine build's policy checks and
+// bay0's seccomp compiler use (package internal/format/syscalls), from the SYS_* constants of the
+// golang.org/x/sys/unix version this module requires. `go generate ./internal/format/syscalls`
+// runs it; a test in this command fails when the table is stale.
 package main
 
 import (
@@ -19,7 +20,7 @@ import (
 )
 
 func main() {
-	out := "sysnum_amd64.go"
+	out := "table_amd64.go"
 	if len(os.Args) > 1 {
 		out = os.Args[1]
 	}
@@ -96,9 +97,9 @@ func readTable(path string) ([]syscall, error) {
 func render(table []syscall, version string) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "// Code generated from golang.org/x/sys/unix zsysnum_linux_amd64.go (%s); DO NOT EDIT.\n\n", version)
-	b.WriteString("package seccomp\n\n")
-	b.WriteString("// amd64Syscalls maps every x86-64 system call name to its number. It is read-only.\n")
-	b.WriteString("var amd64Syscalls = map[string]uint32{\n")
+	b.WriteString("package syscalls\n\n")
+	b.WriteString("// table maps every x86-64 system call name to its number. It is read-only.\n")
+	b.WriteString("var table = map[string]uint32{\n")
 	for _, s := range table {
 		fmt.Fprintf(&b, "\t%q: %d,\n", s.name, s.nr)
 	}

@@ -130,12 +130,13 @@ func (t *Tracker) Add(persona, call string, now time.Time) (string, bool) {
 }
 
 // Flush returns the summary of every persona's refusals not yet reported, once Interval has
-// passed since that persona's last line; call it now and then so a burst's tail is not lost.
-func (t *Tracker) Flush(now time.Time) []string {
-	var out []string
+// passed since that persona's last line, as (persona, line) pairs; call it now and then so a
+// burst's tail is not lost.
+func (t *Tracker) Flush(now time.Time) [][2]string {
+	var out [][2]string
 	for _, p := range sortedKeys(t.personas) {
 		if c := t.personas[p]; len(c.pending) > 0 && now.Sub(c.lastLine) >= Interval {
-			out = append(out, t.flush(p, c, now))
+			out = append(out, [2]string{p, t.flush(p, c, now)})
 		}
 	}
 	return out

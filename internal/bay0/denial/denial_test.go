@@ -70,7 +70,7 @@ func TestTrackerRateLimits(t *testing.T) {
 	if got := tr.Flush(t0.Add(5 * time.Second)); len(got) != 0 {
 		t.Errorf("flushed within the interval: %q", got)
 	}
-	if got := tr.Flush(t0.Add(13 * time.Second)); len(got) != 1 || got[0] != "persona web: denied syscall poll (7), once" {
+	if got := tr.Flush(t0.Add(13 * time.Second)); len(got) != 1 || got[0] != [2]string{"web", "persona web: denied syscall poll (7), once"} {
 		t.Errorf("flush: %q", got)
 	}
 	if got := strings.Join(tr.Summary("web"), "; "); got != "accept4 (288), 101 times; poll (7), 2 times" {

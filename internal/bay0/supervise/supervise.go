@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -367,8 +368,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			if now.Sub(lastSample) >= s.cfg.PressureEvery {
 				lastSample = now
 				s.samplePressure(now)
-				for _, line := range s.denied.Flush(now) {
-					s.logf("bay0: %s", line)
+				for _, d := range s.denied.Flush(now) {
+					s.reportDenied(d[0], d[1])
 				}
 			}
 		}
@@ -538,8 +539,15 @@ func (s *Supervisor) onDenial(r denial.Record) {
 		return
 	}
 	if line, ok := s.denied.Add(name, call, time.Now()); ok {
-		s.logf("bay0: %s", line)
+		s.reportDenied(name, line)
 	}
+}
+
+// reportDenied logs a summary of a persona's refused calls, as a line and as an event.
+func (s *Supervisor) reportDenied(name, line string) {
+	s.logf("bay0: %s", line)
+	calls := strings.TrimPrefix(line, "persona "+name+": denied syscall ")
+	s.emit(event.New(event.PersonaDenied).With("name", name).With("calls", calls))
 }
 
 // samplePressure replaces every running persona that has been stuck at its memory limit for
@@ -559,6 +567,7 @@ func (s *Supervisor) samplePressure(now time.Time) {
 			continue
 		}
 		s.logf("bay0: persona %s %s; replacing it", n, verdict)
+		s.emit(event.New(event.PersonaStuck).With("name", n).With("reason", verdict.String()))
 		s.stop(n, Waiting)
 		e.lastExit = "replaced: " + verdict.String()
 		e.restarts++

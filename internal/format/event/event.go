@@ -63,6 +63,8 @@ const (
 	PersonaStopped   Kind = "persona-stopped"   // name
 	PersonaReplaced  Kind = "persona-replaced"  // name
 	PersonaCleanup   Kind = "persona-cleanup"   // name reason (cleanup failed)
+	PersonaStuck     Kind = "persona-stuck"     // name reason (stuck at memory.max: replaced)
+	PersonaDenied    Kind = "persona-denied"    // name calls (system calls its filter refused)
 	UpdateAccepted   Kind = "update-accepted"   // name version slot
 	UpdateFailed     Kind = "update-failed"     // slot reason
 	UpdateStaged     Kind = "update-staged"     // name version slot write_ms verify_ms

@@ -1,3 +1,0 @@
-package seccomp
-
-//go:generate go run ../../../tools/gensysnum sysnum_amd64.go
