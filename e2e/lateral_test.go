@@ -62,6 +62,9 @@ func TestPersonaNoLateralMovement(t *testing.T) {
 	img := buildPersonaSpine(t, entries...)
 	cfg := machine(makeDisk(t, img, img, nil))
 	cfg.Forwards = forwards
+	// Three probes send for 20 s each after a staggered start: more than one boot's worth on a
+	// loaded machine.
+	cfg.Timeout = 5 * time.Minute
 	v := vmtest.Boot(t, cfg)
 	// Every probe is still sending when the last one starts: each direction is tried.
 	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "lc"))

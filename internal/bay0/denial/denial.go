@@ -6,8 +6,9 @@
 // can leave), and reports it: the first refusal of each call at once, then at most one summary
 // per persona per Interval, so that a loop of refusals cannot flood the console.
 //
-// The kernel itself rate-limits these records (printk_ratelimit: a burst of 10 per 5 s when no
-// audit daemon listens), so counts are lower bounds.
+// The kernel itself rate-limits these records (printk_ratelimit: a burst of
+// kernel.printk_ratelimit_burst per 5 s when no audit daemon listens; bay0 sets 50), so counts
+// are lower bounds.
 package denial
 
 import (

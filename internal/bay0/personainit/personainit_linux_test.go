@@ -182,7 +182,7 @@ func TestLaunchReportsFailure(t *testing.T) {
 		t.Fatalf("launch of a missing binary: %v", err)
 	}
 	cfg = testConfig(t)
-	cfg.Tree = "/nonexistent"
+	cfg.Tree = filepath.Join(t.TempDir(), "missing")
 	_, err = launch(t, cfg)
 	if err == nil || !strings.HasPrefix(err.Error(), "mounts: read tree") {
 		t.Fatalf("launch of a missing tree: %v", err)
