@@ -456,7 +456,7 @@ func TestPrunePassesAudit(t *testing.T) {
 func fakeSpine(rel string) ([]byte, error) {
 	switch rel {
 	case policy.Path:
-		return []byte("[[persona]]\nname = \"p\"\nexec = [\"/bin/sh\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 4\n"), nil
+		return []byte(`{"persona":[{"name":"p","exec":["/bin/sh"],"cpus":0.1,"memory":"16MiB","pids":4}]}`), nil
 	case "bin/bay0":
 		return []byte("bay0"), nil
 	}
