@@ -35,8 +35,11 @@ const (
 	EntrySize = 128
 	// MaxNameLen is the longest partition name in UTF-16 code units.
 	MaxNameLen = 36
-	// LinuxFilesystem is the type GUID of every partition Create writes.
+	// LinuxFilesystem is the type GUID of a partition whose PartitionSpec names no type.
 	LinuxFilesystem = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+	// EFISystem is the type GUID of an EFI system partition, where UEFI firmware looks for
+	// boot programs.
+	EFISystem = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 )
 
 // Errors returned by this package, wrapped with context.
@@ -58,6 +61,8 @@ type PartitionSpec struct {
 	Name string
 	// Size is the size in bytes, a positive multiple of 1 MiB.
 	Size int64
+	// Type is the partition type GUID as text; empty means LinuxFilesystem.
+	Type string
 }
 
 // Partition is one used entry of a GPT.
@@ -97,16 +102,20 @@ func plan(specs []PartitionSpec, seed string) (layout, error) {
 	if len(specs) > NumEntries {
 		return layout{}, fmt.Errorf("%w: %d partitions, at most %d", ErrBadSpec, len(specs), NumEntries)
 	}
-	typ, err := ParseGUID(LinuxFilesystem)
-	if err != nil {
-		return layout{}, err
-	}
 	seen := make(map[string]bool, len(specs))
 	parts := make([]Partition, 0, len(specs))
 	next := int64(Align)
 	for i, s := range specs {
 		if err := checkName(s.Name); err != nil {
 			return layout{}, fmt.Errorf("%w: partition %d: %w", ErrBadSpec, i+1, err)
+		}
+		t := s.Type
+		if t == "" {
+			t = LinuxFilesystem
+		}
+		typ, err := ParseGUID(t)
+		if err != nil {
+			return layout{}, fmt.Errorf("%w: partition %q: %w", ErrBadSpec, s.Name, err)
 		}
 		if seen[s.Name] {
 			return layout{}, fmt.Errorf("%w: partition %d: name %q used twice", ErrBadSpec, i+1, s.Name)

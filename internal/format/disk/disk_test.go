@@ -243,15 +243,15 @@ func TestCreateRejectsBadSpecs(t *testing.T) {
 		name  string
 		specs []PartitionSpec
 	}{
-		{"zero size", []PartitionSpec{{"a", 0}}},
-		{"negative size", []PartitionSpec{{"a", -mib}}},
-		{"unaligned size", []PartitionSpec{{"a", mib + 512}}},
-		{"huge size", []PartitionSpec{{"a", 1 << 62}}},
-		{"empty name", []PartitionSpec{{"", mib}}},
-		{"long name", []PartitionSpec{{strings.Repeat("x", MaxNameLen+1), mib}}},
-		{"space in name", []PartitionSpec{{"spine a", mib}}},
-		{"non-ASCII name", []PartitionSpec{{"spine-ä", mib}}},
-		{"duplicate name", []PartitionSpec{{"a", mib}, {"a", mib}}},
+		{"zero size", []PartitionSpec{{Name: "a", Size: 0}}},
+		{"negative size", []PartitionSpec{{Name: "a", Size: -mib}}},
+		{"unaligned size", []PartitionSpec{{Name: "a", Size: mib + 512}}},
+		{"huge size", []PartitionSpec{{Name: "a", Size: 1 << 62}}},
+		{"empty name", []PartitionSpec{{Name: "", Size: mib}}},
+		{"long name", []PartitionSpec{{Name: strings.Repeat("x", MaxNameLen+1), Size: mib}}},
+		{"space in name", []PartitionSpec{{Name: "spine a", Size: mib}}},
+		{"non-ASCII name", []PartitionSpec{{Name: "spine-ä", Size: mib}}},
+		{"duplicate name", []PartitionSpec{{Name: "a", Size: mib}, {Name: "a", Size: mib}}},
 		{"too many", many},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -268,7 +268,7 @@ func TestCreateRejectsBadSpecs(t *testing.T) {
 		})
 	}
 	// The longest name is fine.
-	if _, err := Create(filepath.Join(t.TempDir(), "d"), []PartitionSpec{{strings.Repeat("x", MaxNameLen), mib}}, ""); err != nil {
+	if _, err := Create(filepath.Join(t.TempDir(), "d"), []PartitionSpec{{Name: strings.Repeat("x", MaxNameLen), Size: mib}}, ""); err != nil {
 		t.Errorf("Create with a %d-character name: %v", MaxNameLen, err)
 	}
 }

@@ -108,6 +108,7 @@ func diskCmd() command {
 			persistSize := fs.String("persist-size", "64MiB", "size of the persist partition (LUKS2 over ext4, at least 32MiB)")
 			passFile := fs.String("passphrase-file", "", "file holding the /persist passphrase on one line (default: ask twice on the terminal, without echo)")
 			kdf := addKDFFlags(fs)
+			boot := addBootFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *upd {
 					if len(args) != 2 || len(pubs) == 0 {
@@ -143,13 +144,25 @@ func diskCmd() command {
 				if err != nil {
 					return err
 				}
+				esp, espSize, err := boot.files()
+				if err != nil {
+					return err
+				}
+				epoch, err := sourceDateEpoch(env)
+				if err != nil {
+					return err
+				}
+				var stamp time.Time
+				if epoch >= 0 {
+					stamp = time.Unix(epoch, 0)
+				}
 				pass, err := diskPassphrase(ctx, env, *passFile)
 				if err != nil {
 					return err
 				}
 				defer persist.Wipe(pass)
 				if err := provision.Create(provision.Options{Out: *out, A: *a, B: *b, SlotSize: slotSize, PersistSize: int64(ps),
-					Seed: *out, Passphrase: pass, KDF: k}); err != nil {
+					Seed: *out, Passphrase: pass, KDF: k, ESP: esp, ESPSize: espSize, Time: stamp}); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "wrote %s\n", *out)

@@ -9,19 +9,32 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/manifest"
+	"alpinespine.org/spine/internal/host/uefi/fat"
 )
 
 // Partition names; bay0 finds partitions by these names, never by their order.
 const (
 	StatePartition   = "bay0-state"
 	PersistPartition = persist.Partition
+	// ESPPartition is the EFI system partition, where the firmware finds the boot program.
+	ESPPartition = "esp"
 )
+
+// DefaultESPSize is the EFI system partition's size unless Options say otherwise: FAT32's
+// minimum rounded up, room for two boot programs of a kernel with its initramfs.
+const DefaultESPSize = 64 * mib
+
+// BootProgramPath is where UEFI firmware looks for the boot program of a disk it has no boot
+// entry for (UEFI specification, "Removable Media Boot Behavior"): \EFI\BOOT\BOOTX64.EFI on
+// x86-64. The disk needs no firmware boot entry, so it boots the same on any machine.
+const BootProgramPath = "EFI/BOOT/BOOTX64.EFI"
 
 // SlotPartition names the partition of slot 0 (A) or 1 (B).
 func SlotPartition(slot int) string { return "spine-" + bootctl.SlotName(slot) }
@@ -38,6 +51,13 @@ type Options struct {
 	Passphrase []byte
 	KDF        persist.KDF
 	Seed       string // makes GUIDs reproducible
+	// ESP, if set, adds an EFI system partition (FAT32, the first partition) holding these
+	// files, e.g. the signed boot program at BootProgramPath.
+	ESP []fat.File
+	// ESPSize is the EFI system partition's size in bytes; 0 means DefaultESPSize.
+	ESPSize int64
+	// Time stamps the files of the EFI system partition.
+	Time time.Time
 	// Unchecked lays out images that do not even open (tests of the boot law write damaged
 	// images on purpose); the slot then records the file size and version 0.
 	Unchecked bool
@@ -81,12 +101,23 @@ func Create(o Options) error {
 		persist = 64 * mib
 	}
 	tmp := o.Out + ".tmp"
-	parts, err := disk.Create(tmp, []disk.PartitionSpec{
+	specs := []disk.PartitionSpec{
 		{Name: StatePartition, Size: 1 * mib},
 		{Name: SlotPartition(0), Size: slot},
 		{Name: SlotPartition(1), Size: slot},
 		{Name: PersistPartition, Size: roundMiB(persist)},
-	}, o.Seed)
+	}
+	espSize := o.ESPSize
+	if espSize == 0 {
+		espSize = DefaultESPSize
+	}
+	if o.ESP != nil {
+		if espSize < fat.MinSize || espSize%mib != 0 {
+			return fmt.Errorf("EFI system partition of %d bytes: want a whole number of MiB, at least %d", espSize, int64(fat.MinSize))
+		}
+		specs = append([]disk.PartitionSpec{{Name: ESPPartition, Size: espSize, Type: disk.EFISystem}}, specs...)
+	}
+	parts, err := disk.Create(tmp, specs, o.Seed)
 	if err != nil {
 		return err
 	}
@@ -111,6 +142,11 @@ func Create(o Options) error {
 		}
 		if err := copyInto(f, part.Start, p); err != nil {
 			return fmt.Errorf("write slot %s: %w", bootctl.SlotName(i), err)
+		}
+	}
+	if o.ESP != nil {
+		if err := writeESP(f, parts, o); err != nil {
+			return err
 		}
 	}
 	if o.Passphrase != nil {
@@ -155,6 +191,20 @@ func slotInit(p string, unchecked bool) (bootctl.SlotInit, error) {
 		return bootctl.SlotInit{}, serr
 	}
 	return bootctl.SlotInit{ImageSize: uint64(st.Size())}, nil
+}
+
+// writeESP writes the FAT32 file system of the EFI system partition in place.
+func writeESP(f *os.File, parts []disk.Partition, o Options) error {
+	part, err := disk.Find(parts, ESPPartition)
+	if err != nil {
+		return err
+	}
+	err = fat.Write(io.NewOffsetWriter(f, part.Start), fat.Volume{Size: part.Size, HiddenSectors: uint32(part.Start / disk.SectorSize),
+		Label: "SPINE ESP", Seed: o.Seed, Time: o.Time, Files: o.ESP})
+	if err != nil {
+		return fmt.Errorf("write EFI system partition: %w", err)
+	}
+	return nil
 }
 
 // formatPersist formats the persist container beside the disk and copies it in.

@@ -63,7 +63,11 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up %q: %w: %w", cfg.QEMU, ErrQEMUNotFound, err)
 	}
-	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}, {"disk", cfg.Disk}} {
+	files := []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}, {"disk", cfg.Disk}}
+	if cfg.Firmware != nil {
+		files = append(files, struct{ what, path string }{"firmware", cfg.Firmware.Code}, struct{ what, path string }{"firmware variables", cfg.Firmware.Vars})
+	}
+	for _, f := range files {
 		if f.path == "" {
 			continue
 		}

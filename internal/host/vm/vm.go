@@ -112,9 +112,13 @@ const DefaultGuestAddr = "10.0.2.15"
 type Config struct {
 	// QEMU is the emulator binary, looked up in PATH; default DefaultQEMU.
 	QEMU string
-	// Kernel is required. Initrd and Disk are optional; Disk is a raw image attached as a
-	// virtio-blk device (/dev/vda).
+	// Kernel is required unless Firmware is set. Initrd and Disk are optional; Disk is a raw
+	// image attached as a virtio-blk device (/dev/vda).
 	Kernel, Initrd, Disk string
+	// Firmware, if set, boots the machine as hardware boots: UEFI firmware finds the boot
+	// program on Disk's EFI system partition. Kernel, Initrd and Cmdline must then be empty:
+	// nothing reaches the machine but the disk.
+	Firmware *Firmware
 	// Cmdline is appended to BaseCmdline. Linux lets a later parameter override an earlier
 	// one, so "panic=0" here makes a panic hang instead of reboot.
 	Cmdline string
@@ -152,6 +156,17 @@ type Config struct {
 	// Accel is AccelKVM, AccelTCG or AccelAuto (""), which uses KVM only when /dev/kvm
 	// opens read-write and a probe guest runs quickly (see DetectAccel).
 	Accel string
+}
+
+// Firmware is UEFI firmware in two flash chips, as on a PC: the code read-only, the variables
+// (the machine's NVRAM, holding its Secure Boot keys) writable. The machine is a q35 with SMM
+// and secure flash, so only the firmware's SMM code can write the variables.
+type Firmware struct {
+	// Code is the firmware image (e.g. ovmf.Code); it is never written.
+	Code string
+	// Vars is the variable store; the firmware writes to it (boot entries, counters), so a
+	// caller that wants the same start every run passes a fresh copy.
+	Vars string
 }
 
 // Result is the verdict on a finished run.
@@ -241,7 +256,14 @@ func withDefaults(cfg Config) Config {
 
 // validate checks the fields that need no file system. Precondition: withDefaults ran.
 func validate(cfg Config) error {
-	if cfg.Kernel == "" {
+	if cfg.Firmware != nil {
+		if cfg.Kernel != "" || cfg.Initrd != "" || cfg.Cmdline != "" {
+			return errors.New("config: a firmware boot takes no kernel, initrd or command line from the host")
+		}
+		if cfg.Firmware.Code == "" || cfg.Firmware.Vars == "" || cfg.Disk == "" {
+			return errors.New("config: a firmware boot needs the firmware code, its variable store and a disk")
+		}
+	} else if cfg.Kernel == "" {
 		return errors.New("config: no kernel")
 	}
 	if cfg.MemoryMiB < 0 || cfg.CPUs < 0 || cfg.MaxBoots < 0 || cfg.Timeout < 0 {
@@ -266,7 +288,11 @@ func validate(cfg Config) error {
 		}
 	}
 	// QEMU's option parser splits on commas; a comma in a path would smuggle in options.
-	for _, p := range []string{cfg.Kernel, cfg.Initrd, cfg.Disk, cfg.CtlSocket} {
+	paths := []string{cfg.Kernel, cfg.Initrd, cfg.Disk, cfg.CtlSocket}
+	if cfg.Firmware != nil {
+		paths = append(paths, cfg.Firmware.Code, cfg.Firmware.Vars)
+	}
+	for _, p := range paths {
 		if strings.Contains(p, ",") {
 			return fmt.Errorf("config: path %q contains a comma", p)
 		}
@@ -285,14 +311,27 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 	if cfg.Cmdline != "" {
 		cmdline += " " + cfg.Cmdline
 	}
+	machine := "pc"
+	if cfg.Firmware != nil {
+		// SMM and a secure flash keep the variable store (the Secure Boot keys) writable by
+		// the firmware's SMM code only.
+		machine = "q35,smm=on"
+	}
 	a := []string{qemu,
-		"-M", "pc", "-accel", accel, "-cpu", cpu,
+		"-M", machine, "-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		// signal=off: console bytes are never interpreted by QEMU.
 		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
 		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-kernel", cfg.Kernel,
+	}
+	if cfg.Firmware != nil {
+		a = append(a,
+			"-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+cfg.Firmware.Code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+cfg.Firmware.Vars)
+	} else {
+		a = append(a, "-kernel", cfg.Kernel)
 	}
 	if !cfg.PanicReboots {
 		a = append(a, "-device", "pvpanic", "-action", "panic=exit-failure")
@@ -300,7 +339,9 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 	if cfg.Initrd != "" {
 		a = append(a, "-initrd", cfg.Initrd)
 	}
-	a = append(a, "-append", cmdline)
+	if cfg.Firmware == nil {
+		a = append(a, "-append", cmdline)
+	}
 	if cfg.Disk != "" {
 		// cache=writeback: a write the guest saw complete has reached the host page cache,
 		// so it survives a SIGKILL of QEMU (the power-cut tests), and a guest flush becomes

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"alpinespine.org/spine/internal/format/policy"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/uefi/authenticode"
+	"alpinespine.org/spine/internal/host/uefi/efivars"
+	"alpinespine.org/spine/internal/host/uefi/fat"
+	"alpinespine.org/spine/internal/host/uefi/ovmf"
+	"alpinespine.org/spine/internal/host/uefi/sbkeys"
+)
+
+func uefiVarsCmd() command {
+	return command{name: "uefi-vars", synopsis: "write an OVMF variable store with Secure Boot on and the owner's certificate enrolled as PK, KEK and db",
+		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			cert := fs.String("cert", "", "the owner's Secure Boot certificate (uefi.crt from spine keygen; PEM or DER)")
+			out := fs.String("out", "", "variable store to write (pflash unit 1 beside "+ovmf.Code+")")
+			tmpl := fs.String("template", ovmf.VarsTemplate, "empty OVMF variable store to start from")
+			return func(_ context.Context, env *Env, args []string) error {
+				if *cert == "" || *out == "" || len(args) != 0 {
+					return errUsage
+				}
+				c, err := sbkeys.LoadCert(*cert)
+				if err != nil {
+					return err
+				}
+				b, err := WriteUEFIVars(*tmpl, c.Raw)
+				if err != nil {
+					return err
+				}
+				if err := writeAtomic(*out, func(f *os.File) error {
+					_, err := f.Write(b)
+					return err
+				}); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "wrote %s: Secure Boot on, PK, KEK and db hold %q\n", *out, c.Subject.CommonName)
+				return nil
+			}
+		}}
+}
+
+// WriteUEFIVars returns the template variable store with certDER enrolled.
+func WriteUEFIVars(template string, certDER []byte) ([]byte, error) {
+	raw, err := os.ReadFile(template)
+	if err != nil {
+		return nil, fmt.Errorf("read variable store template (install the Debian package ovmf): %w", err)
+	}
+	s, err := efivars.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("variable store template %s: %w", template, err)
+	}
+	if err := s.EnrollOwner(certDER); err != nil {
+		return nil, err
+	}
+	return s.Bytes(), nil
+}
+
+// bootFlags are spine disk's flags for the EFI system partition.
+type bootFlags struct {
+	program, key, cert, size *string
+}
+
+func addBootFlags(fs *flag.FlagSet) bootFlags {
+	return bootFlags{
+		program: fs.String("boot-program", "", "UEFI boot program (a PE/EFI binary, e.g. a kernel with its EFI stub) to sign and install as \\"+strings.ReplaceAll(provision.BootProgramPath, "/", "\\")+" on an EFI system partition; needs --uefi-key and --uefi-cert"),
+		key:     fs.String("uefi-key", "", "Secure Boot key that signs the boot program (uefi.key from spine keygen)"),
+		cert:    fs.String("uefi-cert", "", "certificate of --uefi-key (uefi.crt), enrolled in the machine's db"),
+		size:    fs.String("esp-size", "64MiB", "size of the EFI system partition (FAT32, at least 33MiB)"),
+	}
+}
+
+// files returns the EFI system partition's files (nil without --boot-program) and its size.
+func (f bootFlags) files() ([]fat.File, int64, error) {
+	if *f.program == "" {
+		if *f.key != "" || *f.cert != "" {
+			return nil, 0, fmt.Errorf("--uefi-key and --uefi-cert sign a --boot-program; none given")
+		}
+		return nil, 0, nil
+	}
+	if *f.key == "" || *f.cert == "" {
+		return nil, 0, fmt.Errorf("--boot-program needs --uefi-key and --uefi-cert: the firmware runs only signed boot programs")
+	}
+	size, err := policy.ParseSize(*f.size)
+	if err != nil {
+		return nil, 0, err
+	}
+	signed, err := SignBootProgram(*f.program, *f.key, *f.cert)
+	if err != nil {
+		return nil, 0, err
+	}
+	return []fat.File{{Path: provision.BootProgramPath, Data: signed}}, int64(size), nil
+}
+
+// SignBootProgram returns the PE image at path signed with the Secure Boot key pair.
+func SignBootProgram(path, keyPath, certPath string) ([]byte, error) {
+	pair, err := sbkeys.Load(keyPath, certPath)
+	if err != nil {
+		return nil, err
+	}
+	img, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read boot program: %w", err)
+	}
+	signed, err := authenticode.Sign(img, authenticode.Signer{Key: pair.Key, Cert: pair.Cert})
+	if err != nil {
+		return nil, fmt.Errorf("sign boot program %s: %w", path, err)
+	}
+	return signed, nil
+}
