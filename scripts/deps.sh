@@ -18,6 +18,14 @@ have openssl             || need+=(openssl)
 have crun                || need+=(crun)
 have xz                  || need+=(xz-utils)
 have dpkg-deb            || need+=(dpkg)
+# UEFI: the firmware machines boot through, and the reference tools the Secure Boot code is
+# checked against (signatures, signature lists, FAT).
+[ -f /usr/share/OVMF/OVMF_CODE_4M.secboot.fd ] || need+=(ovmf)
+have sbverify            || need+=(sbsigntool)
+have cert-to-efi-sig-list || need+=(efitools)
+have osslsigncode        || need+=(osslsigncode)
+have fsck.fat            || need+=(dosfstools)
+have mtype               || need+=(mtools)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
