@@ -145,7 +145,7 @@ func TestPersonaEscapeProbe(t *testing.T) {
 		}
 	}
 	for _, check := range []string{
-		"pid namespace", "network namespace", "uts namespace", "user namespace", "cgroup namespace",
+		"pid namespace", "network namespace", "uts namespace", "user namespace", "cgroup namespace", "mount namespace",
 		"hidden /personas", "hidden /persist", "hidden /bin/heartbeat", "hidden /dev/vda", "no block devices",
 		"mknod block device", "write root", "write tree", "write /sys", "write /proc/sys", "write /proc/sysrq-trigger",
 		"masked /proc/kcore", "tmp writable",

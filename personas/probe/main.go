@@ -132,6 +132,43 @@ func (p *prober) namespaces(want string) {
 
 	cg, _ := os.ReadFile("/proc/self/cgroup")
 	p.report("cgroup namespace", strings.TrimSpace(string(cg)) != "0::/", "cgroup "+strings.TrimSpace(string(cg)))
+
+	p.mountNamespace(want)
+}
+
+// mountNamespace reads the persona's own mount table. In a mount namespace of its own, "/" is
+// a small tmpfs of its own, its tree is mounted from the Spine's subtree personas/NAME (never
+// from the Spine's root), and none of bay0's mounts (/persist, the cgroup hierarchy) is listed.
+func (p *prober) mountNamespace(name string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		p.report("mount namespace", true, "no mountinfo: "+err.Error())
+		return
+	}
+	tree := "/personas/" + name
+	var rootFS string
+	var fromTree, foreign, host []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		_, after, ok := strings.Cut(line, " - ")
+		if len(f) < 5 || !ok {
+			continue
+		}
+		fstype := strings.Fields(after)[0]
+		point, root := f[4], f[3]
+		switch {
+		case point == "/":
+			rootFS = fstype
+		case point == "/persist" || strings.HasPrefix(point, "/sys/fs/cgroup") || point == "/newroot":
+			host = append(host, point)
+		case fstype == "squashfs" && (root == tree || strings.HasPrefix(root, tree+"/")):
+			fromTree = append(fromTree, point)
+		case fstype == "squashfs":
+			foreign = append(foreign, point+" from "+root)
+		}
+	}
+	p.report("mount namespace", rootFS != "tmpfs" || len(fromTree) == 0 || len(foreign) > 0 || len(host) > 0,
+		fmt.Sprintf("/ is %s; from %s: %v; other Spine paths: %v; bay0's mounts: %v", rootFS, tree, fromTree, foreign, host))
 }
 
 func (p *prober) files() {
