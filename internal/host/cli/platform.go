@@ -201,7 +201,8 @@ func vmCmd() command {
 	return command{name: "vm", synopsis: "boot a machine disk under QEMU; the exit status says how it ended (0 powered off, 3 panicked, 4 rebooted too often, 5 timed out)",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			diskPath := fs.String("disk", "", "machine disk")
-			initrd := fs.String("initrd", "", "initramfs")
+			uefiVars := fs.String("uefi-vars", "", "boot through UEFI firmware (OVMF, Secure Boot, q35 with SMM) with this variable store (spine uefi-vars) as the machine's NVRAM: the disk alone boots, no kernel, initramfs or command line from the host")
+			initrd := fs.String("initrd", "", "initramfs (direct kernel boot, the fast mode without firmware)")
 			kern := fs.String("kernel", "", "kernel (default: the prepared pinned kernel)")
 			ctl := fs.String("ctl", "", "expose the bay0.ctl control port as this unix socket")
 			timeout := fs.Duration("timeout", 0, "stop the machine after this long (0: never)")
@@ -212,22 +213,34 @@ func vmCmd() command {
 			var fwd multi
 			fs.Var(&fwd, "forward", "forward a port of the host's 127.0.0.1 to the guest, HOST:GUEST (guest "+vm.DefaultGuestAddr+") or HOST:GUESTIP:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
-				if *diskPath == "" || *initrd == "" || len(args) != 0 {
+				if *diskPath == "" || len(args) != 0 {
 					return errUsage
 				}
-				if err := CheckCmdline(*appendArgs); err != nil {
-					return err
-				}
-				k := *kern
-				if k == "" {
-					kk, err := prepareKernel(ctx)
+				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
+					MaxBoots: *boots, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
+				if *uefiVars != "" {
+					fw, err := firmware(*uefiVars, *kern, *initrd, *appendArgs)
 					if err != nil {
 						return err
 					}
-					k = kk.Vmlinux
+					cfg.Firmware = fw
+				} else {
+					if *initrd == "" {
+						return errUsage
+					}
+					if err := CheckCmdline(*appendArgs); err != nil {
+						return err
+					}
+					k := *kern
+					if k == "" {
+						kk, err := prepareKernel(ctx)
+						if err != nil {
+							return err
+						}
+						k = kk.Vmlinux
+					}
+					cfg.Kernel, cfg.Initrd, cfg.Cmdline = k, *initrd, *appendArgs
 				}
-				cfg := vm.Config{Kernel: k, Initrd: *initrd, Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
-					MaxBoots: *boots, Cmdline: *appendArgs, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
 				if *passFile != "" {
 					pass, err := passphraseFile(*passFile)
 					if err != nil {

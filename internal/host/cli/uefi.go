@@ -14,6 +14,7 @@ import (
 	"alpinespine.org/spine/internal/host/uefi/fat"
 	"alpinespine.org/spine/internal/host/uefi/ovmf"
 	"alpinespine.org/spine/internal/host/uefi/sbkeys"
+	"alpinespine.org/spine/internal/host/vm"
 )
 
 func uefiVarsCmd() command {
@@ -113,4 +114,24 @@ func SignBootProgram(path, keyPath, certPath string) ([]byte, error) {
 		return nil, fmt.Errorf("sign boot program %s: %w", path, err)
 	}
 	return signed, nil
+}
+
+// firmware returns the firmware of a machine booted through UEFI with vars as its NVRAM. Such
+// a machine gets nothing from the host but its disk, so kernel, initramfs and command line
+// flags are refused rather than ignored.
+func firmware(vars, kernel, initrd, cmdline string) (*vm.Firmware, error) {
+	if kernel != "" || initrd != "" || cmdline != "" {
+		return nil, fmt.Errorf("--uefi-vars boots the disk through firmware: --kernel, --initrd and --append do not apply")
+	}
+	if err := ovmf.Check(); err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(vars)
+	if err != nil {
+		return nil, fmt.Errorf("read UEFI variable store: %w", err)
+	}
+	if _, err := efivars.Parse(raw); err != nil {
+		return nil, fmt.Errorf("UEFI variable store %s: %w", vars, err)
+	}
+	return &vm.Firmware{Code: ovmf.Code, Vars: vars}, nil
 }
