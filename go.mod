@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	github.com/anatol/devmapper.go v0.0.0-20230829043248-59ac2b9706ba
-	github.com/anatol/luks.go v0.0.0-20250316021219-8cd744c3576f
 	github.com/google/go-containerregistry v0.22.1
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/ulikunitz/xz v0.5.17
@@ -14,10 +13,9 @@ require (
 )
 
 require (
-	github.com/dgryski/go-camellia v0.0.0-20191119043421-69a8a13fb23d // indirect
-	github.com/jzelinskie/whirlpool v0.0.0-20201016144138-0675e54bb004 // indirect
 	github.com/klauspost/compress v1.19.2 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect
+	github.com/stretchr/testify v1.10.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 )

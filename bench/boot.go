@@ -10,11 +10,11 @@ import (
 	"strconv"
 	"time"
 
-	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
+	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
 )
@@ -43,7 +43,7 @@ func benchBoot(ctx context.Context, dir string) ([]result, error) {
 		if err := copyFile(m.disk, disk); err != nil {
 			return nil, err
 		}
-		a := persist.NewAnswerer([]byte(benchPassphrase))
+		a := vm.NewAnswerer([]byte(benchPassphrase))
 		mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a, Net: true, Timeout: 3 * time.Minute})
 		if err != nil {
 			return nil, err
@@ -169,7 +169,7 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 	}
 	m.disk = filepath.Join(dir, "disk.img")
 	err = provision.Create(provision.Options{Out: m.disk, A: img, PersistSize: 64 << 20, Seed: "bench",
-		Passphrase: []byte(benchPassphrase), KDF: persist.TestKDF()})
+		Passphrase: []byte(benchPassphrase), KDF: persistfmt.TestKDF()})
 	return m, err
 }
 

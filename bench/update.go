@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
@@ -106,7 +105,7 @@ func onlineUpdate(ctx context.Context, m machine, _ []ed25519.PublicKey) (time.D
 		return 0, err
 	}
 	sock := filepath.Join(dir, "ctl.sock")
-	a := persist.NewAnswerer([]byte(benchPassphrase))
+	a := vm.NewAnswerer([]byte(benchPassphrase))
 	mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a,
 		CtlSocket: sock, Net: true, Timeout: 5 * time.Minute})
 	if err != nil {

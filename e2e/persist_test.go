@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/format/event"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,10 +11,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/format/event"
+
+	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/luks2"
+	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
@@ -33,19 +38,19 @@ const (
 	// e2ePassphrase opens every test disk's persist container.
 	e2ePassphrase = "e2e persist passphrase: correct horse battery staple"
 	// persistSize is the persist partition of test disks: the smallest Format accepts.
-	persistSize = persist.MinSize
+	persistSize = persistfmt.MinSize
 	// bootCounter is the plaintext start of the file bay0 keeps in /persist.
 	bootCounter = "bay0 persist boot counter"
 )
 
-// persistImage is the shared persist container (persist.TestKDF, e2ePassphrase): formatting
+// persistImage is the shared persist container (persistfmt.TestKDF, e2ePassphrase): formatting
 // one per disk would cost a second of host CPU each.
 var persistImage string
 
 func setupPersist(ctx context.Context) error {
 	persistImage = filepath.Join(fx.dir, "persist.img")
 	start := time.Now()
-	if err := persist.Format(ctx, persistImage, persistSize, []byte(e2ePassphrase), persist.TestKDF()); err != nil {
+	if err := persistfmt.Format(ctx, persistImage, persistSize, []byte(e2ePassphrase), persistfmt.TestKDF()); err != nil {
 		return fmt.Errorf("format the shared persist container: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: formatted the persist container in %s\n", time.Since(start).Round(time.Millisecond))
@@ -86,7 +91,7 @@ func answering(cfg vm.Config, answers ...string) vm.Config {
 	for _, a := range answers {
 		bs = append(bs, []byte(a))
 	}
-	a := persist.NewAnswerer(bs...)
+	a := vm.NewAnswerer(bs...)
 	if cfg.Console != nil {
 		cfg.Console = io.MultiWriter(cfg.Console, a)
 	} else {
@@ -116,7 +121,7 @@ func formattedDisk(t *testing.T, img string) string {
 	out := filepath.Join(t.TempDir(), "disk.img")
 	start := time.Now()
 	if err := provision.Create(provision.Options{Out: out, A: img, B: img, PersistSize: persistSize, Seed: t.Name(),
-		Passphrase: []byte(e2ePassphrase), KDF: persist.TestKDF()}); err != nil {
+		Passphrase: []byte(e2ePassphrase), KDF: persistfmt.TestKDF()}); err != nil {
 		t.Fatalf("create disk: %v", err)
 	}
 	t.Logf("created and formatted the disk in %s", time.Since(start).Round(time.Millisecond))
@@ -358,4 +363,130 @@ func waitCount(t *testing.T, v *vmtest.VM, name, substr string, n int, timeout t
 			t.Fatalf("%d lines of persona %s contain %q, want %d", v.CountPersona(name, substr), name, substr, n)
 		}
 	}
+}
+
+var persistProbe struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// persistProbeEntry renders a [[persona]] table running e2e/testdata/persistprobe in mode.
+func persistProbeEntry(t *testing.T, name, mode, limits string) string {
+	t.Helper()
+	persistProbe.once.Do(func() {
+		persistProbe.dir = filepath.Join(fx.dir, "persistprobe-tree")
+		persistProbe.err = goBuild(filepath.Join(persistProbe.dir, "bin", "persistprobe"), "./e2e/testdata/persistprobe")
+	})
+	if persistProbe.err != nil {
+		t.Fatal(persistProbe.err)
+	}
+	return fmt.Sprintf("[[persona]]\nname = %q\nexec = [\"/bin/persistprobe\", %q]\n%s\n[persona.source]\ndir = %q\n",
+		name, mode, limits, persistProbe.dir)
+}
+
+// TestPassphraseNeverLeaves (issue 12.3): a persona prints bay0's prompt in every disguise it
+// can; the host answers none of them, and when a passphrase is typed at the console anyway
+// the guest does not echo it: it appears in no console output.
+func TestPassphraseNeverLeaves(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t, persistProbeEntry(t, "evil", "prompt", "cpus = 0.2\nmemory = \"16MiB\"\npids = 8"))
+	disk := makeDisk(t, img, img, nil)
+	// The answerer of spine vm --passphrase-file sees the console, as in make demo.
+	ans := vm.NewAnswerer([]byte(e2ePassphrase))
+	defer ans.Close()
+	cfg, sock := withControl(t, typing(disk))
+	cfg.Console = ans
+	v := vmtest.Boot(t, cfg)
+	answer(t, v, e2ePassphrase) // bay0's own prompt, typed by the test
+	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	v.WaitFor(t, "persona evil: persistprobe: prompt done", bootTimeout)
+	if n := ans.Prompts(); n != 1 {
+		t.Errorf("the host saw %d prompts, want 1 (bay0's own): a persona's text counted", n)
+	}
+	// A host that answered a persona's prompt anyway: the guest must not echo it.
+	if err := v.Machine().Send(e2ePassphrase + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	if _, err := c.Call(ctx, control.Request{Verb: control.VerbPoweroff}); err != nil {
+		t.Fatalf("poweroff: %v", err)
+	}
+	v.ExpectOutcome(t, vm.PoweredOff)
+	if n := v.Count("persona evil: bay0: enter passphrase for /persist:"); n < 3 {
+		t.Errorf("the persona's fake prompts reached the console %d times: the attack did not run", n)
+	}
+	v.Never(t, e2ePassphrase)
+	v.Never(t, "correct horse")
+}
+
+// persistHeader reads the LUKS2 header of a disk's persist partition, and the partition's start.
+func persistHeader(t *testing.T, disk string) (luks2.Header, int64) {
+	t.Helper()
+	raw := persistPartition(t, disk)
+	h, err := luks2.ReadHeader(bytes.NewReader(raw), luks2.Limits{MemoryKiB: 1 << 20, Passes: 100, Iterations: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	part, err := provision.Partition(f, provision.PersistPartition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, part.Start
+}
+
+// overwrite writes b at off of a disk image.
+func overwrite(t *testing.T, disk string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPersistDamagedPrimaryHeader (issue 12.6): one damaged sector at the start of the
+// partition destroys the primary LUKS2 header; bay0 opens the container with the secondary,
+// as cryptsetup does, and says so.
+func TestPersistDamagedPrimaryHeader(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	_, start := persistHeader(t, disk)
+	overwrite(t, disk, start, bytes.Repeat([]byte{0xff}, 512))
+	v := vmtest.Boot(t, machine(disk))
+	v.WaitFor(t, persist.DamageLine+" the primary LUKS2 header is damaged", bootTimeout)
+	v.WaitFor(t, persist.MountedLine, bootTimeout)
+	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.Kill(t)
+	v.Never(t, persist.WrongLine)
+}
+
+// TestPersistDamagedKeyslot (issue 12.6): the keyslot's key material is destroyed (a wiped
+// sector); bay0 reports damage, not a wrong passphrase, and powers off without asking for a
+// passphrase no keyslot could take.
+func TestPersistDamagedKeyslot(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	h, start := persistHeader(t, disk)
+	overwrite(t, disk, start+int64(h.Keyslots[0].AreaOffset)+4096, make([]byte, 512))
+	v := vmtest.Boot(t, machine(disk))
+	v.ExpectOutcome(t, vm.PoweredOff)
+	if !v.Saw("bay0: halt: poweroff: persist:") || !v.Saw("damaged LUKS2 container: no keyslot can open it: keyslot 0: its key material is destroyed") {
+		t.Error("the console does not say that the keyslot is damaged")
+	}
+	v.Never(t, persist.WrongLine)
+	v.Never(t, persist.Prompt)
+	v.Never(t, "bay0: spine tiny")
 }

@@ -30,6 +30,8 @@ type persistSystem interface {
 // unsealer is an opened container: persist.Container in the real system.
 type unsealer interface {
 	Unseal(passphrase []byte) (*persist.Volume, error)
+	// Notes says what damage was found in the container and worked around.
+	Notes() []string
 	Close() error
 }
 
@@ -49,6 +51,9 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 		return off("%v", err)
 	}
 	defer c.Close()
+	for _, n := range c.Notes() {
+		fmt.Fprintf(console, "%s %s\n", persist.DamageLine, n)
+	}
 	term, err := sys.Terminal(console)
 	if err != nil {
 		return off("%v", err)

@@ -51,19 +51,19 @@ type consoleTerminal struct {
 }
 
 // EchoOff clears ECHO (and its variants) and keeps canonical mode, so the kernel's line
-// discipline collects a whole line (with erase and kill) and nothing typed is printed.
-func (c consoleTerminal) EchoOff() (func() error, error) {
-	old, err := unix.IoctlGetTermios(c.fd, unix.TCGETS)
+// discipline collects a whole line (with erase and kill) and nothing typed is printed, for
+// the rest of the boot.
+func (c consoleTerminal) EchoOff() error {
+	t, err := unix.IoctlGetTermios(c.fd, unix.TCGETS)
 	if err != nil {
-		return nil, fmt.Errorf("read console mode: %w", err)
+		return fmt.Errorf("read console mode: %w", err)
 	}
-	t := *old
 	t.Lflag &^= unix.ECHO | unix.ECHOE | unix.ECHOK | unix.ECHONL
 	t.Lflag |= unix.ICANON
-	if err := unix.IoctlSetTermios(c.fd, unix.TCSETS, &t); err != nil {
-		return nil, fmt.Errorf("set console mode: %w", err)
+	if err := unix.IoctlSetTermios(c.fd, unix.TCSETS, t); err != nil {
+		return fmt.Errorf("set console mode: %w", err)
 	}
-	return func() error { return unix.IoctlSetTermios(c.fd, unix.TCSETS, old) }, nil
+	return nil
 }
 
 // Discard flushes input typed before the prompt (tcflush(TCIFLUSH)).

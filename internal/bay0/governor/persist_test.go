@@ -29,7 +29,7 @@ type fakeTerm struct {
 	io.Writer
 }
 
-func (fakeTerm) EchoOff() (func() error, error) { return func() error { return nil }, nil }
+func (fakeTerm) EchoOff() error { return nil }
 func (fakeTerm) Discard() error                 { return nil }
 
 func (f *fakePersist) Find() (string, error) { return "/dev/vda4", f.findErr }
@@ -46,9 +46,11 @@ func (f *fakePersist) Unseal(p []byte) (*persist.Volume, error) {
 	if string(p) != f.right {
 		return nil, persist.ErrWrongPassphrase
 	}
-	return &persist.Volume{Key: bytes.Repeat([]byte{0xaa}, 64), KDF: persist.TestKDF()}, nil
+	return &persist.Volume{Key: bytes.Repeat([]byte{0xaa}, 64), KDF: persist.KDF{Type: "argon2id", MemoryKiB: 8 << 10, Iterations: 4, Parallel: 1}}, nil
 }
 func (f *fakePersist) Close() error { return nil }
+
+func (f *fakePersist) Notes() []string { return nil }
 func (f *fakePersist) Activate(v *persist.Volume) (string, error) {
 	f.keys = append(f.keys, v.Key)
 	return "/dev/dm-1", f.activateErr

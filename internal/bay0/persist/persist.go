@@ -1,26 +1,46 @@
-// Package persist is /persist, the machine's only durable storage: a LUKS2 container
-// (aes-xts-plain64, argon2id) holding ext4 on the GPT partition named "persist". The host side
-// formats it (Format); bay0 asks for the passphrase on the console (Ask), unseals the volume
-// key (Open, Unseal), hands the key to dm-crypt and mounts the filesystem nodev,nosuid,noexec
-// (Activate, Mount), and closes it all again when the machine goes down (Close).
+// Package persist is /persist as bay0 opens it, the machine's only durable storage: a LUKS2
+// container (aes-xts-plain64, argon2id) holding ext4 on the GPT partition named "persist".
+// bay0 asks for the passphrase on the console (Ask), unseals the volume key (Open, Unseal, with
+// internal/format/luks2), hands the key to dm-crypt and mounts the filesystem
+// nodev,nosuid,noexec (Activate, Mount), gives each persona its subtree (EnsureSubtree), and
+// closes it all again when the machine goes down (Close). The host formats the partition
+// (internal/host/persistfmt).
 //
 // The key material lives in the kernel only. Go gives no guarantee that a secret was never
 // copied (the garbage collector moves nothing today, but stacks grow by copying, and
-// luks.go and x/crypto keep intermediate buffers of their own), so wiping is best effort: every
+// x/crypto keeps intermediate buffers of its own), so wiping is best effort: every
 // slice this package holds a passphrase or a volume key in is overwritten as soon as it is no
 // longer needed, and the volume key reaches dm-crypt through the kernel keyring, never as hex
 // text in a Go string that could not be wiped.
 package persist
 
 import (
-	"alpinespine.org/spine/internal/bay0/mountinfo"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"unicode/utf8"
 
+	"alpinespine.org/spine/internal/bay0/mountinfo"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/luks2"
+)
+
+// What the container holds, from the LUKS2 package.
+type (
+	// Limits bound the key derivation a header may ask for.
+	Limits = luks2.Limits
+	// KDF is a keyslot's key derivation and cost.
+	KDF = luks2.KDF
+)
+
+// DefaultLimits fit a machine with ram bytes of memory.
+func DefaultLimits(ram uint64) Limits { return luks2.DefaultLimits(ram) }
+
+// Cipher and SectorSize are what the container is encrypted with.
+const (
+	Cipher     = luks2.Cipher
+	SectorSize = luks2.SectorSize
 )
 
 // Names and paths shared by spine (which formats the partition) and bay0 (which opens it).
@@ -45,6 +65,8 @@ const (
 	UnlockedLine = "bay0: persist: unlocked"
 	MountedLine  = "bay0: persist: mounted /persist (nodev,nosuid,noexec)"
 	ClosedLine   = "bay0: persist: closed"
+	// DamageLine starts a line about damage found in the container and worked around.
+	DamageLine = "bay0: persist: damage:"
 )
 
 // MaxPassphrase bounds a passphrase in bytes. The console reads a line in canonical mode,
@@ -54,11 +76,13 @@ const MaxPassphrase = 512
 // Errors.
 var (
 	// ErrWrongPassphrase: the passphrase opens no keyslot.
-	ErrWrongPassphrase = errors.New("wrong passphrase")
+	ErrWrongPassphrase = luks2.ErrWrongPassphrase
 	// ErrTooManyAttempts: every attempt the policy allows was wrong.
 	ErrTooManyAttempts = errors.New("too many wrong passphrases")
 	// ErrNotLUKS: the partition holds no LUKS2 header (a never-formatted partition is zeros).
-	ErrNotLUKS = errors.New("no LUKS2 header")
+	ErrNotLUKS = luks2.ErrNotLUKS
+	// ErrDamaged: the container is damaged so that no passphrase can open it.
+	ErrDamaged = luks2.ErrDamaged
 	// ErrNotMounted: /proc/self/mountinfo has no entry for the mount point.
 	ErrNotMounted = mountinfo.ErrNotMounted
 	// ErrBadPassphrase: a passphrase that could never be typed at the console prompt.
@@ -112,9 +136,9 @@ func Wipe(b []byte) {
 // Terminal is the console the passphrase is typed on.
 type Terminal interface {
 	io.ReadWriter
-	// EchoOff stops the terminal from echoing what is typed; restore brings back the mode
-	// it had before.
-	EchoOff() (restore func() error, err error)
+	// EchoOff stops the terminal from echoing what is typed, for good: bay0 never turns
+	// echo back on.
+	EchoOff() error
 	// Discard drops input typed before a prompt was shown, so that an answer always
 	// belongs to the prompt it follows.
 	Discard() error
@@ -145,11 +169,12 @@ func Ask(term Terminal, attempts int, try func(passphrase []byte) error) error {
 	if attempts < 1 {
 		return fmt.Errorf("ask for passphrase: %d attempts allowed", attempts)
 	}
-	restore, err := term.EchoOff()
-	if err != nil {
+	// Echo stays off after Ask, for the rest of the boot: bay0 never reads its console
+	// again, and whatever is typed at it later (a passphrase typed at a prompt that was not
+	// bay0's) must not come back in the console's output, where every log would keep it.
+	if err := term.EchoOff(); err != nil {
 		return fmt.Errorf("turn console echo off: %w", err)
 	}
-	defer restore()
 	// One buffer for every attempt, wiped after each: a passphrase, its newline, and one
 	// byte more to notice a line that is too long.
 	var buf [MaxPassphrase + 2]byte
@@ -240,34 +265,6 @@ func readLine(r io.Reader, buf []byte) (int, error) {
 		n--
 	}
 	return n, err
-}
-
-// luksMagic starts a LUKS header (both versions); the version follows as a big-endian uint16.
-var luksMagic = []byte("LUKS\xba\xbe")
-
-// luksHeaderSize is the size of the fixed binary part of a LUKS2 header that Probe reads.
-const luksHeaderSize = 8
-
-// Probe checks that r starts with a LUKS2 header. A partition that was never formatted (all
-// zeros) or holds anything else is ErrNotLUKS; a LUKS1 container is refused too.
-func Probe(r io.ReaderAt) error {
-	var h [luksHeaderSize]byte
-	if _, err := r.ReadAt(h[:], 0); err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: partition shorter than a header", ErrNotLUKS)
-		}
-		return fmt.Errorf("read LUKS header: %w", err)
-	}
-	if !bytes.Equal(h[:6], luksMagic) {
-		if h == [luksHeaderSize]byte{} {
-			return fmt.Errorf("%w: the partition starts with zeros (never formatted?)", ErrNotLUKS)
-		}
-		return fmt.Errorf("%w: unknown magic %x", ErrNotLUKS, h[:6])
-	}
-	if v := int(h[6])<<8 | int(h[7]); v != 2 {
-		return fmt.Errorf("%w: LUKS version %d", ErrNotLUKS, v)
-	}
-	return nil
 }
 
 // MountEntry is one line of /proc/self/mountinfo.

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"alpinespine.org/spine/internal/format/bootctl"
 	"flag"
 	"os"
 	"os/exec"
@@ -10,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/bootctl"
+
+	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"
 )
 
@@ -91,13 +92,13 @@ func TestDiskRefusesWithoutPassphrase(t *testing.T) {
 func TestKDFFlags(t *testing.T) {
 	for _, c := range []struct {
 		args []string
-		want persist.KDF
+		want persistfmt.KDF
 	}{
-		{nil, persist.DefaultKDF()},
-		{[]string{"--kdf", "test"}, persist.TestKDF()},
-		{[]string{"--kdf-memory", "1GiB", "--kdf-time", "6", "--kdf-parallel", "2"}, persist.KDF{Type: "argon2id", MemoryKiB: 1 << 20, Iterations: 6, Parallel: 2}},
-		{[]string{"--kdf-time", "2s"}, persist.KDF{Type: "argon2id", MemoryKiB: 128 << 10, IterTime: 2 * time.Second, Parallel: 1}},
-		{[]string{"--kdf", "pbkdf2", "--kdf-time", "500000"}, persist.KDF{Type: "pbkdf2", MemoryKiB: 128 << 10, Iterations: 500000, Parallel: 1}},
+		{nil, persistfmt.DefaultKDF()},
+		{[]string{"--kdf", "test"}, persistfmt.TestKDF()},
+		{[]string{"--kdf-memory", "1GiB", "--kdf-time", "6", "--kdf-parallel", "2"}, persistfmt.KDF{Type: "argon2id", MemoryKiB: 1 << 20, Iterations: 6, Parallel: 2}},
+		{[]string{"--kdf-time", "2s"}, persistfmt.KDF{Type: "argon2id", MemoryKiB: 128 << 10, IterTime: 2 * time.Second, Parallel: 1}},
+		{[]string{"--kdf", "pbkdf2", "--kdf-time", "500000"}, persistfmt.KDF{Type: "pbkdf2", MemoryKiB: 128 << 10, Iterations: 500000, Parallel: 1}},
 	} {
 		fs := flag.NewFlagSet("disk", flag.ContinueOnError)
 		k := addKDFFlags(fs)

@@ -15,9 +15,10 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/format/policy"
+	"alpinespine.org/spine/internal/host/persistfmt"
 )
 
-// kdfTest is the --kdf value that selects persist.TestKDF.
+// kdfTest is the --kdf value that selects persistfmt.TestKDF.
 const kdfTest = "test"
 
 // kdfFlags are spine disk's key derivation cost flags.
@@ -27,7 +28,7 @@ type kdfFlags struct {
 }
 
 func addKDFFlags(fs *flag.FlagSet) *kdfFlags {
-	d := persist.DefaultKDF()
+	d := persistfmt.DefaultKDF()
 	k := &kdfFlags{}
 	fs.StringVar(&k.kind, "kdf", d.Type, "key derivation: argon2id, argon2i, pbkdf2, or test (argon2id at the lowest cost cryptsetup allows: for tests only)")
 	fs.StringVar(&k.memory, "kdf-memory", fmt.Sprintf("%dMiB", d.MemoryKiB>>10), "argon2 memory cost; the target machine derives the key in this much of its own RAM")
@@ -36,9 +37,9 @@ func addKDFFlags(fs *flag.FlagSet) *kdfFlags {
 	return k
 }
 
-// kdf turns the flags into a persist.KDF. The test preset refuses other cost flags, so a
+// kdf turns the flags into a persistfmt.KDF. The test preset refuses other cost flags, so a
 // cheap KDF is never chosen by accident.
-func (k *kdfFlags) kdf(fs *flag.FlagSet) (persist.KDF, error) {
+func (k *kdfFlags) kdf(fs *flag.FlagSet) (persistfmt.KDF, error) {
 	if k.kind == kdfTest {
 		var bad []string
 		fs.Visit(func(f *flag.Flag) {
@@ -47,14 +48,14 @@ func (k *kdfFlags) kdf(fs *flag.FlagSet) (persist.KDF, error) {
 			}
 		})
 		if len(bad) > 0 {
-			return persist.KDF{}, fmt.Errorf("--kdf test fixes the cost; drop %v", bad)
+			return persistfmt.KDF{}, fmt.Errorf("--kdf test fixes the cost; drop %v", bad)
 		}
-		return persist.TestKDF(), nil
+		return persistfmt.TestKDF(), nil
 	}
-	out := persist.KDF{Type: k.kind, Parallel: k.parallel}
+	out := persistfmt.KDF{Type: k.kind, Parallel: k.parallel}
 	mem, err := policy.ParseSize(k.memory)
 	if err != nil {
-		return persist.KDF{}, fmt.Errorf("--kdf-memory: %w", err)
+		return persistfmt.KDF{}, fmt.Errorf("--kdf-memory: %w", err)
 	}
 	out.MemoryKiB = int(mem >> 10)
 	if n, err := strconv.Atoi(k.time); err == nil {
@@ -62,7 +63,7 @@ func (k *kdfFlags) kdf(fs *flag.FlagSet) (persist.KDF, error) {
 	} else if d, derr := time.ParseDuration(k.time); derr == nil {
 		out.IterTime = d
 	} else {
-		return persist.KDF{}, fmt.Errorf("--kdf-time %q is neither a number of passes nor a duration", k.time)
+		return persistfmt.KDF{}, fmt.Errorf("--kdf-time %q is neither a number of passes nor a duration", k.time)
 	}
 	return out, nil
 }

@@ -247,7 +247,7 @@ func vmCmd() command {
 						return err
 					}
 					// The console's only input is the answer to the prompt.
-					ans := persist.NewAnswerer(pass)
+					ans := vm.NewAnswerer(pass)
 					persist.Wipe(pass)
 					defer ans.Close()
 					cfg.Console, cfg.Stdin = io.MultiWriter(env.Stdout, ans), ans

@@ -16,6 +16,7 @@ import (
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/manifest"
+	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/uefi/fat"
 )
 
@@ -44,12 +45,12 @@ type Options struct {
 	Out         string
 	A, B        string // image paths; B may be empty
 	SlotSize    int64  // bytes per slot; 0 picks room for twice the larger image
-	PersistSize int64  // bytes; at least persist.MinSize when Passphrase is set
+	PersistSize int64  // bytes; at least persistfmt.MinSize when Passphrase is set
 	// Passphrase, if set, formats the persist partition as LUKS2 over ext4 with KDF (zero:
-	// persist.DefaultKDF). Without it the partition stays zeros, and bay0 refuses to boot
+	// persistfmt.DefaultKDF). Without it the partition stays zeros, and bay0 refuses to boot
 	// such a machine: only tests of that refusal want it. The caller wipes the slice.
 	Passphrase []byte
-	KDF        persist.KDF
+	KDF        persistfmt.KDF
 	Seed       string // makes GUIDs reproducible
 	// ESP, if set, adds an EFI system partition (FAT32, the first partition) holding these
 	// files, e.g. the signed boot program at BootProgramPath.
@@ -214,12 +215,12 @@ func formatPersist(f *os.File, parts []disk.Partition, o Options) error {
 		return err
 	}
 	kdf := o.KDF
-	if kdf == (persist.KDF{}) {
-		kdf = persist.DefaultKDF()
+	if kdf == (persistfmt.KDF{}) {
+		kdf = persistfmt.DefaultKDF()
 	}
 	img := o.Out + ".persist.tmp"
 	defer os.Remove(img)
-	if err := persist.Format(context.Background(), img, part.Size, o.Passphrase, kdf); err != nil {
+	if err := persistfmt.Format(context.Background(), img, part.Size, o.Passphrase, kdf); err != nil {
 		return err
 	}
 	if err := copyInto(f, part.Start, img); err != nil {

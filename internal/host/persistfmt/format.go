@@ -1,4 +1,8 @@
-package persist
+// Package persistfmt formats a machine's persist partition on the host: an ext4 filesystem
+// made in a plain file (mkfs.ext4 -d) and encrypted in place offline as LUKS2 with
+// cryptsetup, with the key derivation cost the operator chooses. bay0 opens what it writes
+// with internal/bay0/persist.
+package persistfmt
 
 import (
 	"bytes"
@@ -10,6 +14,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/format/luks2"
 )
 
 // Container layout. Format encrypts an ext4 image in place; cryptsetup makes room for the
@@ -21,20 +28,20 @@ const (
 	// MinSize is the smallest partition Format accepts: the header plus 16 MiB of ext4.
 	MinSize = ReduceSize + 16<<20
 	// SectorSize is the encryption sector, the ext4 block size.
-	SectorSize = 4096
+	SectorSize = luks2.SectorSize
 	// Cipher is the data and keyslot cipher (AES-256 in XTS mode: a 512-bit key).
-	Cipher  = "aes-xts-plain64"
-	keyBits = 512
+	Cipher  = luks2.Cipher
+	keyBits = 8 * luks2.KeySize
 )
 
 // Supported key derivation functions.
 const (
-	KDFArgon2id = "argon2id"
-	KDFArgon2i  = "argon2i"
-	KDFPBKDF2   = "pbkdf2"
+	KDFArgon2id = luks2.KDFArgon2id
+	KDFArgon2i  = luks2.KDFArgon2i
+	KDFPBKDF2   = luks2.KDFPBKDF2
 )
 
-// KDF is the cost of the keyslot's key derivation: what an attacker pays for each guess, and
+// KDF is the cost of the keyslot's key derivation Format sets up: what an attacker pays for each guess, and
 // what the machine pays once per unlock. bay0 derives the key in its own memory on the
 // target, so MemoryKiB must fit the target's RAM with room to spare.
 type KDF struct {
@@ -69,11 +76,11 @@ func TestKDF() KDF {
 
 // Limits cryptsetup (and bay0's memory) put on the cost parameters.
 const (
-	minArgonMemoryKiB = 32
-	maxArgonMemoryKiB = 4 << 20
+	minArgonMemoryKiB = luks2.MinArgonMemoryKiB
+	maxArgonMemoryKiB = luks2.MaxArgonMemoryKiB
 	minArgonPasses    = 4
 	minPBKDF2Iter     = 1000
-	maxParallel       = 4
+	maxParallel       = luks2.MaxParallel
 )
 
 // args renders the KDF as cryptsetup options.
@@ -131,7 +138,7 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 	if size < MinSize || size%SectorSize != 0 {
 		return fmt.Errorf("format persist: size %d is not a multiple of %d of at least %d bytes", size, SectorSize, MinSize)
 	}
-	if err := CheckPassphrase(passphrase); err != nil {
+	if err := persist.CheckPassphrase(passphrase); err != nil {
 		return fmt.Errorf("format persist: %w", err)
 	}
 	kdfArgs, err := kdf.args()
@@ -149,10 +156,10 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 	}
 	defer os.RemoveAll(dir)
 	root := filepath.Join(dir, "root")
-	if err := os.Mkdir(root, RootMode); err != nil {
+	if err := os.Mkdir(root, persist.RootMode); err != nil {
 		return fmt.Errorf("format persist: %w", err)
 	}
-	if err := os.Chmod(root, RootMode); err != nil { // the umask may have narrowed it
+	if err := os.Chmod(root, persist.RootMode); err != nil { // the umask may have narrowed it
 		return fmt.Errorf("format persist: %w", err)
 	}
 	img := filepath.Join(dir, "persist.img")
@@ -169,7 +176,7 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 	}
 	// lazy_*_init=0: the guest kernel has nothing left to zero in the background.
 	// root_owner: mkfs -d would otherwise give the root to whoever runs spine.
-	mkfs := []string{"-q", "-F", "-t", "ext4", "-b", strconv.Itoa(SectorSize), "-m", "0", "-L", Partition,
+	mkfs := []string{"-q", "-F", "-t", "ext4", "-b", strconv.Itoa(SectorSize), "-m", "0", "-L", persist.Partition,
 		"-d", root, "-E", "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0",
 		img, strconv.FormatInt((size-ReduceSize)/SectorSize, 10)}
 	if err := run(ctx, nil, "mkfs.ext4", mkfs...); err != nil {
@@ -179,7 +186,7 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 	// exactly the passphrase bytes are sent. --disable-locks: no /run/cryptsetup as non-root.
 	enc := append([]string{"reencrypt", "--encrypt", "--type", "luks2", "--batch-mode", "--disable-locks",
 		"--cipher", Cipher, "--key-size", strconv.Itoa(keyBits), "--sector-size", strconv.Itoa(SectorSize),
-		"--reduce-device-size", strconv.Itoa(ReduceSize/1024) + "k", "--label", Partition,
+		"--reduce-device-size", strconv.Itoa(ReduceSize/1024) + "k", "--label", persist.Partition,
 		"--key-file=-"}, kdfArgs...)
 	enc = append(enc, img)
 	if err := run(ctx, passphrase, "cryptsetup", enc...); err != nil {

@@ -1,15 +1,21 @@
-package persist
+package vm
 
 import (
-	"bytes"
 	"io"
 	"sync"
+
+	"alpinespine.org/spine/internal/bay0/persist"
 )
 
 // Answerer types passphrases at a machine's console each time bay0 prompts for one. It is
 // both the console's sink (Write, fed every console byte) and its input (Read): plug it into
-// vm.Config.Console and vm.Config.Stdin. An answer is only sent after the prompt was seen,
-// so it never sits in the guest's input while echo is still on.
+// Config.Console and Config.Stdin. An answer is only sent after the prompt was seen, so it
+// never sits in the guest's input while echo is still on.
+//
+// Only bay0 can prompt: a prompt counts only at the very start of a console line. Every line
+// a persona prints reaches the console prefixed with "persona NAME: " by bay0, so no text a
+// persona prints (a prompt after a carriage return, in the middle of a line, split across
+// writes) is ever answered.
 //
 // The answers are used in order and the last one repeats: NewAnswerer(wrong, right) answers
 // a first prompt wrong and every later one right.
@@ -20,15 +26,18 @@ type Answerer struct {
 	next    int      // index of the next answer
 	owed    int      // prompts seen and not answered yet
 	out     []byte   // the answer being read, with its newline
-	tail    []byte   // the last len(Prompt)-1 console bytes, to find a prompt split across writes
-	closed  bool
-	prompts int
+	// line holds the start of the current console line, up to len(persist.Prompt) bytes;
+	// matching is false once the line can no longer be a prompt.
+	line     []byte
+	matching bool
+	closed   bool
+	prompts  int
 }
 
 // NewAnswerer returns an Answerer that answers with copies of answers; the caller may wipe
 // its own slices at once. At least one answer is required.
 func NewAnswerer(answers ...[]byte) *Answerer {
-	a := &Answerer{}
+	a := &Answerer{matching: true}
 	a.cond = sync.NewCond(&a.mu)
 	for _, p := range answers {
 		a.answers = append(a.answers, append([]byte(nil), p...))
@@ -36,22 +45,30 @@ func NewAnswerer(answers ...[]byte) *Answerer {
 	return a
 }
 
-// Write watches the console for the prompt. It never fails.
+// Write watches the console for a line that starts with the prompt. It never fails.
 func (a *Answerer) Write(p []byte) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	buf := append(a.tail, p...)
-	for {
-		i := bytes.Index(buf, []byte(Prompt))
-		if i < 0 {
-			break
+	prompt := persist.Prompt
+	for _, c := range p {
+		if c == '\n' {
+			a.line, a.matching = a.line[:0], true
+			continue
 		}
-		a.owed++
-		a.prompts++
-		buf = buf[i+len(Prompt):]
+		if !a.matching {
+			continue
+		}
+		if c != prompt[len(a.line)] {
+			a.matching = false
+			continue
+		}
+		a.line = append(a.line, c)
+		if len(a.line) == len(prompt) {
+			a.owed++
+			a.prompts++
+			a.matching = false
+		}
 	}
-	keep := min(len(buf), len(Prompt)-1)
-	a.tail = append(a.tail[:0:0], buf[len(buf)-keep:]...)
 	if a.owed > 0 {
 		a.cond.Broadcast()
 	}
@@ -76,7 +93,7 @@ func (a *Answerer) Read(p []byte) (int, error) {
 		a.out = append(append(a.out[:0], ans...), '\n')
 	}
 	n := copy(p, a.out)
-	Wipe(a.out[:n])
+	persist.Wipe(a.out[:n])
 	a.out = a.out[n:]
 	return n, nil
 }
@@ -93,9 +110,9 @@ func (a *Answerer) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range a.answers {
-		Wipe(p)
+		persist.Wipe(p)
 	}
-	Wipe(a.out)
+	persist.Wipe(a.out)
 	a.answers, a.out, a.closed = nil, nil, true
 	a.cond.Broadcast()
 	return nil

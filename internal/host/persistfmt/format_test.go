@@ -1,10 +1,9 @@
-package persist
+package persistfmt
 
 import (
 	"bytes"
 	"context"
 	"crypto/aes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -17,12 +16,14 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/xts"
+
+	"alpinespine.org/spine/internal/bay0/persist"
 )
 
 const testPass = "correct horse battery staple"
 
 // testLimits let TestKDF through and keep a fuzzed header cheap.
-var testLimits = Limits{MemoryKiB: 8 << 10, Passes: 8, Iterations: 2000}
+var testLimits = persist.Limits{MemoryKiB: 8 << 10, Passes: 8, Iterations: 2000}
 
 // formatted is one container made with TestKDF, shared by the tests that only read it.
 var formatted struct {
@@ -136,15 +137,15 @@ func TestFormatNoPlaintext(t *testing.T) {
 	}
 }
 
-// TestUnsealDecryptsExt4 unseals the container with luks.go and decrypts the first sector of
+// TestUnsealDecryptsExt4 unseals the container with bay0's unlock path and decrypts the first sector of
 // the data segment as dm-crypt will: it must be the start of the ext4 filesystem.
 func TestUnsealDecryptsExt4(t *testing.T) {
-	c, err := Open(formattedImage(t), testLimits)
+	c, err := persist.Open(formattedImage(t), testLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Unseal([]byte("wrong")); !errors.Is(err, ErrWrongPassphrase) {
+	if _, err := c.Unseal([]byte("wrong")); !errors.Is(err, persist.ErrWrongPassphrase) {
 		t.Fatalf("wrong passphrase: %v", err)
 	}
 	v, err := c.Unseal([]byte(testPass))
@@ -171,8 +172,8 @@ func TestUnsealDecryptsExt4(t *testing.T) {
 	if magic := binary.LittleEndian.Uint16(sector[1024+56:]); magic != 0xef53 {
 		t.Errorf("decrypted first sector has no ext4 magic (%#x): wrong key or layout", magic)
 	}
-	if label := string(bytes.TrimRight(sector[1024+120:1024+136], "\x00")); label != Partition {
-		t.Errorf("ext4 label %q, want %q", label, Partition)
+	if label := string(bytes.TrimRight(sector[1024+120:1024+136], "\x00")); label != persist.Partition {
+		t.Errorf("ext4 label %q, want %q", label, persist.Partition)
 	}
 	key := v.Key
 	v.Wipe()
@@ -181,8 +182,8 @@ func TestUnsealDecryptsExt4(t *testing.T) {
 	}
 }
 
-// TestVolumeKeyMatchesCryptsetup pins volumeKey (which reads luks.go's unexported field)
-// against cryptsetup's own dump of the volume key.
+// TestVolumeKeyMatchesCryptsetup: bay0 unseals the volume key cryptsetup dumps from what
+// Format wrote.
 func TestVolumeKeyMatchesCryptsetup(t *testing.T) {
 	img := formattedImage(t)
 	out, err := cryptsetup(t, testPass, "luksDump", "--dump-volume-key", "--batch-mode", "--key-file=-", img)
@@ -197,7 +198,7 @@ func TestVolumeKeyMatchesCryptsetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Open(img, testLimits)
+	c, err := persist.Open(img, testLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,16 +209,6 @@ func TestVolumeKeyMatchesCryptsetup(t *testing.T) {
 	}
 	if !bytes.Equal(v.Key, want) {
 		t.Errorf("volume key differs from cryptsetup's")
-	}
-}
-
-func TestOpenRefusesEmptyPartition(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "zeros")
-	if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Open(p, testLimits); !errors.Is(err, ErrNotLUKS) || !strings.Contains(err.Error(), "never formatted") {
-		t.Errorf("Open(zeros) = %v", err)
 	}
 }
 
@@ -239,111 +230,27 @@ func TestFormatRefuses(t *testing.T) {
 	}
 }
 
-// withJSON returns a copy of a LUKS2 header (hdr_size bytes at least) whose metadata is js,
-// with a valid checksum, so that fuzzing reaches the JSON checks and luks.go behind them.
-func withJSON(hdr, js []byte) []byte {
-	out := append([]byte(nil), hdr...)
-	size := int(binary.BigEndian.Uint64(out[offHdrSize:]))
-	if size < binHeaderSize || size > len(out) {
-		return out
-	}
-	area := out[binHeaderSize:size]
-	clear(area)
-	copy(area[:len(area)-1], js)
-	clear(out[offCsum : offCsum+64])
-	sum := sha256.Sum256(out[:size])
-	copy(out[offCsum:], sum[:])
-	return out
-}
-
-func jsonOf(hdr []byte) []byte {
-	js := hdr[binHeaderSize:binary.BigEndian.Uint64(hdr[offHdrSize:])]
-	return js[:bytes.IndexByte(js, 0)]
-}
-
-func TestReadHeader(t *testing.T) {
-	hdr, err := os.ReadFile("testdata/luks2-header.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := Limits{MemoryKiB: 32 << 10, Passes: 4, Iterations: 1000}
-	h, err := ReadHeader(bytes.NewReader(hdr), lim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Keyslot{ID: 0, KDF: KDF{Type: KDFArgon2id, MemoryKiB: 32 << 10, Iterations: 4, Parallel: 1}}
-	if len(h.Keyslots) != 1 || h.Keyslots[0] != want || h.DataOffset != ReduceSize/2 || h.SectorSize != SectorSize || len(h.UUID) != 36 {
-		t.Errorf("header %+v", h)
-	}
-	js := string(jsonOf(hdr))
-	for _, c := range []struct{ name, from, to, msg string }{
-		{"memory over the limit", `"memory":32768`, `"memory":65536`, "limits"},
-		{"passes over the limit", `"time":4`, `"time":5`, "limits"},
-		{"other cipher", `"encryption":"aes-xts-plain64","sector_size"`, `"encryption":"serpent-xts-plain64","sector_size"`, "segment"},
-		{"requirements", `"keyslots_size":"8355840"`, `"keyslots_size":"8355840","requirements":{"mandatory":["online-reencrypt-v2"]}`, "requirements"},
-		{"short key", `"key_size":64,"af"`, `"key_size":32,"af"`, "key"},
-		{"digest cost", `"iterations":1000`, `"iterations":1001`, "digest"},
+func TestKDFArgs(t *testing.T) {
+	for _, c := range []struct {
+		k    KDF
+		want string // "" means an error
+	}{
+		{DefaultKDF(), "--pbkdf argon2id --pbkdf-memory 131072 --pbkdf-parallel 1 --pbkdf-force-iterations 4"},
+		{TestKDF(), "--pbkdf argon2id --pbkdf-memory 8192 --pbkdf-parallel 1 --pbkdf-force-iterations 4"},
+		{KDF{Type: KDFArgon2i, MemoryKiB: 65536, Parallel: 2, IterTime: 1500e6}, "--pbkdf argon2i --pbkdf-memory 65536 --pbkdf-parallel 2 --iter-time 1500"},
+		{KDF{Type: KDFPBKDF2, Iterations: 100000}, "--pbkdf pbkdf2 --hash sha256 --pbkdf-force-iterations 100000"},
+		{KDF{Type: KDFPBKDF2, Iterations: 10}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 1, Iterations: 1}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 16, Parallel: 1, Iterations: 4}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 0, Iterations: 4}, ""},
+		{KDF{Type: KDFArgon2id, MemoryKiB: 8192, Parallel: 1}, ""},
+		{KDF{Type: "scrypt"}, ""},
+		{KDF{}, ""},
 	} {
-		if !strings.Contains(js, c.from) {
-			t.Fatalf("%s: seed JSON lacks %q", c.name, c.from)
-		}
-		bad := withJSON(hdr, []byte(strings.Replace(js, c.from, c.to, 1)))
-		if _, err := ReadHeader(bytes.NewReader(bad), lim); err == nil || !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("%s: ReadHeader = %v, want an error mentioning %q", c.name, err, c.msg)
+		a, err := c.k.args()
+		got := strings.Join(a, " ")
+		if c.want == "" && err == nil || c.want != "" && got != c.want {
+			t.Errorf("%+v: args %q, %v; want %q", c.k, got, err, c.want)
 		}
 	}
-	bad := append([]byte(nil), hdr...)
-	bad[binHeaderSize+10] ^= 1
-	if _, err := ReadHeader(bytes.NewReader(bad), lim); err == nil || !strings.Contains(err.Error(), "checksum") {
-		t.Errorf("flipped metadata bit: %v", err)
-	}
-}
-
-// FuzzReadHeader checks arbitrary metadata (with a correct checksum): never a panic, and
-// whatever is accepted stays within the limits.
-func FuzzReadHeader(f *testing.F) {
-	hdr, err := os.ReadFile("testdata/luks2-header.bin")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(jsonOf(hdr))
-	f.Add([]byte(`{"keyslots":{},"segments":{},"digests":{},"config":{}}`))
-	lim := Limits{MemoryKiB: 32 << 10, Passes: 4, Iterations: 1000}
-	f.Fuzz(func(t *testing.T, js []byte) {
-		h, err := ReadHeader(bytes.NewReader(withJSON(hdr, js)), lim)
-		if err != nil {
-			return
-		}
-		for _, k := range h.Keyslots {
-			if k.KDF.MemoryKiB > lim.MemoryKiB || k.KDF.Iterations > max(lim.Passes, lim.Iterations) {
-				t.Fatalf("accepted %+v beyond %+v", k, lim)
-			}
-		}
-	})
-}
-
-// FuzzUnseal gives luks.go whatever metadata ReadHeader lets through, on a real container:
-// a crafted partition must end in an error, never a panic or a runaway derivation in PID 1.
-func FuzzUnseal(f *testing.F) {
-	src, err := os.ReadFile(formattedImageF(f))
-	if err != nil {
-		f.Fatal(err)
-	}
-	src = src[:ReduceSize/2] // header, keyslots; no data needed
-	f.Add(jsonOf(src))
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, js []byte) {
-		p := filepath.Join(dir, "img")
-		if err := os.WriteFile(p, withJSON(src, js), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Open(p, testLimits)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		if v, err := c.Unseal([]byte(testPass)); err == nil {
-			v.Wipe()
-		}
-	})
 }
