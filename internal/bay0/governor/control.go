@@ -115,8 +115,8 @@ func (h *ctlHandler) Poweroff() error {
 }
 
 // Update stages a new Spine in the inactive slot: the offer is checked before a byte is
-// written, the slot is emptied in the record, written, read back and verified, and only then
-// marked for trial and made primary.
+// written, then update.Stager writes, reads back and verifies it, and only then marks it for
+// trial and makes it primary; a failure restores the slot from the running Spine.
 func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Reader, progress func()) (any, error) {
 	g := h.g
 	if !g.committed.Load() {
@@ -153,28 +153,22 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	}
 	g.logf("update: %s v%d accepted for slot %s", m.Name, m.Version, bootctl.SlotName(target))
 	g.emit(event.New(event.UpdateAccepted).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)))
-	if err := g.state.update(func(r *bootctl.Record) { update.Begin(r, target) }); err != nil {
-		return nil, err
-	}
 	if err := ready(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	if err := update.Write(slot, body, ft, *req.Offer, func(int64) { progress() }); err != nil {
-		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
+	st, done, err := g.stager(target, slot, dev)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	st.Progress = func(int64) { progress() }
+	tm, err := st.Stage(body, *req.Offer, ft, m)
+	if err != nil {
+		g.logf("update: slot %s not staged: %v", bootctl.SlotName(target), err)
 		g.emit(event.New(event.UpdateFailed).With("slot", bootctl.SlotName(target)).With("reason", err.Error()))
 		return nil, err
 	}
-	written := time.Since(start)
-	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
-		g.logf("update: slot %s left empty: %v", bootctl.SlotName(target), err)
-		g.emit(event.New(event.UpdateFailed).With("slot", bootctl.SlotName(target)).With("reason", err.Error()))
-		return nil, err
-	}
-	verified := time.Since(start) - written
-	if err := g.state.update(func(r *bootctl.Record) { update.Finish(r, target, m.Version, ft.ImageSize) }); err != nil {
-		return nil, err
-	}
+	written, verified := tm.Write, tm.Verify
 	g.logf("update: %s v%d staged in slot %s, trial on next boot (write %s, verify %s)", m.Name, m.Version,
 		bootctl.SlotName(target), written.Round(time.Millisecond), verified.Round(time.Millisecond))
 	g.emit(event.New(event.UpdateStaged).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)).

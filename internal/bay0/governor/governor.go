@@ -130,6 +130,7 @@ func (g *Governor) Run() error {
 	if err := g.openState(); err != nil {
 		return err
 	}
+	g.restoreInterruptedUpdate()
 	if err := unlockPersist(g.console, g.policy); err != nil {
 		return err
 	}

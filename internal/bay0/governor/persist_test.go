@@ -30,7 +30,7 @@ type fakeTerm struct {
 }
 
 func (fakeTerm) EchoOff() error { return nil }
-func (fakeTerm) Discard() error                 { return nil }
+func (fakeTerm) Discard() error { return nil }
 
 func (f *fakePersist) Find() (string, error) { return "/dev/vda4", f.findErr }
 func (f *fakePersist) Open(string) (unsealer, error) {

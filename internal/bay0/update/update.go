@@ -1,8 +1,14 @@
 // Package update stages a new Spine into the inactive slot. An update is authenticated before
 // a byte is written: the client first offers the image's footer, manifest and signature; only
 // an offer signed by a trusted key, newer than the running Spine and not below the
-// anti-rollback floor is accepted. The body is then written, read back and verified from the
-// slot itself before the caller may mark the slot for trial.
+// anti-rollback floor is accepted. The body is then written, read back from the disk itself
+// (past the page cache) and verified before the slot is marked for trial (Stager).
+//
+// Writing a slot destroys the Spine it held: with two slots, the previous Spine in the inactive
+// slot is given up at the first byte written, never earlier. An update that fails after that
+// (client gone, stalled or tampered body, failed verification) or is cut by a power loss
+// leaves the slot restored from the running, committed Spine (Stager.Restore), so the machine
+// is back to two bootable Spines.
 package update
 
 import (
@@ -78,9 +84,10 @@ type Slot interface {
 }
 
 // Write copies the body into the slot, then the manifest, signature and footer; SyncAndVerify
-// flushes and checks it.
-// progress, if not nil, is told the bytes written so far.
-func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, progress func(int64)) error {
+// flushes and checks it. begin, if not nil, is called once the first chunk of the body is in
+// hand and before the first byte of the slot is overwritten: a client that never sends a byte
+// costs the slot nothing. progress, if not nil, is told the bytes written so far.
+func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, begin func() error, progress func(int64)) error {
 	buf := make([]byte, 1<<20)
 	var off int64
 	total := BodySize(ft)
@@ -90,6 +97,11 @@ func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, progress func(int
 			n = total - off
 		}
 		k, err := io.ReadFull(body, buf[:n])
+		if k > 0 && off == 0 && begin != nil {
+			if berr := begin(); berr != nil {
+				return berr
+			}
+		}
 		if k > 0 {
 			if _, werr := dst.WriteAt(buf[:k], off); werr != nil {
 				return fmt.Errorf("write slot at %d: %w", off, werr)
@@ -118,13 +130,16 @@ func Write(dst Slot, body io.Reader, ft image.Footer, o Offer, progress func(int
 	return nil
 }
 
-// SyncAndVerify flushes the written slot and, at the same time, reads it back and verifies it
-// (Verify): the hashing overlaps the flush instead of waiting for it. Both must succeed before
-// the caller may mark the slot for trial.
-func SyncAndVerify(dst Slot, ft image.Footer, want manifest.Manifest, trusted []ed25519.PublicKey, workers int) error {
+// SyncAndVerify flushes the written slot and, at the same time, reads it back through disk
+// and verifies it (Verify): the hashing overlaps the flush instead of waiting for it. disk must
+// read what the device holds, not what the page cache holds for dst (an O_DIRECT descriptor,
+// OpenDirect: such a read first writes back the cached range, then reads the device), or a
+// write that never reached the disk would verify. Both must succeed before the caller may mark
+// the slot for trial.
+func SyncAndVerify(dst Slot, disk io.ReaderAt, ft image.Footer, want manifest.Manifest, trusted []ed25519.PublicKey, workers int) error {
 	synced := make(chan error, 1)
 	go func() { synced <- dst.Sync() }()
-	verr := Verify(dst, ft, want, trusted, workers)
+	verr := Verify(disk, ft, want, trusted, workers)
 	if err := <-synced; err != nil {
 		return fmt.Errorf("flush slot: %w", err)
 	}

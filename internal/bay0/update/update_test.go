@@ -124,7 +124,7 @@ func TestWriteThenVerify(t *testing.T) {
 	}
 	slot := &memSlot{b: bytes.Repeat([]byte{0xee}, 1<<24)}
 	var last int64
-	if err := Write(slot, bytes.NewReader(whole[:BodySize(ft)]), ft, offer, func(n int64) { last = n }); err != nil {
+	if err := Write(slot, bytes.NewReader(whole[:BodySize(ft)]), ft, offer, nil, func(n int64) { last = n }); err != nil {
 		t.Fatal(err)
 	}
 	if last != BodySize(ft) {
@@ -152,7 +152,7 @@ func TestWriteShortBody(t *testing.T) {
 	}
 	whole, _ := os.ReadFile(path)
 	slot := &memSlot{b: make([]byte, 1<<24)}
-	err = Write(slot, bytes.NewReader(whole[:100]), ft, offer, nil)
+	err = Write(slot, bytes.NewReader(whole[:100]), ft, offer, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "read update body") {
 		t.Fatalf("a cut stream must fail the write, got %v", err)
 	}

@@ -68,6 +68,10 @@ const (
 	UpdateAccepted   Kind = "update-accepted"   // name version slot
 	UpdateFailed     Kind = "update-failed"     // slot reason
 	UpdateStaged     Kind = "update-staged"     // name version slot write_ms verify_ms
+	UpdateWriting    Kind = "update-writing"    // slot (its previous Spine is given up)
+	UpdateRestored   Kind = "update-restored"   // slot name version (a copy of the running Spine)
+	UpdateCut        Kind = "update-cut"        // slot (left half-written by a power cut)
+	PersistDamage    Kind = "persist-damage"    // reason (found and worked around)
 	FaultArmed       Kind = "fault-armed"       // kind (test builds only)
 	FaultFired       Kind = "fault-fired"       // kind (test builds only)
 	Halt             Kind = "halt"              // action reason

@@ -63,17 +63,13 @@ func Stage(diskPath, img string, trusted []ed25519.PublicKey) (manifest.Manifest
 		rec, copyIdx = next, c
 		return nil
 	}
-	if err := store(func(r *bootctl.Record) { update.Begin(r, target) }); err != nil {
+	primary, err := Partition(f, SlotPartition(rec.Primary))
+	if err != nil {
 		return manifest.Manifest{}, 0, err
 	}
-	slot := &section{f: f, off: slotPart.Start}
-	if err := update.Write(slot, io.NewSectionReader(src, 0, update.BodySize(ft)), ft, offer, nil); err != nil {
-		return manifest.Manifest{}, 0, err
-	}
-	if err := update.SyncAndVerify(slot, ft, m, trusted, 0); err != nil {
-		return manifest.Manifest{}, 0, err
-	}
-	if err := store(func(r *bootctl.Record) { update.Finish(r, target, m.Version, ft.ImageSize) }); err != nil {
+	st := &update.Stager{Target: target, Slot: &section{f: f, off: slotPart.Start}, Running: &section{f: f, off: primary.Start},
+		RunningSize: rec.Slots[rec.Primary].ImageSize, Trusted: trusted, Store: store}
+	if _, err := st.Stage(io.NewSectionReader(src, 0, update.BodySize(ft)), offer, ft, m); err != nil {
 		return manifest.Manifest{}, 0, err
 	}
 	return m, target, nil

@@ -1,0 +1,242 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"testing"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/vm/vmtest"
+)
+
+// Article VI §2 (issue 12.4): an update that fails at any point leaves the machine with two
+// bootable Spines. Writing the inactive slot gives up the Spine it held at the first byte;
+// every failure after that restores the slot from the running, committed Spine, and a power cut
+// leaves a record that makes the next boot restore it. Each test ends by booting the restored
+// slot on purpose.
+
+// restoredLine is bay0's line once a slot holds the running Spine again.
+const restoredLine = "bay0: update: slot b restored: good"
+
+// pushBody streams img's update with its body passed through wrap.
+func pushBody(ctx context.Context, c *control.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) error {
+	im, f, err := image.OpenFile(img)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	offer, err := update.OfferFromImage(im)
+	if err != nil {
+		return err
+	}
+	size := update.BodySize(im.Footer)
+	_, err = c.Update(ctx, control.Request{Offer: &offer, Size: size}, wrap(io.NewSectionReader(f, 0, size)), progress)
+	return err
+}
+
+// flipAt flips one byte of the stream at off.
+type flipAt struct {
+	r   io.Reader
+	off int64
+	pos int64
+}
+
+func (f *flipAt) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if f.off >= f.pos && f.off < f.pos+int64(n) {
+		p[f.off-f.pos] ^= 0x20
+	}
+	f.pos += int64(n)
+	return n, err
+}
+
+// stallAfter passes n bytes of the stream, then blocks until release is closed.
+type stallAfter struct {
+	r       io.Reader
+	n       int64
+	release chan struct{}
+}
+
+func (s *stallAfter) Read(p []byte) (int, error) {
+	if s.n <= 0 {
+		<-s.release
+		return 0, errors.New("released")
+	}
+	p = p[:min(int64(len(p)), s.n)]
+	k, err := s.r.Read(p)
+	s.n -= int64(k)
+	return k, err
+}
+
+// twoGoodSpines checks the record after a failed update: a still the committed primary, b
+// restored to a good copy of v1.
+func twoGoodSpines(t *testing.T, disk string) {
+	t.Helper()
+	rec := record(t, disk)
+	a, b := rec.Slots[0], rec.Slots[1]
+	if rec.Primary != 0 || a.State != bootctl.Good || a.Version != 1 || b.State != bootctl.Good || b.Version != 1 || b.ImageSize != a.ImageSize {
+		t.Fatalf("after the failed update the record holds %+v, want two good v1 Spines, a primary", rec)
+	}
+	if !bytes.Equal(slotImage(t, disk, 0, a.ImageSize), slotImage(t, disk, 1, b.ImageSize)) {
+		t.Fatal("slot b does not hold a byte-identical copy of slot a's Spine")
+	}
+}
+
+// slotImage reads the first size bytes of a slot partition of a disk image.
+func slotImage(t *testing.T, disk string, slot int, size uint64) []byte {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := provision.Partition(f, provision.SlotPartition(slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, p.Start); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// bootRestoredSlot makes b primary on the stopped machine's disk and boots it: the restored
+// Spine is bootable, not only recorded as good.
+func bootRestoredSlot(t *testing.T, disk string) {
+	t.Helper()
+	rec := record(t, disk)
+	rec.Primary = 1
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := provision.Partition(f, provision.StatePartition)
+	if err == nil {
+		err = provision.WriteRecord(f, state, rec)
+	}
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := vmtest.Boot(t, machine(disk))
+	v.WaitFor(t, "bay0: stage1: trying slot b (state good", bootTimeout)
+	v.WaitFor(t, "bay0: spine tiny v1 slot b up", bootTimeout)
+	v.Kill(t)
+	v.Never(t, "bay0: stage1: slot b failed")
+}
+
+// TestFailedUpdatesKeepTwoSpines: a tampered body, a client that goes away mid-upload and a
+// body that stalls are each refused, and each time slot b is back to a verified copy of the
+// running Spine before the next update may start.
+func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{governor: quickHealth})
+	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
+	disk := makeDisk(t, v1, v1, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.Timeout = 6 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	size := update.BodySize(footer(t, v2))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*bootTimeout)
+	defer cancel()
+	cases := []struct {
+		name string
+		push func(c *control.Client) error
+	}{
+		{"tampered body", func(c *control.Client) error {
+			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &flipAt{r: r, off: size / 3} }, nil)
+		}},
+		{"client gone", func(c *control.Client) error {
+			var once sync.Once
+			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return r }, func(n int64) {
+				if n >= size/2 {
+					once.Do(func() { c.Close() })
+				}
+			})
+		}},
+		{"stalled body", func(c *control.Client) error {
+			release := make(chan struct{})
+			s := &stallAfter{n: size / 2, release: release}
+			done := make(chan error, 1)
+			go func() { done <- pushBody(ctx, c, v2, func(r io.Reader) io.Reader { s.r = r; return s }, nil) }()
+			// bay0 gives up on the body after control.BodyStall, restores the slot and answers.
+			v.WaitFor(t, "bay0: update: slot b not staged", control.BodyStall+bootTimeout)
+			close(release)
+			c.Close()
+			return <-done
+		}},
+	}
+	for i, tc := range cases {
+		c := dial(t, sock)
+		err := tc.push(c)
+		if err == nil {
+			t.Fatalf("%s: the update was accepted", tc.name)
+		}
+		c.Close()
+		waitCount(t, v, restoredLine, i+1, control.BodyStall+2*bootTimeout)
+		t.Logf("%s: refused (%v); slot b restored", tc.name, err)
+		c = dial(t, sock)
+		resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st control.StatusInfo
+		if err := resp.Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if st.Slots[1].State != "good" || st.Slots[1].Version != 1 || st.Slots[0].State != "good" || st.Slot != "a" {
+			t.Fatalf("%s: status %+v, want both slots good", tc.name, st)
+		}
+	}
+	v.Kill(t)
+	v.Never(t, "not restored")
+	twoGoodSpines(t, disk)
+	bootRestoredSlot(t, disk)
+}
+
+// TestPowerCutMidUpdateRestores: the power goes while the slot is written; the record says so,
+// and the next boot, on the committed Spine, restores the slot before anything else.
+func TestPowerCutMidUpdateRestores(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{governor: quickHealth})
+	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
+	disk := makeDisk(t, v1, v1, nil)
+	cfg, sock := withControl(t, machine(disk))
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	c := dial(t, sock)
+	size := update.BodySize(footer(t, v2))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)
+	defer cancel()
+	var once sync.Once
+	_ = pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return r }, func(n int64) {
+		if n >= size/2 {
+			once.Do(func() { v.Machine().Kill() })
+		}
+	})
+	v.Kill(t)
+	rec := record(t, disk)
+	if rec.Slots[1].State != bootctl.Empty || rec.Slots[1].Reason != update.ReasonWriting || rec.Primary != 0 || rec.Slots[0].State != bootctl.Good {
+		t.Fatalf("after a power cut mid-write the record holds %+v, want slot b %q and a the good primary", rec, update.ReasonWriting)
+	}
+	v = vmtest.Boot(t, machine(disk))
+	v.WaitFor(t, "bay0: update: slot b was left half-written by an interrupted update", bootTimeout)
+	v.WaitFor(t, restoredLine, 2*bootTimeout)
+	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.Kill(t)
+	twoGoodSpines(t, disk)
+	bootRestoredSlot(t, disk)
+}
