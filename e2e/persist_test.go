@@ -355,6 +355,17 @@ func TestBridgeRule(t *testing.T) {
 	v.Never(t, "ESCAPE")
 }
 
+// lastLine is the last console line that contains substr.
+func lastLine(v *vmtest.VM, substr string) string {
+	lines := v.Machine().Lines()
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], substr) {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
 // waitCount waits until at least n lines of persona name's output contain substr.
 func waitCount(t *testing.T, v *vmtest.VM, name, substr string, n int, timeout time.Duration) {
 	t.Helper()
@@ -489,4 +500,77 @@ func TestPersistDamagedKeyslot(t *testing.T) {
 	v.Never(t, persist.WrongLine)
 	v.Never(t, persist.Prompt)
 	v.Never(t, "bay0: spine tiny")
+}
+
+// rebootByControl asks bay0 to reboot over the control channel.
+func rebootByControl(t *testing.T, sock string) {
+	t.Helper()
+	c := dial(t, sock)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, control.Request{Verb: control.VerbReboot}); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+}
+
+// TestPersonaCannotFillPersist (issue 12.1, Article IV §2): a persona that fills its /data
+// stops at its data_size with EDQUOT, its neighbour's writes go on, and the machine reboots and
+// counts the boot in /persist.
+func TestPersonaCannotFillPersist(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t,
+		persistProbeEntry(t, "filler", "fill", "cpus = 0.3\nmemory = \"24MiB\"\npids = 8\ndata = true\ndata_size = \"2MiB\""),
+		persistProbeEntry(t, "writer", "write", "cpus = 0.2\nmemory = \"16MiB\"\npids = 8\ndata = true\ndata_size = \"1MiB\""))
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 4 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	checkMountinfo(t, v.WaitFor(t, "bay0: persist: mountinfo:", bootTimeout))
+	v.WaitFor(t, "bay0: persist: boot 1", bootTimeout)
+	for boot := 1; boot <= 2; boot++ {
+		waitCount(t, v, "persona filler: persistprobe: fill: stopped after", boot, bootTimeout)
+		line := lastLine(v, "persona filler: persistprobe: fill: stopped after")
+		var n int64
+		if _, err := fmt.Sscanf(line[strings.Index(line, "stopped after"):], "stopped after %d bytes", &n); err != nil {
+			t.Fatalf("fill line %q: %v", line, err)
+		}
+		if !strings.Contains(line, "disk quota exceeded") || n > 2<<20 || n < 1<<20 {
+			t.Errorf("boot %d: the filler stopped after %d bytes (%q), want EDQUOT at its 2 MiB data_size", boot, n, line)
+		}
+		// The neighbour keeps writing after the filler hit its limit.
+		oks := v.Count("persona writer: persistprobe: write ok") + 2
+		waitCount(t, v, "persona writer: persistprobe: write ok", oks, bootTimeout)
+		if boot == 1 {
+			rebootByControl(t, sock)
+			v.WaitFor(t, "bay0: persist: boot 2", bootTimeout)
+			v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+		}
+	}
+	v.Kill(t)
+	v.Never(t, "persona writer: persistprobe: write failed")
+}
+
+// TestBay0ReserveSurvivesFullPersist (issue 12.1): even when the personas' allotments exceed
+// /persist (here one persona may take more than the whole filesystem) and a persona fills it
+// to ENOSPC, bay0's own writes use its reserve: the machine reboots and counts the boot.
+func TestBay0ReserveSurvivesFullPersist(t *testing.T) {
+	t.Parallel()
+	img := buildPersonaSpine(t,
+		persistProbeEntry(t, "filler", "fill", "cpus = 0.3\nmemory = \"24MiB\"\npids = 8\ndata = true\ndata_size = \"1GiB\""))
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 4 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: persist: boot 1", bootTimeout)
+	line := v.WaitFor(t, "persona filler: persistprobe: fill: stopped after", bootTimeout)
+	if !strings.Contains(line, "no space left on device") {
+		t.Errorf("the filler stopped with %q, want ENOSPC: the filesystem full but for bay0's reserve", line)
+	}
+	rebootByControl(t, sock)
+	v.WaitFor(t, "bay0: persist: boot 2", bootTimeout)
+	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	v.Kill(t)
 }

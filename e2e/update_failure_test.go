@@ -172,7 +172,7 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- pushBody(ctx, c, v2, func(r io.Reader) io.Reader { s.r = r; return s }, nil) }()
 			// bay0 gives up on the body after control.BodyStall, restores the slot and answers.
-			v.WaitFor(t, "bay0: update: slot b not staged", control.BodyStall+bootTimeout)
+			waitCount(t, v, "bay0: update: slot b not staged", 3, control.BodyStall+2*bootTimeout)
 			close(release)
 			c.Close()
 			return <-done
@@ -221,12 +221,11 @@ func TestPowerCutMidUpdateRestores(t *testing.T) {
 	size := update.BodySize(footer(t, v2))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)
 	defer cancel()
-	var once sync.Once
-	_ = pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return r }, func(n int64) {
-		if n >= size/2 {
-			once.Do(func() { v.Machine().Kill() })
-		}
-	})
+	// The body stops half-way, so the power goes while the slot is being written.
+	release := make(chan struct{})
+	defer close(release)
+	go pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &stallAfter{r: r, n: size / 2, release: release} }, nil)
+	v.WaitFor(t, "bay0: update: writing slot b", bootTimeout)
 	v.Kill(t)
 	rec := record(t, disk)
 	if rec.Slots[1].State != bootctl.Empty || rec.Slots[1].Reason != update.ReasonWriting || rec.Primary != 0 || rec.Slots[0].State != bootctl.Good {

@@ -94,9 +94,9 @@ func write() {
 			err = os.Rename(tmp, filepath.Join("/data", "w"))
 		}
 		if err != nil {
-			fmt.Printf("persistprobe: write %d failed: %v\n", i, err)
+			fmt.Printf("persistprobe: write failed %d: %v\n", i, err)
 		} else {
-			fmt.Printf("persistprobe: write %d ok\n", i)
+			fmt.Printf("persistprobe: write ok %d\n", i)
 		}
 		time.Sleep(time.Second)
 	}

@@ -35,16 +35,24 @@ func Activate(v *Volume) (string, error) {
 	})
 }
 
-// Mount mounts the ext4 filesystem on dev at Root with MountFlags and gives its root back
-// to bay0 (owner 0:0, RootMode), whatever it was. It returns the mountinfo entry, which
-// proves the flags the kernel actually applied. If anything fails, dev is unmounted again.
+// MountData are the ext4 options /persist is mounted with: project quotas enforced, so that
+// every persona's subtree has its hard limit (EnsureSubtree).
+const MountData = "prjquota"
+
+// Mount mounts the ext4 filesystem on dev at Root with MountFlags and MountData and gives its
+// root back to bay0 (owner 0:0, RootMode), whatever it was. It returns the mountinfo entry,
+// which proves the flags the kernel actually applied. If anything fails, dev is unmounted
+// again.
 func Mount(dev string) (MountEntry, error) {
-	if err := unix.Mount(dev, Root, "ext4", MountFlags, ""); err != nil {
+	if err := unix.Mount(dev, Root, "ext4", MountFlags, MountData); err != nil {
 		return MountEntry{}, fmt.Errorf("mount %s on %s: %w", dev, Root, err)
 	}
 	e, err := mountedEntry()
 	if err == nil && !e.Secure() {
 		err = fmt.Errorf("%s is mounted without nodev,nosuid,noexec: %s", Root, e.Line)
+	}
+	if err == nil && !quotaEnforced(e) {
+		err = fmt.Errorf("%s is mounted without project quotas: %s", Root, e.Line)
 	}
 	if err == nil {
 		err = ownRoot()
@@ -54,6 +62,13 @@ func Mount(dev string) (MountEntry, error) {
 		return MountEntry{}, err
 	}
 	return e, nil
+}
+
+// quotaEnforced reports whether the filesystem's own options (mountinfo's last field) include
+// prjquota: the kernel enforces project quotas.
+func quotaEnforced(e MountEntry) bool {
+	f := strings.Fields(e.Line)
+	return len(f) > 0 && strings.Contains(","+f[len(f)-1]+",", ","+MountData+",")
 }
 
 // ownRoot makes the filesystem root bay0's: root-owned, mode RootMode.

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/persist"
 )
 
 // StartTimeout bounds a launch, clone to exec (generous: QEMU without KVM is slow).
@@ -217,7 +218,8 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 // governor's user namespace, because inside the persona's the flags of /persist would be
 // locked; persona-init attaches it at /data with move_mount.
 func detachedData(s Spec) (*os.File, error) {
-	if err := EnsureDataDir(s.DataDir, s.UID, s.GID); err != nil {
+	root, name := filepath.Split(s.DataDir)
+	if _, err := persist.EnsureSubtree(root, persist.Subtree{Name: name, UID: int(s.UID), GID: int(s.GID), Limit: s.DataSize}); err != nil {
 		return nil, err
 	}
 	fd, err := unix.OpenTree(unix.AT_FDCWD, s.DataDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
@@ -234,39 +236,4 @@ func detachedData(s Spec) (*os.File, error) {
 		return nil, fmt.Errorf("set mount flags of %s: %w", s.DataDir, err)
 	}
 	return os.NewFile(uintptr(fd), s.DataDir), nil
-}
-
-// EnsureDataDir makes dir (mode 0700) owned by uid:gid, the persona's root. If it exists
-// with another owner (the persona's index in the policy changed with an update), everything
-// in it is given to the persona's new ids; the files inside are the persona's alone.
-func EnsureDataDir(dir string, uid, gid uint32) error {
-	var st unix.Stat_t
-	err := unix.Lstat(dir, &st)
-	if errors.Is(err, unix.ENOENT) {
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return fmt.Errorf("make data dir: %w", err)
-		}
-		if err := os.Chown(dir, int(uid), int(gid)); err != nil {
-			return fmt.Errorf("give data dir to the persona: %w", err)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("data dir %s is not a directory", dir)
-	}
-	if st.Uid == uid && st.Gid == gid {
-		return nil
-	}
-	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := os.Lchown(p, int(uid), int(gid)); err != nil {
-			return fmt.Errorf("give %s to the persona: %w", p, err)
-		}
-		return nil
-	})
 }

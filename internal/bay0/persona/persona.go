@@ -67,6 +67,8 @@ type Spec struct {
 	// DataDir is the host directory mounted at /data (e.g. /persist/web); "" for none.
 	DataDir  string
 	DataExec bool
+	// DataSize is the hard limit of DataDir in bytes (a project quota on /persist).
+	DataSize int64
 	// Seccomp is the compiled filter, as seccomp.Program.MarshalBinary encodes it.
 	Seccomp []byte
 	// Self is the bay0 binary to re-execute, normally /proc/self/exe.
@@ -222,6 +224,7 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 			return Spec{}, fmt.Errorf("persona %q: %w", p.Name, ErrNoPersist)
 		}
 		s.DataDir = path.Join(persistRoot, p.Name)
+		s.DataSize = int64(p.DataSize)
 	}
 	if p.Network == "uplink" {
 		u := &Uplink{Address: p.Address, Gateway: p.Gateway, Address6: p.Address6, Gateway6: p.Gateway6}

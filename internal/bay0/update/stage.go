@@ -69,7 +69,13 @@ func (s *Stager) Stage(body io.Reader, o Offer, ft image.Footer, m manifest.Mani
 	begun := false
 	begin := func() error {
 		begun = true
-		return s.Store(func(r *bootctl.Record) { Begin(r, s.Target) })
+		if err := s.Store(func(r *bootctl.Record) { Begin(r, s.Target) }); err != nil {
+			return err
+		}
+		if s.Logf != nil {
+			s.Logf("update: writing slot %s: the Spine it held is given up", bootctl.SlotName(s.Target))
+		}
+		return nil
 	}
 	start := time.Now()
 	err := Write(s.Slot, body, ft, o, begin, s.Progress)

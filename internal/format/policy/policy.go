@@ -67,6 +67,9 @@ type Persona struct {
 	// Data grants /persist/<name> at /data; DataExec allows executing from it.
 	Data     bool `toml:"data,omitempty" json:"data,omitempty"`
 	DataExec bool `toml:"data_exec,omitempty" json:"data_exec,omitempty"`
+	// DataSize is the hard limit of /data, enforced by the kernel (an ext4 project quota);
+	// DefaultDataSize when data = true and the policy is silent.
+	DataSize Size `toml:"data_size,omitempty" json:"data_size,omitempty"`
 	// Network is "none" (loopback only) or "uplink": a macvlan device, eth0, on the machine's
 	// network card, isolated from every other persona's.
 	Network string `toml:"network,omitempty" json:"network,omitempty"`
@@ -104,6 +107,9 @@ const (
 	DefaultTmpSize            = Size(16 << 20)
 	DefaultRunSize            = Size(1 << 20)
 	DefaultMemoryStall        = 10 * time.Second
+	DefaultDataSize           = Size(8 << 20)
+	// MinDataSize is the smallest data_size: room for a few files and directories.
+	MinDataSize = Size(64 << 10)
 )
 
 // Protocols are the names Persona.Protocols may hold.
@@ -219,6 +225,14 @@ func (q *Persona) validate() error {
 	}
 	if q.DataExec && !q.Data {
 		return errors.New("data_exec needs data = true")
+	}
+	switch {
+	case q.DataSize != 0 && !q.Data:
+		return errors.New("data_size needs data = true")
+	case q.Data && q.DataSize == 0:
+		q.DataSize = DefaultDataSize
+	case q.Data && q.DataSize < MinDataSize:
+		return fmt.Errorf("data_size %d is below %d bytes", q.DataSize, MinDataSize)
 	}
 	switch q.Network {
 	case "":

@@ -61,7 +61,8 @@ type Spec struct {
 
 // DefaultModules returns the modules bay0 needs on QEMU's pc machine, in load
 // order: virtio disks and console, dm-verity over SquashFS, dm-crypt with
-// AES-XTS for /persist on ext4, the i6300esb watchdog and pvpanic, and the
+// AES-XTS for /persist on ext4 with its project quotas (quota_v2: ext4 asks for the
+// format through modprobe), the i6300esb watchdog and pvpanic, and the
 // virtio network card with macvlan for personas' uplinks (harmless without a card). Crypto and
 // checksum helpers the kernel would request through modprobe (xts, ecb,
 // crc32c) are listed explicitly, since there is no modprobe.
@@ -70,7 +71,7 @@ func DefaultModules() []string {
 		"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk", "virtio_console",
 		"reed_solomon", "dm_mod", "dm_bufio", "dm_verity", "squashfs",
 		"dm_crypt", "xts", "ecb",
-		"crc16", "mbcache", "jbd2", "crc32c_generic", "ext4",
+		"crc16", "mbcache", "jbd2", "crc32c_generic", "quota_tree", "quota_v2", "ext4",
 		"watchdog", "i6300esb",
 		"pvpanic", "pvpanic_mmio",
 		"failover", "net_failover", "virtio_net", "macvlan",

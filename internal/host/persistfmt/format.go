@@ -174,11 +174,7 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 	if err != nil {
 		return fmt.Errorf("format persist: size image: %w", err)
 	}
-	// lazy_*_init=0: the guest kernel has nothing left to zero in the background.
-	// root_owner: mkfs -d would otherwise give the root to whoever runs spine.
-	mkfs := []string{"-q", "-F", "-t", "ext4", "-b", strconv.Itoa(SectorSize), "-m", "0", "-L", persist.Partition,
-		"-d", root, "-E", "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0",
-		img, strconv.FormatInt((size-ReduceSize)/SectorSize, 10)}
+	mkfs := mkfsArgs(root, img, size-ReduceSize)
 	if err := run(ctx, nil, "mkfs.ext4", mkfs...); err != nil {
 		return fmt.Errorf("format persist: %w", err)
 	}
@@ -196,6 +192,31 @@ func Format(ctx context.Context, out string, size int64, passphrase []byte, kdf 
 		return fmt.Errorf("format persist: %w", err)
 	}
 	return nil
+}
+
+// Reserve is the space of /persist only bay0 may use: ext4's reserved blocks, which only
+// root in the initial user namespace (CAP_SYS_RESOURCE) can allocate, never a persona's mapped
+// ids. bay0's own writes (the boot counter) use it when the personas' space is full, so they
+// never depend on space the personas share. It is ReserveMin or 1% of the filesystem,
+// whichever is larger.
+const ReserveMin = 1 << 20
+
+// mkfsArgs are mkfs.ext4's arguments for a filesystem of fsSize bytes in img, populated from
+// root:
+//   - -O quota,project and quotatype=prjquota: project quotas, kept by the kernel in hidden
+//     inodes; bay0 mounts with prjquota and gives each persona's subtree a project and a hard
+//     limit (persist.EnsureSubtree). -I 256: the project id lives in the larger inode.
+//   - -i: one inode per persist.InodeRatio bytes, the ratio a persona's inode limit follows.
+//   - -m: Reserve, as a percentage of the filesystem.
+//   - lazy_*_init=0: the guest kernel has nothing left to zero in the background.
+//   - root_owner: mkfs -d would otherwise give the root to whoever runs spine.
+func mkfsArgs(root, img string, fsSize int64) []string {
+	reserve := max(float64(ReserveMin)*100/float64(fsSize), 1)
+	return []string{"-q", "-F", "-t", "ext4", "-b", strconv.Itoa(SectorSize), "-I", "256",
+		"-i", strconv.Itoa(persist.InodeRatio), "-m", strconv.FormatFloat(reserve, 'f', 4, 64),
+		"-O", "quota,project", "-L", persist.Partition, "-d", root,
+		"-E", "quotatype=prjquota,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0",
+		img, strconv.FormatInt(fsSize/SectorSize, 10)}
 }
 
 // run runs a tool with stdin, in the C locale, and returns its stderr in the error.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,6 +176,7 @@ func TestUnsealDecryptsExt4(t *testing.T) {
 	if label := string(bytes.TrimRight(sector[1024+120:1024+136], "\x00")); label != persist.Partition {
 		t.Errorf("ext4 label %q, want %q", label, persist.Partition)
 	}
+	checkExt4(t, f, v.Offset, v.Length, ciph)
 	key := v.Key
 	v.Wipe()
 	if !bytes.Equal(key, make([]byte, len(key))) || v.Key != nil {
@@ -252,5 +254,50 @@ func TestKDFArgs(t *testing.T) {
 		if c.want == "" && err == nil || c.want != "" && got != c.want {
 			t.Errorf("%+v: args %q, %v; want %q", c.k, got, err, c.want)
 		}
+	}
+}
+
+// checkExt4 decrypts the whole data segment as dm-crypt would and has e2fsprogs check the
+// filesystem: consistent, with project quotas, 256-byte inodes and bay0's reserve.
+func checkExt4(t *testing.T, f *os.File, off, length uint64, ciph *xts.Cipher) {
+	t.Helper()
+	plain := make([]byte, length)
+	if _, err := f.ReadAt(plain, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < length/SectorSize; i++ {
+		s := plain[i*SectorSize : (i+1)*SectorSize]
+		// plain64 IVs count 512-byte sectors, whatever the encryption sector size.
+		ciph.Decrypt(s, s, i*SectorSize/512)
+	}
+	fs := filepath.Join(t.TempDir(), "ext4.img")
+	if err := os.WriteFile(fs, plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", fs).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn (Debian package e2fsprogs): %v\n%s", err, out)
+	}
+	out, err := exec.Command("dumpe2fs", "-h", fs).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dumpe2fs -h: %v\n%s", err, out)
+	}
+	dump := string(out)
+	for _, re := range []string{
+		`(?m)^Filesystem features:.* quota( |$)`,
+		`(?m)^Filesystem features:.* project( |$)`,
+		`(?m)^Inode size:\s+256$`,
+		`(?m)^Project quota inode:\s+\d+$`,
+		`(?m)^Reserved blocks uid:\s+0 `,
+	} {
+		if !regexp.MustCompile(re).MatchString(dump) {
+			t.Errorf("dumpe2fs does not match %s:\n%s", re, dump)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^Reserved block count:\s+(\d+)$`).FindStringSubmatch(dump)
+	if m == nil {
+		t.Fatalf("no reserved block count:\n%s", dump)
+	}
+	if n, _ := strconv.Atoi(m[1]); n*SectorSize < ReserveMin {
+		t.Errorf("%d reserved blocks, want at least %d bytes for bay0", n, ReserveMin)
 	}
 }
