@@ -15,6 +15,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/host/ctlclient"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
@@ -29,7 +30,7 @@ import (
 const restoredLine = "bay0: update: slot b restored: good"
 
 // pushBody streams img's update with its body passed through wrap.
-func pushBody(ctx context.Context, c *control.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) error {
+func pushBody(ctx context.Context, c *ctlclient.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) error {
 	im, f, err := image.OpenFile(img)
 	if err != nil {
 		return err
@@ -153,12 +154,12 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 	defer cancel()
 	cases := []struct {
 		name string
-		push func(c *control.Client) error
+		push func(c *ctlclient.Client) error
 	}{
-		{"tampered body", func(c *control.Client) error {
+		{"tampered body", func(c *ctlclient.Client) error {
 			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &flipAt{r: r, off: size / 3} }, nil)
 		}},
-		{"client gone", func(c *control.Client) error {
+		{"client gone", func(c *ctlclient.Client) error {
 			var once sync.Once
 			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return r }, func(n int64) {
 				if n >= size/2 {
@@ -166,7 +167,7 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 				}
 			})
 		}},
-		{"stalled body", func(c *control.Client) error {
+		{"stalled body", func(c *ctlclient.Client) error {
 			release := make(chan struct{})
 			s := &stallAfter{n: size / 2, release: release}
 			done := make(chan error, 1)
