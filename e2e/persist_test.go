@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	gpt "alpinespine.org/spine/internal/format/disk"
+
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/format/event"
 
@@ -289,20 +291,42 @@ func TestPersistClosedOnHalt(t *testing.T) {
 // persistPartition reads the persist partition of a disk image.
 func persistPartition(t *testing.T, disk string) []byte {
 	t.Helper()
+	return readPartition(t, disk, provision.PersistPartition, -1)
+}
+
+// readPartition reads the first n bytes (n < 0: all) of the partition named name of a disk
+// image.
+func readPartition(t *testing.T, disk, name string, n int64) []byte {
+	t.Helper()
+	part := partitionOf(t, disk, name)
+	if n < 0 {
+		n = part.Size
+	}
 	f, err := os.Open(disk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	part, err := provision.Partition(f, provision.PersistPartition)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, part.Size)
+	b := make([]byte, n)
 	if _, err := f.ReadAt(b, part.Start); err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// partitionOf finds the partition named name of a disk image.
+func partitionOf(t *testing.T, disk, name string) gpt.Partition {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	part, err := provision.Partition(f, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return part
 }
 
 // TestBridgeRule (Article IV §2 and §3): what a persona writes to /data survives a reboot;
@@ -436,21 +460,11 @@ func TestPassphraseNeverLeaves(t *testing.T) {
 // persistHeader reads the LUKS2 header of a disk's persist partition, and the partition's start.
 func persistHeader(t *testing.T, disk string) (luks2.Header, int64) {
 	t.Helper()
-	raw := persistPartition(t, disk)
-	h, err := luks2.ReadHeader(bytes.NewReader(raw), luks2.Limits{MemoryKiB: 1 << 20, Passes: 100, Iterations: 1 << 30})
+	h, err := luks2.ReadHeader(bytes.NewReader(persistPartition(t, disk)), luks2.Limits{MemoryKiB: 1 << 20, Passes: 100, Iterations: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	part, err := provision.Partition(f, provision.PersistPartition)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, part.Start
+	return h, partitionOf(t, disk, provision.PersistPartition).Start
 }
 
 // overwrite writes b at off of a disk image.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
@@ -30,19 +31,23 @@ import (
 const restoredLine = "bay0: update: slot b restored: good"
 
 // pushBody streams img's update with its body passed through wrap.
-func pushBody(ctx context.Context, c *ctlclient.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) error {
+func pushBody(ctx context.Context, c *ctlclient.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) (control.UpdateResult, error) {
 	im, f, err := image.OpenFile(img)
 	if err != nil {
-		return err
+		return control.UpdateResult{}, err
 	}
 	defer f.Close()
 	offer, err := update.OfferFromImage(im)
 	if err != nil {
-		return err
+		return control.UpdateResult{}, err
 	}
 	size := update.BodySize(im.Footer)
-	_, err = c.Update(ctx, control.Request{Offer: &offer, Size: size}, wrap(io.NewSectionReader(f, 0, size)), progress)
-	return err
+	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, wrap(io.NewSectionReader(f, 0, size)), progress)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	var r control.UpdateResult
+	return r, resp.Decode(&r)
 }
 
 // flipAt flips one byte of the stream at off.
@@ -88,28 +93,9 @@ func twoGoodSpines(t *testing.T, disk string) {
 	if rec.Primary != 0 || a.State != bootctl.Good || a.Version != 1 || b.State != bootctl.Good || b.Version != 1 || b.ImageSize != a.ImageSize {
 		t.Fatalf("after the failed update the record holds %+v, want two good v1 Spines, a primary", rec)
 	}
-	if !bytes.Equal(slotImage(t, disk, 0, a.ImageSize), slotImage(t, disk, 1, b.ImageSize)) {
+	if !bytes.Equal(readPartition(t, disk, provision.SlotPartition(0), int64(a.ImageSize)), readPartition(t, disk, provision.SlotPartition(1), int64(b.ImageSize))) {
 		t.Fatal("slot b does not hold a byte-identical copy of slot a's Spine")
 	}
-}
-
-// slotImage reads the first size bytes of a slot partition of a disk image.
-func slotImage(t *testing.T, disk string, slot int, size uint64) []byte {
-	t.Helper()
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	p, err := provision.Partition(f, provision.SlotPartition(slot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, size)
-	if _, err := f.ReadAt(b, p.Start); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // bootRestoredSlot makes b primary on the stopped machine's disk and boots it: the restored
@@ -137,18 +123,26 @@ func bootRestoredSlot(t *testing.T, disk string) {
 	v.Never(t, "bay0: stage1: slot b failed")
 }
 
+// committedMachine boots a disk holding v1 in both slots until slot a has committed, and
+// returns the machine, its disk and control socket, and a v2 Spine to update to.
+func committedMachine(t *testing.T, timeout time.Duration) (*vmtest.VM, string, string, string) {
+	t.Helper()
+	v1 := buildSpine(t, spineOpts{governor: quickHealth})
+	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
+	disk := makeDisk(t, v1, v1, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.Timeout = timeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	return v, disk, sock, v2
+}
+
 // TestFailedUpdatesKeepTwoSpines: a tampered body, a client that goes away mid-upload and a
 // body that stalls are each refused, and each time slot b is back to a verified copy of the
 // running Spine before the next update may start.
 func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 	t.Parallel()
-	v1 := buildSpine(t, spineOpts{governor: quickHealth})
-	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
-	disk := makeDisk(t, v1, v1, nil)
-	cfg, sock := withControl(t, machine(disk))
-	cfg.Timeout = 6 * bootTimeout
-	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	v, disk, sock, v2 := committedMachine(t, 6*bootTimeout)
 	size := update.BodySize(footer(t, v2))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*bootTimeout)
 	defer cancel()
@@ -157,21 +151,26 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 		push func(c *ctlclient.Client) error
 	}{
 		{"tampered body", func(c *ctlclient.Client) error {
-			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &flipAt{r: r, off: size / 3} }, nil)
+			_, err := pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &flipAt{r: r, off: size / 3} }, nil)
+			return err
 		}},
 		{"client gone", func(c *ctlclient.Client) error {
 			var once sync.Once
-			return pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return r }, func(n int64) {
+			_, err := pushUpdate(ctx, c, v2, func(n int64) {
 				if n >= size/2 {
 					once.Do(func() { c.Close() })
 				}
 			})
+			return err
 		}},
 		{"stalled body", func(c *ctlclient.Client) error {
 			release := make(chan struct{})
 			s := &stallAfter{n: size / 2, release: release}
 			done := make(chan error, 1)
-			go func() { done <- pushBody(ctx, c, v2, func(r io.Reader) io.Reader { s.r = r; return s }, nil) }()
+			go func() {
+				_, err := pushBody(ctx, c, v2, func(r io.Reader) io.Reader { s.r = r; return s }, nil)
+				done <- err
+			}()
 			// bay0 gives up on the body after control.BodyStall, restores the slot and answers.
 			waitCount(t, v, "bay0: update: slot b not staged", 3, control.BodyStall+2*bootTimeout)
 			close(release)
@@ -212,12 +211,7 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 // and the next boot, on the committed Spine, restores the slot before anything else.
 func TestPowerCutMidUpdateRestores(t *testing.T) {
 	t.Parallel()
-	v1 := buildSpine(t, spineOpts{governor: quickHealth})
-	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
-	disk := makeDisk(t, v1, v1, nil)
-	cfg, sock := withControl(t, machine(disk))
-	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	v, disk, sock, v2 := committedMachine(t, bootTimeout)
 	c := dial(t, sock)
 	size := update.BodySize(footer(t, v2))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,11 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/host/ctlclient"
+
 	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
-	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
@@ -51,22 +50,7 @@ func dial(t *testing.T, sock string) *ctlclient.Client {
 
 // pushUpdate streams an image through the control channel.
 func pushUpdate(ctx context.Context, c *ctlclient.Client, img string, progress func(int64)) (control.UpdateResult, error) {
-	im, f, err := image.OpenFile(img)
-	if err != nil {
-		return control.UpdateResult{}, err
-	}
-	defer f.Close()
-	offer, err := update.OfferFromImage(im)
-	if err != nil {
-		return control.UpdateResult{}, err
-	}
-	size := update.BodySize(im.Footer)
-	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), progress)
-	if err != nil {
-		return control.UpdateResult{}, err
-	}
-	var r control.UpdateResult
-	return r, resp.Decode(&r)
+	return pushBody(ctx, c, img, func(r io.Reader) io.Reader { return r }, progress)
 }
 
 func TestOnlineUpdate(t *testing.T) {
