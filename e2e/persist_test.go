@@ -15,13 +15,10 @@ import (
 	"testing"
 	"time"
 
-	gpt "alpinespine.org/spine/internal/format/disk"
-
-	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/format/event"
-
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/persist"
+	gpt "alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/luks2"
 	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"
@@ -379,17 +376,6 @@ func TestBridgeRule(t *testing.T) {
 	v.Never(t, "ESCAPE")
 }
 
-// lastLine is the last console line that contains substr.
-func lastLine(v *vmtest.VM, substr string) string {
-	lines := v.Machine().Lines()
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.Contains(lines[i], substr) {
-			return lines[i]
-		}
-	}
-	return ""
-}
-
 // waitCount waits until at least n lines of persona name's output contain substr.
 func waitCount(t *testing.T, v *vmtest.VM, name, substr string, n int, timeout time.Duration) {
 	t.Helper()
@@ -434,8 +420,8 @@ func TestPassphraseNeverLeaves(t *testing.T) {
 	cfg.Console = ans
 	v := vmtest.Boot(t, cfg)
 	answer(t, v, e2ePassphrase) // bay0's own prompt, typed by the test
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
-	v.WaitFor(t, "persona evil: persistprobe: prompt done", bootTimeout)
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
+	v.WaitPersona(t, "evil", "persistprobe: prompt done", bootTimeout)
 	if n := ans.Prompts(); n != 1 {
 		t.Errorf("the host saw %d prompts, want 1 (bay0's own): a persona's text counted", n)
 	}
@@ -490,11 +476,11 @@ func TestPersistDamagedPrimaryHeader(t *testing.T) {
 	_, start := persistHeader(t, disk)
 	overwrite(t, disk, start, bytes.Repeat([]byte{0xff}, 512))
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, persist.DamageLine+" the primary LUKS2 header is damaged", bootTimeout)
-	v.WaitFor(t, persist.MountedLine, bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.PersistDamage, bootTimeout), "reason", "the primary LUKS2 header is damaged")
+	v.WaitEvent(t, event.PersistMounted, bootTimeout)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
-	v.Never(t, persist.WrongLine)
+	v.NeverEvent(t, event.PersistWrong)
 }
 
 // TestPersistDamagedKeyslot (issue 12.6): the keyslot's key material is destroyed (a wiped
@@ -508,12 +494,12 @@ func TestPersistDamagedKeyslot(t *testing.T) {
 	overwrite(t, disk, start+int64(h.Keyslots[0].AreaOffset)+4096, make([]byte, 512))
 	v := vmtest.Boot(t, machine(disk))
 	v.ExpectOutcome(t, vm.PoweredOff)
-	if !v.Saw("bay0: halt: poweroff: persist:") || !v.Saw("damaged LUKS2 container: no keyslot can open it: keyslot 0: its key material is destroyed") {
+	if !sawEvent(v, event.Halt, "reason", "damaged LUKS2 container: no keyslot can open it: keyslot 0: its key material is destroyed", kv("action", "poweroff")) {
 		t.Error("the console does not say that the keyslot is damaged")
 	}
-	v.Never(t, persist.WrongLine)
+	v.NeverEvent(t, event.PersistWrong)
 	v.Never(t, persist.Prompt)
-	v.Never(t, "bay0: spine tiny")
+	v.NeverEvent(t, event.SlotUp)
 }
 
 // rebootByControl asks bay0 to reboot over the control channel.
@@ -541,11 +527,10 @@ func TestPersonaCannotFillPersist(t *testing.T) {
 	cfg.MaxBoots = 2
 	cfg.Timeout = 4 * bootTimeout
 	v := vmtest.Boot(t, cfg)
-	checkMountinfo(t, v.WaitFor(t, "bay0: persist: mountinfo:", bootTimeout))
-	v.WaitFor(t, "bay0: persist: boot 1", bootTimeout)
+	checkMountinfo(t, v.WaitEvent(t, event.PersistMounted, bootTimeout).Value("mountinfo"))
 	for boot := 1; boot <= 2; boot++ {
-		waitCount(t, v, "persona filler: persistprobe: fill: stopped after", boot, bootTimeout)
-		line := lastLine(v, "persona filler: persistprobe: fill: stopped after")
+		v.WaitEvent(t, event.PersistBoot, bootTimeout, kv("count", fmt.Sprint(boot)))
+		line := v.WaitPersona(t, "filler", "persistprobe: fill: stopped after", bootTimeout)
 		var n int64
 		if _, err := fmt.Sscanf(line[strings.Index(line, "stopped after"):], "stopped after %d bytes", &n); err != nil {
 			t.Fatalf("fill line %q: %v", line, err)
@@ -554,16 +539,16 @@ func TestPersonaCannotFillPersist(t *testing.T) {
 			t.Errorf("boot %d: the filler stopped after %d bytes (%q), want EDQUOT at its 2 MiB data_size", boot, n, line)
 		}
 		// The neighbour keeps writing after the filler hit its limit.
-		oks := v.Count("persona writer: persistprobe: write ok") + 2
-		waitCount(t, v, "persona writer: persistprobe: write ok", oks, bootTimeout)
+		v.WaitPersona(t, "writer", "persistprobe: write ok", bootTimeout)
+		v.WaitPersona(t, "writer", "persistprobe: write ok", bootTimeout)
 		if boot == 1 {
 			rebootByControl(t, sock)
-			v.WaitFor(t, "bay0: persist: boot 2", bootTimeout)
-			v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
 		}
 	}
 	v.Kill(t)
-	v.Never(t, "persona writer: persistprobe: write failed")
+	if n := v.CountPersona("writer", "persistprobe: write failed"); n != 0 {
+		t.Errorf("the neighbour's writes failed %d times", n)
+	}
 }
 
 // TestBay0ReserveSurvivesFullPersist (issue 12.1): even when the personas' allotments exceed
@@ -578,13 +563,13 @@ func TestBay0ReserveSurvivesFullPersist(t *testing.T) {
 	cfg.MaxBoots = 2
 	cfg.Timeout = 4 * bootTimeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: persist: boot 1", bootTimeout)
-	line := v.WaitFor(t, "persona filler: persistprobe: fill: stopped after", bootTimeout)
+	v.WaitEvent(t, event.PersistBoot, bootTimeout, kv("count", "1"))
+	line := v.WaitPersona(t, "filler", "persistprobe: fill: stopped after", bootTimeout)
 	if !strings.Contains(line, "no space left on device") {
 		t.Errorf("the filler stopped with %q, want ENOSPC: the filesystem full but for bay0's reserve", line)
 	}
 	rebootByControl(t, sock)
-	v.WaitFor(t, "bay0: persist: boot 2", bootTimeout)
-	v.WaitFor(t, "bay0: spine personas v1 slot a up", bootTimeout)
+	v.WaitEvent(t, event.PersistBoot, bootTimeout, kv("count", "2"))
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
 	v.Kill(t)
 }

@@ -15,6 +15,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/host/ctlclient"
 	"alpinespine.org/spine/internal/host/provision"
@@ -27,8 +28,15 @@ import (
 // leaves a record that makes the next boot restore it. Each test ends by booting the restored
 // slot on purpose.
 
-// restoredLine is bay0's line once a slot holds the running Spine again.
-const restoredLine = "bay0: update: slot b restored: good"
+// slotB is the attribute of events about slot b.
+var slotB = kv("slot", "b")
+
+// waitRestored waits until bay0 has restored slot b and refused the update.
+func waitRestored(t *testing.T, v *vmtest.VM, timeout time.Duration) {
+	t.Helper()
+	v.WaitEvent(t, event.UpdateRestored, timeout, slotB, kv("version", "1"))
+	v.WaitEvent(t, event.UpdateFailed, bootTimeout, slotB)
+}
 
 // pushBody streams img's update with its body passed through wrap.
 func pushBody(ctx context.Context, c *ctlclient.Client, img string, wrap func(io.Reader) io.Reader, progress func(int64)) (control.UpdateResult, error) {
@@ -117,10 +125,10 @@ func bootRestoredSlot(t *testing.T, disk string) {
 		t.Fatal(err)
 	}
 	v := vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: stage1: trying slot b (state good", bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot b up", bootTimeout)
+	v.WaitEvent(t, event.SlotTry, bootTimeout, slotB, kv("state", "good"))
+	waitUp(t, v, "tiny", 1, "b", bootTimeout)
 	v.Kill(t)
-	v.Never(t, "bay0: stage1: slot b failed")
+	v.NeverEvent(t, event.SlotFailed)
 }
 
 // committedMachine boots a disk holding v1 in both slots until slot a has committed, and
@@ -133,7 +141,7 @@ func committedMachine(t *testing.T, timeout time.Duration) (*vmtest.VM, string, 
 	cfg, sock := withControl(t, machine(disk))
 	cfg.Timeout = timeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitFor(t, "bay0: slot a committed", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
 	return v, disk, sock, v2
 }
 
@@ -172,20 +180,22 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 				done <- err
 			}()
 			// bay0 gives up on the body after control.BodyStall, restores the slot and answers.
-			waitCount(t, v, "bay0: update: slot b not staged", 3, control.BodyStall+2*bootTimeout)
+			waitRestored(t, v, control.BodyStall+2*bootTimeout)
 			close(release)
 			c.Close()
 			return <-done
 		}},
 	}
-	for i, tc := range cases {
+	for _, tc := range cases {
 		c := dial(t, sock)
 		err := tc.push(c)
 		if err == nil {
 			t.Fatalf("%s: the update was accepted", tc.name)
 		}
 		c.Close()
-		waitCount(t, v, restoredLine, i+1, control.BodyStall+2*bootTimeout)
+		if tc.name != "stalled body" {
+			waitRestored(t, v, 2*bootTimeout)
+		}
 		t.Logf("%s: refused (%v); slot b restored", tc.name, err)
 		c = dial(t, sock)
 		resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
@@ -220,16 +230,16 @@ func TestPowerCutMidUpdateRestores(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	go pushBody(ctx, c, v2, func(r io.Reader) io.Reader { return &stallAfter{r: r, n: size / 2, release: release} }, nil)
-	v.WaitFor(t, "bay0: update: writing slot b", bootTimeout)
+	v.WaitEvent(t, event.UpdateWriting, bootTimeout, slotB)
 	v.Kill(t)
 	rec := record(t, disk)
 	if rec.Slots[1].State != bootctl.Empty || rec.Slots[1].Reason != update.ReasonWriting || rec.Primary != 0 || rec.Slots[0].State != bootctl.Good {
 		t.Fatalf("after a power cut mid-write the record holds %+v, want slot b %q and a the good primary", rec, update.ReasonWriting)
 	}
 	v = vmtest.Boot(t, machine(disk))
-	v.WaitFor(t, "bay0: update: slot b was left half-written by an interrupted update", bootTimeout)
-	v.WaitFor(t, restoredLine, 2*bootTimeout)
-	v.WaitFor(t, "bay0: spine tiny v1 slot a up", bootTimeout)
+	v.WaitEvent(t, event.UpdateCut, bootTimeout, slotB)
+	v.WaitEvent(t, event.UpdateRestored, 2*bootTimeout, slotB, kv("version", "1"))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
 	twoGoodSpines(t, disk)
 	bootRestoredSlot(t, disk)

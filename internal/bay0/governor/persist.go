@@ -53,6 +53,7 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 	defer c.Close()
 	for _, n := range c.Notes() {
 		fmt.Fprintf(console, "%s %s\n", persist.DamageLine, n)
+		fmt.Fprintln(console, event.New(event.PersistDamage).With("reason", n))
 	}
 	term, err := sys.Terminal(console)
 	if err != nil {
