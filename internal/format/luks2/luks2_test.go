@@ -15,7 +15,7 @@ import (
 )
 
 // cheap are limits that let the tests' cheap containers through and keep fuzzing fast.
-var cheap = Limits{MemoryKiB: 64 << 10, Passes: 8, Iterations: 5000}
+var cheap = Limits{MemoryKiB: 2048, Passes: 5, Iterations: 5000}
 
 // cryptsetup runs the reference tool; a missing tool fails the test with the package name.
 func cryptsetup(t testing.TB, stdin string, args ...string) (string, error) {
