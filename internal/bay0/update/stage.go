@@ -68,10 +68,11 @@ type Timing struct {
 func (s *Stager) Stage(body io.Reader, o Offer, ft image.Footer, m manifest.Manifest) (Timing, error) {
 	begun := false
 	begin := func() error {
-		begun = true
+		// A record that could not be written leaves the slot untouched: nothing to restore.
 		if err := s.Store(func(r *bootctl.Record) { Begin(r, s.Target) }); err != nil {
 			return err
 		}
+		begun = true
 		if s.Logf != nil {
 			s.Logf("update: writing slot %s: the Spine it held is given up", bootctl.SlotName(s.Target))
 		}
