@@ -73,9 +73,8 @@ func (s *Stager) Stage(body io.Reader, o Offer, ft image.Footer, m manifest.Mani
 			return err
 		}
 		begun = true
-		if s.Logf != nil {
-			s.Logf("update: writing slot %s: the Spine it held is given up", bootctl.SlotName(s.Target))
-		}
+		s.logf("update: writing slot %s: the Spine it held is given up", bootctl.SlotName(s.Target))
+		s.emit(event.New(event.UpdateWriting).With("slot", bootctl.SlotName(s.Target)))
 		return nil
 	}
 	start := time.Now()

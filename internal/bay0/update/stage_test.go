@@ -2,6 +2,7 @@ package update
 
 import (
 	"bytes"
+	"fmt"
 	"crypto/ed25519"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // cachedSlot models a device behind a page cache whose write path is broken: what is written
@@ -132,8 +134,9 @@ func TestStagerKeepsTwoSpines(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			target := &memSlot{b: bytes.Repeat([]byte{0xee}, 1<<24)}
 			rec := &fakeRecord{rec: bootctl.Record{Primary: 0, Slots: [2]bootctl.Slot{{State: bootctl.Good, Version: 1, ImageSize: uint64(len(running))}, old}}}
+			var kinds []event.Kind
 			st := &Stager{Target: 1, Slot: target, Running: bytes.NewReader(running), RunningSize: uint64(len(running)),
-				Trusted: trusted, Store: rec.store}
+				Trusted: trusted, Store: rec.store, Emit: func(e event.Event) { kinds = append(kinds, e.Kind) }}
 			_, err := st.Stage(bytes.NewReader(c.body), offer, ft, m)
 			if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
 				t.Fatalf("Stage: %v, want %q", err, c.err)
@@ -161,6 +164,13 @@ func TestStagerKeepsTwoSpines(t *testing.T) {
 			}
 			if rec.rec.Slots[0].State != bootctl.Good {
 				t.Error("the running slot must stay good")
+			}
+			want := map[bool][]event.Kind{true: {event.UpdateWriting, event.UpdateRestored}, false: {event.UpdateWriting}}[c.restored]
+			if c.body == nil {
+				want = nil
+			}
+			if fmt.Sprint(kinds) != fmt.Sprint(want) {
+				t.Errorf("events %v, want %v", kinds, want)
 			}
 		})
 	}
