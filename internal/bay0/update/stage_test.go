@@ -2,9 +2,9 @@ package update
 
 import (
 	"bytes"
-	"fmt"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
