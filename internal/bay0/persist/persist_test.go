@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCheckPassphrase(t *testing.T) {
@@ -245,24 +247,56 @@ func TestFindMount(t *testing.T) {
 
 func TestCountBoot(t *testing.T) {
 	dir := t.TempDir()
-	for want := uint64(1); want <= 3; want++ {
+	copies := bootCopies(dir)
+	inodes := map[string]uint64{}
+	for want := uint64(1); want <= 5; want++ {
 		n, err := CountBoot(dir)
 		if err != nil || n != want {
 			t.Fatalf("CountBoot = %d, %v; want %d", n, err, want)
 		}
+		// Once both copies exist, a boot rewrites one in place: same inode, same size.
+		for _, p := range copies {
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				if want >= 2 {
+					t.Fatalf("boot %d: %v", want, err)
+				}
+				continue
+			}
+			if st.Size != bootCopySize {
+				t.Errorf("%s is %d bytes, want %d", p, st.Size, bootCopySize)
+			}
+			if old, ok := inodes[p]; ok && old != st.Ino {
+				t.Errorf("boot %d: %s was replaced (inode %d, was %d): counting must not allocate", want, p, st.Ino, old)
+			}
+			inodes[p] = st.Ino
+		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, BootFile))
-	if err != nil || string(b) != bootHeader+"3\n" {
-		t.Fatalf("boot file %q, %v", b, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, BootFile+".tmp")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("temporary file left behind: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, BootFile), []byte("garbage"), 0o600); err != nil {
+	// A torn copy (a power cut in its write) leaves the count to the other one.
+	if err := os.WriteFile(copies[0], []byte(bootHeader+"00"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if n, err := CountBoot(dir); err != nil || n != 5 {
+		t.Fatalf("after a torn copy: %d, %v; want 5 (the count from the intact copy, plus one)", n, err)
+	}
+	if n, err := CountBoot(dir); err != nil || n != 6 {
+		t.Fatalf("next boot: %d, %v", n, err)
+	}
+	for _, p := range copies {
+		if err := os.WriteFile(p, []byte("garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := CountBoot(dir); err == nil {
 		t.Error("a garbled counter was silently reset")
+	}
+	// An old counter (one copy, unpadded) goes on counting.
+	old := t.TempDir()
+	if err := os.WriteFile(filepath.Join(old, BootFile), []byte(bootHeader+"41\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := CountBoot(old); err != nil || n != 42 {
+		t.Errorf("old counter: %d, %v", n, err)
 	}
 	// A symlink is never followed.
 	sym := t.TempDir()
@@ -279,7 +313,7 @@ func TestCountBoot(t *testing.T) {
 }
 
 func TestParseBootCount(t *testing.T) {
-	for _, s := range []string{"", bootHeader, bootHeader + "\n", bootHeader + "x\n", bootHeader + "1", bootHeader + "-1\n", bootHeader + "99999999999999999999999\n"} {
+	for _, s := range []string{"", bootHeader, bootHeader + "\n", bootHeader + "x\n", bootHeader + "1", bootHeader + "-1\n", bootHeader + "99999999999999999999999\n", "x" + string(FormatBootCount(3))} {
 		if n, err := ParseBootCount([]byte(s)); err == nil {
 			t.Errorf("ParseBootCount(%q) = %d, want an error", s, n)
 		}
