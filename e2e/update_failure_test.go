@@ -141,7 +141,8 @@ func committedMachine(t *testing.T, timeout time.Duration) (*vmtest.VM, string, 
 	cfg, sock := withControl(t, machine(disk))
 	cfg.Timeout = timeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	// The whole boot, the unlock and the health window come first.
+	v.WaitEvent(t, event.Committed, 2*bootTimeout, kv("slot", "a"))
 	return v, disk, sock, v2
 }
 
