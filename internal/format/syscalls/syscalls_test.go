@@ -2,6 +2,7 @@ package syscalls
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -47,5 +48,23 @@ func TestNearest(t *testing.T) {
 	got := Nearest("acept4", 3)
 	if len(got) == 0 || got[0] != "accept4" {
 		t.Errorf("Nearest(acept4) = %v", got)
+	}
+}
+
+// TestREADMEListsTheFloor: the README's list of the floor is the floor.
+func TestREADMEListsTheFloor(t *testing.T) {
+	b, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "**the floor is never allowed**")
+	section, _, _ := strings.Cut(after, "- **sockets**")
+	if !ok {
+		t.Fatal("the README has no floor section")
+	}
+	for _, f := range Floor() {
+		if !strings.Contains(section, "`"+f[0]+"`") {
+			t.Errorf("the README's floor does not list %s (%s)", f[0], f[1])
+		}
 	}
 }

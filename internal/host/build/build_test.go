@@ -91,6 +91,11 @@ func TestLoadConfigStrict(t *testing.T) {
 		{"no version", "version = 4\n", "", "version is missing"},
 		{"no source", "dir = \"app\"\n", "", "source needs one of oci, debian, dir or go"},
 		{"syntax", "version = 4\n", "version = \n", "line 2"},
+		{"misspelt syscall", "pids = 8\n", "pids = 8\nsyscalls = [\"epoll_create2\"]\n",
+			`persona "app": syscalls: "epoll_create2": unknown system call (did you mean epoll_create, epoll_create1`},
+		{"syscall below the floor", "pids = 8\n", "pids = 8\nsyscalls = [\"accept4\", \"io_uring_setup\"]\n",
+			`persona "app": syscalls: "io_uring_setup" bypasses the system call filter (io_uring): system call below the floor`},
+		{"unknown protocol", "pids = 8\n", "pids = 8\nprotocols = [\"dccp\"]\n", `protocols: "dccp" is not one of`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(testConfig, tc.old) {
