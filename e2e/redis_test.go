@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +20,18 @@ import (
 // Issue 18: ordinary programs run under the default allowlist. Redis from Debian's own packages,
 // with its stock configuration (only made to run in the foreground, keep its data in /data and
 // listen on its uplink), and no syscalls line at all, serves a client on the host: it stores a
-// key, saves it to /data and reads it back, and its filter refuses nothing it does.
+// key, saves it to /data and reads it back, and its filter refuses nothing it does. The one
+// thing its maintainer script would have made and its stock configuration needs, the directory
+// /var/lib/redis, comes from a dir source, as the README says.
 func TestWorkloadDebianRedisServesHost(t *testing.T) {
 	t.Parallel()
+	extra := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(extra, "var", "lib", "redis"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(extra, "var", "lib", "redis", "README"), []byte("redis keeps its data in /data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	redis := `[[persona]]
 name = "redis"
 exec = ["/usr/bin/redis-server", "/etc/redis/redis.conf", "--daemonize", "no", "--supervised", "no",
@@ -35,6 +46,7 @@ gateway = "10.0.2.2"
 order = 2
 [persona.source]
 debian = ["redis-server"]
+dir = "` + extra + `"
 `
 	img := buildPersonaSpine(t, neighbour(t), redis)
 	port := freePort(t)

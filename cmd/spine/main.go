@@ -8,10 +8,16 @@ import (
 	"os/signal"
 	"syscall"
 
+	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/personainit"
 	"alpinespine.org/spine/internal/host/cli"
 )
 
 func main() {
+	// spine run re-executes this binary as a persona's init, as bay0 does.
+	if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
+		personainit.Main(os.Args[2:])
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
 	stop()

@@ -54,6 +54,9 @@ func (in *Instance) Exited() <-chan unix.WaitStatus { return in.exited }
 
 // OOMKills is the number of processes the OOM killer took in this instance's cgroup.
 func (in *Instance) OOMKills() int64 {
+	if in.cgroup == nil {
+		return 0
+	}
 	ev, err := in.cgroup.Events("memory.events")
 	if err != nil {
 		return 0
@@ -62,11 +65,24 @@ func (in *Instance) OOMKills() int64 {
 }
 
 // Memory samples the instance's memory pressure (see MemoryStat).
-func (in *Instance) Memory() (MemoryStat, error) { return in.cgroup.Memory() }
+func (in *Instance) Memory() (MemoryStat, error) {
+	if in.cgroup == nil {
+		return MemoryStat{}, errors.New("no cgroup")
+	}
+	return in.cgroup.Memory()
+}
 
 // Destroy kills everything of the instance and removes its cgroup. Its mount namespace, and so
 // its tmpfs /tmp and /run, die with its last process.
-func (in *Instance) Destroy() error { return in.cgroup.Destroy(DestroyTimeout) }
+func (in *Instance) Destroy() error {
+	if in.cgroup == nil {
+		if err := unix.Kill(in.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("kill %d: %w", in.pid, err)
+		}
+		return nil
+	}
+	return in.cgroup.Destroy(DestroyTimeout)
+}
 
 // Start launches one instance of s and returns once its workload is exec'd. Its stdout and
 // stderr go to out, line by line, prefixed with "persona NAME: ". On failure nothing of the
@@ -85,6 +101,14 @@ func Start(s Spec, sp Spawner, out io.Writer) (*Instance, error) {
 	return in, nil
 }
 
+// StartUnbounded launches one instance of s like Start, in the same namespaces and under the
+// same filter, but in no cgroup of its own and with no uplink: for spine run on a build host,
+// where nothing needs the limits. Destroy kills its PID namespace's init, which takes the rest.
+func StartUnbounded(s Spec, sp Spawner, out io.Writer) (*Instance, error) {
+	s.Uplink = nil
+	return start(s, sp, out, nil)
+}
+
 func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	fail := func(stage string, err error) error { return &StartError{Name: s.Name, Stage: stage, Err: err} }
 	// childEnds are the child's copies: closed as soon as it is forked (or on any return).
@@ -94,11 +118,15 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 			f.Close()
 		}
 	}()
-	cgfd, err := cg.Open()
-	if err != nil {
-		return nil, fail("", err)
+	cgfd := -1
+	if cg != nil {
+		fd, err := cg.Open()
+		if err != nil {
+			return nil, fail("", err)
+		}
+		cgfd = fd
+		childEnds = append(childEnds, os.NewFile(uintptr(cgfd), cg.Path))
 	}
-	childEnds = append(childEnds, os.NewFile(uintptr(cgfd), cg.Path))
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fail("", err)
@@ -149,7 +177,7 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 			Cloneflags:  cloneFlags,
 			UidMappings: ids,
 			GidMappings: gids,
-			UseCgroupFD: true,
+			UseCgroupFD: cg != nil,
 			CgroupFD:    cgfd,
 			Setsid:      true,
 			// Become the namespace's root (the persona's first host id) before the exec, or

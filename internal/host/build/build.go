@@ -224,6 +224,30 @@ func Stage(ctx context.Context, cfg Config, opts StageOptions) (Staged, error) {
 	return st, nil
 }
 
+// StagePersona lays out the tree of the configuration's persona name under dir (at
+// dir/personas/NAME, as in a Spine) and returns its policy entry with its image's defaults
+// merged in and validated as spine build would: for spine run.
+func StagePersona(ctx context.Context, cfg Config, name, dir, cache string) (policy.Persona, error) {
+	for _, p := range cfg.Personas {
+		if p.Name != name {
+			continue
+		}
+		q, _, err := stagePersona(ctx, cfg, p, dir, cache)
+		if err != nil {
+			return q, err
+		}
+		pol := policy.Policy{Governor: cfg.Governor, Personas: []policy.Persona{q}}
+		if err := pol.Validate(); err != nil {
+			return q, err
+		}
+		if err := pol.Vet(); err != nil {
+			return q, err
+		}
+		return pol.Personas[0], nil
+	}
+	return policy.Persona{}, fmt.Errorf("the configuration has no persona %q", name)
+}
+
 // stagePersona fills one persona's tree from its sources, in the order oci, debian, dir, go,
 // and returns its policy entry with the image's defaults merged in.
 func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache string) (policy.Persona, []manifest.Source, error) {
