@@ -476,3 +476,31 @@ func TestDeniedSyscallsAreAttributed(t *testing.T) {
 		t.Errorf("web was blamed: %+v", st[0])
 	}
 }
+
+// TestFilterItCannotBuildRefusesOnePersona: a policy whose syscalls bay0 cannot compile (spine
+// build refuses it, but bay0 does not rely on that) refuses that persona with the reason; the
+// others, and bay0, run.
+func TestFilterItCannotBuildRefusesOnePersona(t *testing.T) {
+	l := newFakeLauncher()
+	bad := pentry("web", 0)
+	bad.Syscalls = []string{"epoll_create2"}
+	floor := pentry("api", 2)
+	floor.Syscalls = []string{"unshare"}
+	var console syncBuffer
+	s, err := New(Config{Console: &console, Launcher: l, Tick: 5 * time.Millisecond}, testPolicy(t, bad, pentry("beat", 1), floor))
+	if err != nil {
+		t.Fatalf("New failed for the whole policy: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	waitState(t, s, "beat", Running)
+	waitState(t, s, "web", Refused)
+	waitState(t, s, "api", Refused)
+	for _, want := range []string{`bay0: persona web refused: seccomp filter: allow "epoll_create2": unknown system call (did you mean epoll_create`,
+		`bay0: persona api refused: seccomp filter: allow "unshare" enters or makes namespaces`} {
+		if !strings.Contains(console.String(), want) {
+			t.Errorf("console lacks %q:\n%s", want, console.String())
+		}
+	}
+}
