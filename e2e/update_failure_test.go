@@ -199,12 +199,8 @@ func TestFailedUpdatesKeepTwoSpines(t *testing.T) {
 		}
 		t.Logf("%s: refused (%v); slot b restored", tc.name, err)
 		c = dial(t, sock)
-		resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var st control.StatusInfo
-		if err := resp.Decode(&st); err != nil {
+		if err := call(t, c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
 			t.Fatal(err)
 		}
 		c.Close()

@@ -96,12 +96,8 @@ func TestOnlineUpdate(t *testing.T) {
 		t.Fatal("the update wrote into the active slot")
 	}
 	// The status verb tells the truth about the staged slot.
-	resp, err := c.Call(ctx, control.Request{Verb: control.VerbStatus})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var st control.StatusInfo
-	if err := resp.Decode(&st); err != nil {
+	if err := call(t, c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Slots[1].State != "trial" || st.Slots[0].State != "good" || st.Slot != "a" {

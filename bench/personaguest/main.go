@@ -78,7 +78,7 @@ func run() error {
 		Seccomp: fb, Self: "/proc/self/exe", CgroupParent: parent}
 	ours := func() (time.Duration, time.Duration, error) {
 		start := time.Now()
-		in, err := persona.Start(spec, spawner{}, io.Discard)
+		in, err := persona.Start(spec, persona.SelfWaiting{}, io.Discard)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -122,28 +122,6 @@ func pct(d []time.Duration, p int) int64 {
 	slices.Sort(s)
 	i := (len(s)*p+99)/100 - 1
 	return int64(s[max(i, 0)])
-}
-
-// spawner waits for each child itself: in this guest nothing else waits.
-type spawner struct{}
-
-func (spawner) Spawn(start func() (int, error)) (<-chan unix.WaitStatus, error) {
-	pid, err := start()
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan unix.WaitStatus, 1)
-	go func() {
-		var ws unix.WaitStatus
-		for {
-			_, err := unix.Wait4(pid, &ws, 0, nil)
-			if err != unix.EINTR {
-				break
-			}
-		}
-		ch <- ws
-	}()
-	return ch, nil
 }
 
 // leaveRootfs copies the initramfs into a tmpfs and makes that the root, as stage 1 does with

@@ -34,6 +34,30 @@ type Spawner interface {
 	Spawn(start func() (pid int, err error)) (<-chan unix.WaitStatus, error)
 }
 
+// SelfWaiting is the Spawner of a process that is not a reaper for anyone else (spine run on the
+// build host, a benchmark's guest): each child is waited for by a goroutine of its own.
+type SelfWaiting struct{}
+
+// Spawn starts the child and waits for it in the background.
+func (SelfWaiting) Spawn(start func() (int, error)) (<-chan unix.WaitStatus, error) {
+	pid, err := start()
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan unix.WaitStatus, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		ch <- ws
+	}()
+	return ch, nil
+}
+
 // Instance is one launch of a persona whose workload is running.
 type Instance struct {
 	pid     int

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -102,7 +101,7 @@ func runPersona(ctx context.Context, env *Env, cfgPath, name string, extra []str
 		}
 		defer kmsg.Close()
 	}
-	in, err := persona.StartUnbounded(spec, hostSpawner{}, env.Stdout)
+	in, err := persona.StartUnbounded(spec, persona.SelfWaiting{}, env.Stdout)
 	if err != nil {
 		return err
 	}
@@ -172,27 +171,4 @@ func setSysctl(path, value string) (func(), error) {
 		return nil, fmt.Errorf("set %s: %w", path, err)
 	}
 	return func() { _ = os.WriteFile(path, old, 0) }, nil
-}
-
-// hostSpawner starts a persona from spine run, which is not PID 1: the child is waited for by
-// its own goroutine.
-type hostSpawner struct{}
-
-func (hostSpawner) Spawn(start func() (int, error)) (<-chan unix.WaitStatus, error) {
-	pid, err := start()
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan unix.WaitStatus, 1)
-	go func() {
-		var ws unix.WaitStatus
-		for {
-			_, err := unix.Wait4(pid, &ws, 0, nil)
-			if !errors.Is(err, unix.EINTR) {
-				break
-			}
-		}
-		ch <- ws
-	}()
-	return ch, nil
 }
