@@ -4,7 +4,6 @@
 package governor
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -16,12 +15,12 @@ import (
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/health"
 	"alpinespine.org/spine/internal/bay0/persist"
-	"alpinespine.org/spine/internal/bay0/stage1"
 	"alpinespine.org/spine/internal/bay0/supervise"
 	"alpinespine.org/spine/internal/bay0/watchdog"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -36,7 +35,7 @@ const (
 type Governor struct {
 	console io.ReadWriter
 	log     io.Writer
-	boot    stage1.Handoff
+	boot    handoff.Handoff
 	policy  policy.Policy
 	state   *records
 	health  *health.Monitor
@@ -45,6 +44,8 @@ type Governor struct {
 	// lastReset is why the previous boot ended, as recorded then.
 	lastReset string
 	committed atomic.Bool
+	// asked is set when the machine ends because someone asked (spine ctl reboot).
+	asked atomic.Bool
 	fatal     chan error
 	// personasUp reports whether every persona that should run is running; set by startPersonas.
 	personasUp func() bool
@@ -69,19 +70,6 @@ func New(console io.ReadWriter) *Governor {
 		started: time.Now(), personasUp: func() bool { return true }, requests: make(chan *halt.PowerError, 1)}
 }
 
-// Boot reads the handoff that stage 1 left in /run.
-func Boot(root string) (stage1.Handoff, error) {
-	b, err := os.ReadFile(root + "/" + stage1.HandoffPath)
-	if err != nil {
-		return stage1.Handoff{}, fmt.Errorf("read boot handoff: %w", err)
-	}
-	var h stage1.Handoff
-	if err := json.Unmarshal(b, &h); err != nil {
-		return stage1.Handoff{}, fmt.Errorf("decode boot handoff: %w", err)
-	}
-	return h, nil
-}
-
 // LoadPolicy reads the policy baked into the running Spine.
 func LoadPolicy(root string) (policy.Policy, error) {
 	f, err := os.Open(root + "/" + policy.Path)
@@ -93,12 +81,12 @@ func LoadPolicy(root string) (policy.Policy, error) {
 }
 
 // UpLine is the console line that says the Spine is up, for people; programs wait for UpEvent.
-func UpLine(h stage1.Handoff) string {
+func UpLine(h handoff.Handoff) string {
 	return fmt.Sprintf("bay0: spine %s v%d slot %s up", h.Manifest.Name, h.Manifest.Version, bootctl.SlotName(h.Slot))
 }
 
 // UpEvent is the event that says the Spine is up.
-func UpEvent(h stage1.Handoff) event.Event {
+func UpEvent(h handoff.Handoff) event.Event {
 	return event.New(event.SlotUp).With("slot", bootctl.SlotName(h.Slot)).Uint("version", h.Manifest.Version).With("name", h.Manifest.Name)
 }
 
@@ -121,7 +109,7 @@ func (g *Governor) Run() error {
 		return err
 	}
 	var err error
-	if g.boot, err = Boot(""); err != nil {
+	if g.boot, err = handoff.Read(""); err != nil {
 		return err
 	}
 	if g.policy, err = LoadPolicy(""); err != nil {
@@ -173,7 +161,7 @@ func (g *Governor) openState() error {
 		g.logf("last reset: %s", g.lastReset)
 		g.emit(event.New(event.LastReset).With("reason", g.lastReset))
 	}
-	return g.state.update(func(r *bootctl.Record) { r.LastReset = UncleanReset })
+	return g.state.set(func(r bootctl.Record) bootctl.Record { return bootctl.MarkReset(r, bootctl.UncleanReset) })
 }
 
 // goSafe runs f in a goroutine; its return or panic ends the machine through Run.
@@ -204,6 +192,7 @@ func (g *Governor) mainLoop() error {
 		case err := <-g.fatal:
 			return err
 		case req := <-g.requests:
+			g.asked.Store(true)
 			// Give the control channel a moment to send its answer before the machine goes.
 			time.Sleep(200 * time.Millisecond)
 			return req
@@ -234,31 +223,14 @@ func (g *Governor) commitIfHealthy(now time.Time) error {
 		return nil
 	}
 	slot, v := g.boot.Slot, g.boot.Manifest.Version
-	err := g.state.update(func(r *bootctl.Record) { commit(r, slot, v) })
+	r, err := g.state.change(func(r bootctl.Record) (bootctl.Record, error) { return bootctl.Commit(r, slot, v, 0) })
 	if err != nil {
 		return fmt.Errorf("commit slot %s: %w", bootctl.SlotName(slot), err)
 	}
 	g.committed.Store(true)
-	r := g.state.snapshot()
 	g.logf("slot %s committed: good, primary, min_version %d", bootctl.SlotName(slot), r.MinVersion)
 	g.emit(event.New(event.Committed).With("slot", bootctl.SlotName(slot)).Uint("version", v).Uint("min_version", r.MinVersion))
 	return nil
-}
-
-// commit marks the running slot good and primary and raises the anti-rollback floor. The
-// floor rises to the oldest version still held as good, so the last-known-good Spine in the
-// other slot stays bootable while anything older than it can never boot again.
-func commit(r *bootctl.Record, slot int, version uint64) {
-	s := &r.Slots[slot]
-	s.State, s.TriesLeft, s.Version, s.Reason = bootctl.Good, 0, version, ""
-	r.Primary = slot
-	floor := version
-	if o := r.Slots[1-slot]; o.State == bootctl.Good && o.Version < floor {
-		floor = o.Version
-	}
-	if floor > r.MinVersion {
-		r.MinVersion = floor
-	}
 }
 
 // window is how long a supervised loop may stay silent before the watchdog goes unfed.
@@ -278,7 +250,7 @@ func (g *Governor) feedWatchdog() error {
 				starving = true
 				g.logf("watchdog: not feeding: %v", err)
 				g.emit(event.New(event.WatchdogStarving).With("reason", err.Error()))
-				_ = g.state.update(func(r *bootctl.Record) { r.LastReset = bootctl.Clip("watchdog: "+err.Error(), bootctl.LastResetSize) })
+				_ = g.state.set(func(r bootctl.Record) bootctl.Record { return bootctl.MarkReset(r, "watchdog: "+err.Error()) })
 			}
 		} else if !starving {
 			if err := g.wd.Feed(); err != nil {
@@ -302,12 +274,19 @@ func (g *Governor) request(pe *halt.PowerError) {
 // HaltHooks are what must happen before the machine goes down: the reason is recorded for the
 // next boot's status.
 func (g *Governor) HaltHooks() []halt.Hook {
+	// A power off, or a reboot the operator asked for, is a clean end: the slot's count of
+	// resets in a row starts over. Anything else (a panic, a failure, a containment doubt)
+	// leaves it raised, so a Spine that keeps dying is given up after the policy's limit.
 	record := func(action halt.Action, reason string) error {
 		if g.state == nil {
 			return nil
 		}
-		return g.state.update(func(r *bootctl.Record) {
-			r.LastReset = bootctl.Clip(action.String()+": "+reason, bootctl.LastResetSize)
+		return g.state.set(func(r bootctl.Record) bootctl.Record {
+			why := action.String() + ": " + reason
+			if action == halt.PowerOff || g.asked.Load() {
+				return bootctl.CleanEnd(r, g.boot.Slot, why)
+			}
+			return bootctl.MarkReset(r, why)
 		})
 	}
 	// The supervisor would replace the personas halt has just killed: stop it, then kill

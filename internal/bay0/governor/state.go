@@ -4,19 +4,14 @@ import (
 	"fmt"
 	"sync"
 
-	"alpinespine.org/spine/internal/bay0/stage1"
 	"alpinespine.org/spine/internal/format/bootctl"
 )
 
-// UncleanReset is recorded as the reason of the coming reset while the governor runs: a clean
-// end overwrites it, so finding it at the next boot means the machine died without a word
-// (watchdog reset, kernel panic, power loss).
-const UncleanReset = "unclean: no reason recorded (watchdog reset, kernel panic or power loss)"
-
-// records serialises every change of the boot-control record made by the governor.
+// records serialises every change of the boot-control record made by the governor. The
+// changes themselves are bootctl's pure functions; records only stores their results.
 type records struct {
 	mu   sync.Mutex
-	dev  stage1.StateDevice
+	dev  bootctl.Device
 	rec  bootctl.Record
 	copy int
 }
@@ -37,20 +32,33 @@ func (r *records) snapshot() bootctl.Record {
 	return r.rec
 }
 
-// update applies change to the record and stores it (the older copy, then a flush).
-func (r *records) update(change func(*bootctl.Record)) error {
+// change applies f to the record and stores the result (the older copy, then a flush) when
+// it differs; it returns the record now on the device.
+func (r *records) change(f func(bootctl.Record) (bootctl.Record, error)) (bootctl.Record, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next := r.rec
-	change(&next)
-	if next == r.rec {
-		return nil
-	}
-	c, err := bootctl.Store(r.dev, r.rec, r.copy, next)
+	next, err := f(r.rec)
 	if err != nil {
-		return err
+		return r.rec, err
 	}
-	next.Seq = r.rec.Seq + 1
-	r.rec, r.copy = next, c
-	return nil
+	if next == r.rec {
+		return r.rec, nil
+	}
+	rec, c, err := bootctl.Store(r.dev, r.rec, r.copy, next)
+	if err != nil {
+		return r.rec, err
+	}
+	r.rec, r.copy = rec, c
+	return rec, nil
+}
+
+// set is change for a change that cannot be refused.
+func (r *records) set(f func(bootctl.Record) bootctl.Record) error {
+	_, err := r.change(func(rec bootctl.Record) (bootctl.Record, error) { return f(rec), nil })
+	return err
+}
+
+// update is set for the update package's record changes, which edit the record in place.
+func (r *records) update(change func(*bootctl.Record)) error {
+	return r.set(func(rec bootctl.Record) bootctl.Record { change(&rec); return rec })
 }

@@ -15,29 +15,11 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/keys"
-	"alpinespine.org/spine/internal/format/manifest"
 )
 
-// Handoff is what stage 1 tells the governor about the boot it chose; it is written to
-// HandoffPath inside the new root's /run.
-type Handoff struct {
-	Slot     int               `json:"slot"`
-	Manifest manifest.Manifest `json:"manifest"`
-	// Keys are the trusted public keys (PEM) of the initramfs, which the governor needs to
-	// authenticate updates once the initramfs is gone.
-	Keys [][]byte `json:"keys"`
-}
-
-// HandoffPath is the handoff file, relative to the new root.
-const HandoffPath = "run/bay0/boot.json"
-
-// StateDevice is the record store: the bay0-state partition, opened read-write.
-type StateDevice interface {
-	io.ReaderAt
-	bootctl.WriterAtSyncer
-}
 
 // System is everything stage 1 asks of the kernel.
 type System interface {
@@ -45,13 +27,13 @@ type System interface {
 	Setup() error
 	TrustedKeys() ([]ed25519.PublicKey, error)
 	// OpenState opens the bay0-state partition.
-	OpenState() (StateDevice, error)
+	OpenState() (bootctl.Device, error)
 	// Verify opens the slot's image (size bytes), authenticates its manifest with the keys,
 	// maps it with dm-verity, reads every block once and mounts it read-only at the new root.
 	// minVersion is the anti-rollback floor. On failure nothing of the attempt is left behind.
-	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (Handoff, error)
+	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (handoff.Handoff, error)
 	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
-	SwitchRoot(h Handoff) error
+	SwitchRoot(h handoff.Handoff) error
 }
 
 // Run applies the boot law. It returns only with an error: a *halt.PowerError when no slot
@@ -76,16 +58,15 @@ func Run(sys System, log io.Writer) error {
 	}
 	var (
 		outcomes []bootctl.Outcome
-		mounted  Handoff
+		mounted  handoff.Handoff
 	)
 	for {
 		act, next := bootctl.Next(rec, outcomes)
+		next = bootctl.ExplainReset(next, outcomes)
 		if next != rec {
-			if copyIdx, err = bootctl.Store(dev, rec, copyIdx, next); err != nil {
+			if rec, copyIdx, err = bootctl.Store(dev, rec, copyIdx, next); err != nil {
 				return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("write boot-control record: %v", err)}
 			}
-			next.Seq = rec.Seq + 1
-			rec = next
 		}
 		switch act.Kind {
 		case bootctl.PowerOff:

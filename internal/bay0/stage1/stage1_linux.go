@@ -2,7 +2,6 @@ package stage1
 
 import (
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/kmod"
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
@@ -96,7 +96,7 @@ func partition(name string) (string, error) {
 }
 
 // OpenState opens the bay0-state partition read-write.
-func (l Linux) OpenState() (StateDevice, error) {
+func (l Linux) OpenState() (bootctl.Device, error) {
 	p, err := partition(stateName)
 	if err != nil {
 		return nil, err
@@ -112,76 +112,76 @@ func (l Linux) OpenState() (StateDevice, error) {
 // first mapped without restart_on_corruption and read end to end, so a bad block anywhere,
 // used by a file or not, fails the slot here instead of rebooting the machine later. Only then
 // is it mapped for real, with restart_on_corruption, and mounted read-only.
-func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (Handoff, error) {
+func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (handoff.Handoff, error) {
 	name := "spine-" + bootctl.SlotName(slot)
 	dev, err := partition(name)
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	f, err := os.Open(dev)
 	if err != nil {
-		return Handoff{}, fmt.Errorf("open %s: %w", dev, err)
+		return handoff.Handoff{}, fmt.Errorf("open %s: %w", dev, err)
 	}
 	defer f.Close()
 	partSize, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return Handoff{}, fmt.Errorf("size of %s: %w", dev, err)
+		return handoff.Handoff{}, fmt.Errorf("size of %s: %w", dev, err)
 	}
 	if size == 0 || size > uint64(partSize) {
-		return Handoff{}, fmt.Errorf("recorded image size %d does not fit partition %s (%d bytes)", size, name, partSize)
+		return handoff.Handoff{}, fmt.Errorf("recorded image size %d does not fit partition %s (%d bytes)", size, name, partSize)
 	}
 	im, err := image.Open(f, int64(size))
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	m, err := im.Authenticate(trusted)
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	if m.Version < minVersion {
-		return Handoff{}, fmt.Errorf("version %d is older than min_version %d (rollback refused)", m.Version, minVersion)
+		return handoff.Handoff{}, fmt.Errorf("version %d is older than min_version %d (rollback refused)", m.Version, minVersion)
 	}
 
 	check := dm.Verity{Name: name + "-check", Device: dev, Manifest: m}
 	node, err := dm.MapVerity(check)
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	start := time.Now()
 	n, err := readAll(node)
 	_ = dm.Remove(check.Name)
 	if err != nil {
-		return Handoff{}, fmt.Errorf("eager verification: %w", err)
+		return handoff.Handoff{}, fmt.Errorf("eager verification: %w", err)
 	}
 	if n != int64(m.DataBlocks)*int64(m.DataBlockSize) {
-		return Handoff{}, fmt.Errorf("eager verification read %d bytes, want %d", n, m.DataBlocks*uint64(m.DataBlockSize))
+		return handoff.Handoff{}, fmt.Errorf("eager verification read %d bytes, want %d", n, m.DataBlocks*uint64(m.DataBlockSize))
 	}
 	fmt.Fprintf(l.Log, "bay0: stage1: slot %s: %d blocks verified in %s\n", bootctl.SlotName(slot), m.DataBlocks, time.Since(start).Round(time.Millisecond))
 
 	live := dm.Verity{Name: name, Device: dev, Manifest: m, RestartOnCorruption: true}
 	node, err = dm.MapVerity(live)
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		_ = dm.Remove(name)
-		return Handoff{}, fmt.Errorf("create %s: %w", newRoot, err)
+		return handoff.Handoff{}, fmt.Errorf("create %s: %w", newRoot, err)
 	}
 	if err := unix.Mount(node, newRoot, "squashfs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
 		_ = dm.Remove(name)
-		return Handoff{}, fmt.Errorf("mount %s (squashfs): %w", node, err)
+		return handoff.Handoff{}, fmt.Errorf("mount %s (squashfs): %w", node, err)
 	}
 	if st, err := os.Stat(filepath.Join(newRoot, "bin/bay0")); err != nil || !st.Mode().IsRegular() {
 		_ = unix.Unmount(newRoot, 0)
 		_ = dm.Remove(name)
-		return Handoff{}, errors.New("the Spine has no /bin/bay0")
+		return handoff.Handoff{}, errors.New("the Spine has no /bin/bay0")
 	}
 	if err := auditRoot(newRoot); err != nil {
 		_ = unix.Unmount(newRoot, 0)
 		_ = dm.Remove(name)
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
-	return Handoff{Slot: slot, Manifest: m}, nil
+	return handoff.Handoff{Slot: slot, Manifest: m}, nil
 }
 
 // auditRoot applies the builder's audit to the mounted Spine. A signature proves who built a
@@ -231,21 +231,13 @@ func readAll(p string) (int64, error) {
 
 // SwitchRoot writes the handoff, moves the pseudo filesystems into the new root, frees the
 // initramfs, makes the new root / and execs its bay0 as the governor.
-func (l Linux) SwitchRoot(h Handoff) error {
+func (l Linux) SwitchRoot(h handoff.Handoff) error {
 	run := filepath.Join(newRoot, "run")
 	if err := unix.Mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount %s: %w", run, err)
 	}
-	hb, err := json.Marshal(h)
-	if err != nil {
-		return fmt.Errorf("encode handoff: %w", err)
-	}
-	hp := filepath.Join(newRoot, HandoffPath)
-	if err := os.MkdirAll(filepath.Dir(hp), 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(hp), err)
-	}
-	if err := os.WriteFile(hp, hb, 0o600); err != nil {
-		return fmt.Errorf("write handoff: %w", err)
+	if err := handoff.Write(newRoot, h); err != nil {
+		return err
 	}
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
 		if err := unix.Mount(d, filepath.Join(newRoot, d), "", unix.MS_MOVE, ""); err != nil {

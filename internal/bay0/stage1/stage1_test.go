@@ -9,6 +9,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/manifest"
 )
 
@@ -25,30 +26,30 @@ type fakeSystem struct {
 	mountErr  [2]error
 	mounts    []int
 	triesSeen []uint8 // tries_left of the tried slot as stored on disk when Mount is called
-	switched  *Handoff
+	switched  *handoff.Handoff
 }
 
 func (f *fakeSystem) Setup() error                              { return nil }
 func (f *fakeSystem) TrustedKeys() ([]ed25519.PublicKey, error) { return nil, nil }
-func (f *fakeSystem) OpenState() (StateDevice, error)           { return f.dev, nil }
-func (f *fakeSystem) SwitchRoot(h Handoff) error                { f.switched = &h; return errors.New("switched") }
-func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64) (Handoff, error) {
+func (f *fakeSystem) OpenState() (bootctl.Device, error)           { return f.dev, nil }
+func (f *fakeSystem) SwitchRoot(h handoff.Handoff) error                { f.switched = &h; return errors.New("switched") }
+func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64) (handoff.Handoff, error) {
 	f.mounts = append(f.mounts, slot)
 	rec, _, err := bootctl.Load(f.dev)
 	if err != nil {
-		return Handoff{}, err
+		return handoff.Handoff{}, err
 	}
 	f.triesSeen = append(f.triesSeen, rec.Slots[slot].TriesLeft)
 	if f.mountErr[slot] != nil {
-		return Handoff{}, f.mountErr[slot]
+		return handoff.Handoff{}, f.mountErr[slot]
 	}
-	return Handoff{Slot: slot, Manifest: manifest.Manifest{Name: "t", Version: rec.Slots[slot].Version}}, nil
+	return handoff.Handoff{Slot: slot, Manifest: manifest.Manifest{Name: "t", Version: rec.Slots[slot].Version}}, nil
 }
 
 func newSystem(t *testing.T, rec bootctl.Record) *fakeSystem {
 	t.Helper()
 	dev := &memDev{b: make([]byte, 2*bootctl.RecordSize)}
-	if _, err := bootctl.Store(dev, bootctl.Record{}, 1, rec); err != nil {
+	if _, _, err := bootctl.Store(dev, bootctl.Record{}, 1, rec); err != nil {
 		t.Fatal(err)
 	}
 	return &fakeSystem{dev: dev}

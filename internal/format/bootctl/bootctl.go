@@ -62,6 +62,14 @@ type Slot struct {
 	State State
 	// TriesLeft counts the boots a Trial slot may still be tried.
 	TriesLeft uint8
+	// Resets counts the boots of a Good slot since its last clean end (a power off, or a
+	// reboot someone asked for): every boot that ends any other way (a watchdog reset, a
+	// panic, a containment failure, a power cut) leaves it raised.
+	Resets uint8
+	// ResetLimit is how many such boots in a row a Good slot gets before it is marked Bad
+	// and the other slot boots; 0 means DefaultResetLimit. The governor sets it from the
+	// policy when it commits the slot.
+	ResetLimit uint8
 	// Version is the Spine version written to the slot.
 	Version uint64
 	// ImageSize is the size in bytes of the Spine image in the slot.

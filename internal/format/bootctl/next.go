@@ -54,6 +54,10 @@ const (
 	// ReasonOutOfTries is stored for a trial slot that used up its tries
 	// without the governor committing it: it hung or crashed in an earlier boot.
 	ReasonOutOfTries = "trial ran out of tries"
+	// ReasonResetLoop is stored for a good slot whose boots ended without a clean end
+	// ResetLimit times in a row: it crashes or hangs at run time, and the last-known-good
+	// Spine in the other slot boots instead.
+	ReasonResetLoop = "reset too many times in a row without a clean end"
 	// reasonFailed is stored when a failed Outcome gives no reason.
 	reasonFailed = "failed"
 )
@@ -70,7 +74,10 @@ const (
 //   - Trial with tries left: TriesLeft is decremented and the slot is tried.
 //     The caller must persist the returned record before trying, so that a
 //     Spine that hangs the machine still uses up its try;
-//   - Good: Try it.
+//   - Good with Resets at its limit (ResetLimit, or DefaultResetLimit): marked Bad
+//     (ReasonResetLoop); next candidate;
+//   - Good: Resets is incremented (CleanEnd clears it) and the slot is tried; as for a
+//     trial, the record is persisted before the try.
 //
 // With no candidate left the action is PowerOff. Every failed outcome marks
 // its slot Bad, whichever action is returned.
@@ -84,9 +91,7 @@ const (
 //	for {
 //		act, next := bootctl.Next(rec, outcomes)
 //		if next != rec {
-//			cp, err = bootctl.Store(dev, rec, cp, next)
-//			next.Seq = rec.Seq + 1 // what Store wrote
-//			rec = next
+//			rec, cp, err = bootctl.Store(dev, rec, cp, next)
 //		}
 //		switch act.Kind {
 //		case bootctl.Try:
@@ -144,6 +149,13 @@ func Next(rec Record, outcomes []Outcome) (Action, Record) {
 			out.Slots[s].TriesLeft--
 			return Action{Kind: Try, Slot: s, Reasons: reasons}, out
 		case Good:
+			if limit := slot.limit(); slot.Resets >= limit {
+				reason := fmt.Sprintf("%s (%d)", ReasonResetLoop, limit)
+				out.Slots[s] = markBad(slot, reason)
+				reasons = append(reasons, fmt.Sprintf("slot %s: %s", name, reason))
+				continue
+			}
+			out.Slots[s].Resets++
 			return Action{Kind: Try, Slot: s, Reasons: reasons}, out
 		default:
 			// ParseRecord refuses unknown states; a Record built in memory may not.
@@ -164,7 +176,7 @@ func candidates(primary int) [NumSlots]int {
 
 func markBad(s Slot, reason string) Slot {
 	s.State = Bad
-	s.TriesLeft = 0
+	s.TriesLeft, s.Resets, s.ResetLimit = 0, 0, 0
 	s.Reason = Clip(reason, ReasonSize)
 	return s
 }

@@ -12,6 +12,16 @@ func trial(tries uint8) Slot {
 	return Slot{State: Trial, TriesLeft: tries, Version: 9, ImageSize: 9 << 20}
 }
 func bad(reason string) Slot { return Slot{State: Bad, Version: 5, Reason: reason} }
+
+// up is s after Next chose to try it: one more boot without a clean end.
+func up(s Slot) Slot { s.Resets++; return s }
+
+// resets is a good slot that has been reset n times in a row, with limit (0: the default).
+func resets(v uint64, n, limit uint8) Slot {
+	s := good(v)
+	s.Resets, s.ResetLimit = n, limit
+	return s
+}
 func rec(primary int, a, b Slot) Record {
 	return Record{Seq: 10, Primary: primary, MinVersion: 1, Slots: [NumSlots]Slot{a, b}, LastReset: "power button"}
 }
@@ -28,14 +38,14 @@ func TestNextNamed(t *testing.T) {
 		wantRec Record
 	}{
 		{"both good, try A first", rec(0, good(1), good(2)), nil,
-			Action{Kind: Try, Slot: 0}, rec(0, good(1), good(2))},
+			Action{Kind: Try, Slot: 0}, rec(0, up(good(1)), good(2))},
 		{"primary B is tried first", rec(1, good(1), good(2)), nil,
-			Action{Kind: Try, Slot: 1}, rec(1, good(1), good(2))},
+			Action{Kind: Try, Slot: 1}, rec(1, good(1), up(good(2)))},
 		{"A verified: boot A", rec(0, good(1), good(2)), []Outcome{ok(0)},
 			Action{Kind: Boot, Slot: 0}, rec(0, good(1), good(2))},
 		{"A failed: mark it bad, try B", rec(0, good(1), good(2)), []Outcome{fail(0, "root hash mismatch")},
 			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: root hash mismatch"}},
-			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: "root hash mismatch"}, good(2))},
+			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: "root hash mismatch"}, up(good(2)))},
 		{"A failed, B verified: boot B", rec(0, good(1), good(2)), []Outcome{fail(0, "bad signature"), ok(1)},
 			Action{Kind: Boot, Slot: 1, Reasons: []string{"slot a: bad signature"}},
 			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: "bad signature"}, good(2))},
@@ -50,15 +60,15 @@ func TestNextNamed(t *testing.T) {
 			Action{Kind: Boot, Slot: 1}, rec(1, good(1), trial(0))},
 		{"trial out of tries: bad, fall back to A", rec(1, good(1), trial(0)), nil,
 			Action{Kind: Try, Slot: 0, Reasons: []string{"slot b: trial ran out of tries"}},
-			rec(1, good(1), Slot{State: Bad, Version: 9, ImageSize: 9 << 20, Reason: ReasonOutOfTries})},
+			rec(1, up(good(1)), Slot{State: Bad, Version: 9, ImageSize: 9 << 20, Reason: ReasonOutOfTries})},
 		{"A bad, B empty: power off", rec(0, bad("old"), Slot{}), nil,
 			Action{Kind: PowerOff, Reasons: []string{"slot a: bad: old", "slot b: empty"}}, rec(0, bad("old"), Slot{})},
 		{"bad without a reason", rec(0, bad(""), good(2)), nil,
-			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: bad"}}, rec(0, bad(""), good(2))},
+			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: bad"}}, rec(0, bad(""), up(good(2)))},
 		{"both empty: power off", rec(0, Slot{}, Slot{}), nil,
 			Action{Kind: PowerOff, Reasons: []string{"slot a: empty", "slot b: empty"}}, rec(0, Slot{}, Slot{})},
 		{"A empty: try B", rec(0, Slot{}, good(2)), nil,
-			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: empty"}}, rec(0, Slot{}, good(2))},
+			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: empty"}}, rec(0, Slot{}, up(good(2)))},
 		{"failure without a reason", rec(0, good(1), Slot{}), []Outcome{{Slot: 0}},
 			Action{Kind: PowerOff, Reasons: []string{"slot a: failed", "slot b: empty"}},
 			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: "failed"}, Slot{})},
@@ -68,14 +78,26 @@ func TestNextNamed(t *testing.T) {
 		{"only the first outcome of a slot counts", rec(0, good(1), good(2)), []Outcome{ok(0), fail(0, "late")},
 			Action{Kind: Boot, Slot: 0}, rec(0, good(1), good(2))},
 		{"outcomes of unknown slots are ignored", rec(0, good(1), good(2)), []Outcome{fail(2, "?"), fail(-1, "?")},
-			Action{Kind: Try, Slot: 0}, rec(0, good(1), good(2))},
+			Action{Kind: Try, Slot: 0}, rec(0, up(good(1)), good(2))},
 		{"unknown state is passed over", rec(0, Slot{State: 7}, good(2)), nil,
-			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: unknown state 7"}}, rec(0, Slot{State: 7}, good(2))},
+			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: unknown state 7"}}, rec(0, Slot{State: 7}, up(good(2)))},
 		{"bad primary means A", rec(5, good(1), good(2)), nil,
-			Action{Kind: Try, Slot: 0}, rec(5, good(1), good(2))},
+			Action{Kind: Try, Slot: 0}, rec(5, up(good(1)), good(2))},
 		{"B failed earlier, A still tried first", rec(0, good(1), good(2)), []Outcome{fail(1, "z")},
 			Action{Kind: Try, Slot: 0},
-			rec(0, good(1), Slot{State: Bad, Version: 2, ImageSize: 2 << 20, Reason: "z"})},
+			rec(0, up(good(1)), Slot{State: Bad, Version: 2, ImageSize: 2 << 20, Reason: "z"})},
+		{"good below its reset limit: counted and tried", rec(0, resets(1, 2, 0), good(2)), nil,
+			Action{Kind: Try, Slot: 0}, rec(0, resets(1, 3, 0), good(2))},
+		{"good at the default reset limit: bad, the other boots", rec(0, resets(1, DefaultResetLimit, 0), good(2)), nil,
+			Action{Kind: Try, Slot: 1, Reasons: []string{"slot a: " + ReasonResetLoop + " (3)"}},
+			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: ReasonResetLoop + " (3)"}, up(good(2)))},
+		{"good at the record's reset limit of 1", rec(1, good(1), resets(2, 1, 1)), nil,
+			Action{Kind: Try, Slot: 0, Reasons: []string{"slot b: " + ReasonResetLoop + " (1)"}},
+			rec(1, up(good(1)), Slot{State: Bad, Version: 2, ImageSize: 2 << 20, Reason: ReasonResetLoop + " (1)"})},
+		{"both at their reset limit: power off", rec(0, resets(1, 5, 5), resets(2, 3, 0)), nil,
+			Action{Kind: PowerOff, Reasons: []string{"slot a: " + ReasonResetLoop + " (5)", "slot b: " + ReasonResetLoop + " (3)"}},
+			rec(0, Slot{State: Bad, Version: 1, ImageSize: 1 << 20, Reason: ReasonResetLoop + " (5)"},
+				Slot{State: Bad, Version: 2, ImageSize: 2 << 20, Reason: ReasonResetLoop + " (3)"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.rec
@@ -226,6 +248,8 @@ func checkNext(t *testing.T, name string, in Record, outs []Outcome, res [NumSlo
 			want = Slot{State: Bad, Version: before.Version, ImageSize: before.ImageSize, Reason: "verify slot " + SlotName(s) + ": broken"}
 		case act.Kind == Try && act.Slot == s && before.State == Trial:
 			want.TriesLeft-- // exactly once per try
+		case act.Kind == Try && act.Slot == s && before.State == Good:
+			want.Resets++ // counted before the try, cleared only by a clean end
 		case i < decided && res[s] == untried && before.State == Trial && before.TriesLeft == 0:
 			want = Slot{State: Bad, Version: before.Version, ImageSize: before.ImageSize, Reason: ReasonOutOfTries}
 		}
@@ -273,11 +297,9 @@ func bootOnce(t *testing.T, dev *memDev, w world) (Action, []int) {
 	for range 2*NumSlots + 1 {
 		act, next := Next(r, outs)
 		if next != r {
-			if cp, err = Store(dev, r, cp, next); err != nil {
+			if r, cp, err = Store(dev, r, cp, next); err != nil {
 				t.Fatal(err)
 			}
-			next.Seq = r.Seq + 1
-			r = next
 		}
 		switch act.Kind {
 		case Try:
@@ -311,7 +333,7 @@ func TestBootLoop(t *testing.T) {
 			for _, b := range slotCases() {
 				for _, w := range []world{{"ok", "ok"}, {"ok", "fail"}, {"fail", "ok"}, {"fail", "fail"}} {
 					dev := newDev()
-					if _, err := Store(dev, Record{}, 1, rec(primary, a, b)); err != nil {
+					if _, _, err := Store(dev, Record{}, 1, rec(primary, a, b)); err != nil {
 						t.Fatal(err)
 					}
 					act, tried := bootOnce(t, dev, w)
@@ -353,7 +375,7 @@ func TestBootLoop(t *testing.T) {
 // up before it runs, so the next boot comes back on A by itself.
 func TestTrialThatHangsFallsBack(t *testing.T) {
 	dev := newDev()
-	if _, err := Store(dev, Record{}, 1, rec(1, good(1), trial(1))); err != nil {
+	if _, _, err := Store(dev, Record{}, 1, rec(1, good(1), trial(1))); err != nil {
 		t.Fatal(err)
 	}
 	w := world{"ok", "hang"}
@@ -369,7 +391,7 @@ func TestTrialThatHangsFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Slots[1].State != Bad || r.Slots[1].Reason != ReasonOutOfTries || r.Slots[0] != good(1) {
+	if r.Slots[1].State != Bad || r.Slots[1].Reason != ReasonOutOfTries || r.Slots[0] != up(good(1)) {
 		t.Errorf("record after fallback: %+v", r)
 	}
 	// And it stays that way: every later boot goes straight to A.
@@ -381,7 +403,7 @@ func TestTrialThatHangsFallsBack(t *testing.T) {
 // TestTrialWithTwoTries hangs twice, then falls back on the third boot.
 func TestTrialWithTwoTries(t *testing.T) {
 	dev := newDev()
-	if _, err := Store(dev, Record{}, 1, rec(0, trial(2), good(1))); err != nil {
+	if _, _, err := Store(dev, Record{}, 1, rec(0, trial(2), good(1))); err != nil {
 		t.Fatal(err)
 	}
 	w := world{"hang", "ok"}

@@ -39,7 +39,9 @@ const (
 
 	// Offsets inside a slot.
 	slotState     = 0  // uint8 State
-	slotTries     = 1  // uint8; 2..7 reserved
+	slotTries     = 1  // uint8
+	slotResets    = 2  // uint8: boots of a good slot since its last clean end
+	slotLimit     = 3  // uint8: resets allowed in a row, 0 = DefaultResetLimit; 4..7 reserved
 	slotVersion   = 8  // uint64
 	slotImageSize = 16 // uint64
 	slotReason    = 24 // [ReasonSize]byte NUL-padded UTF-8
@@ -81,6 +83,8 @@ func (r Record) MarshalBinary() ([]byte, error) {
 		}
 		sb[slotState] = byte(s.State)
 		sb[slotTries] = s.TriesLeft
+		sb[slotResets] = s.Resets
+		sb[slotLimit] = s.ResetLimit
 		le.PutUint64(sb[slotVersion:], s.Version)
 		le.PutUint64(sb[slotImageSize:], s.ImageSize)
 		if err := putString(sb[slotReason:slotReason+ReasonSize], s.Reason); err != nil {
@@ -149,7 +153,9 @@ func ParseRecord(b []byte) (Record, error) {
 			return Record{}, fmt.Errorf("parse boot record: %w: slot %s state %d", ErrCorrupt, SlotName(i), sb[slotState])
 		}
 		s.TriesLeft = sb[slotTries]
-		if !zero(sb[slotTries+1 : slotVersion]) {
+		s.Resets = sb[slotResets]
+		s.ResetLimit = sb[slotLimit]
+		if !zero(sb[slotLimit+1 : slotVersion]) {
 			return Record{}, fmt.Errorf("parse boot record: %w: slot %s reserved bytes", ErrCorrupt, SlotName(i))
 		}
 		s.Version = le.Uint64(sb[slotVersion:])

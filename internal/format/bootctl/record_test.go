@@ -23,7 +23,7 @@ func sampleRecord() Record {
 		MinVersion: 41,
 		Slots: [NumSlots]Slot{
 			{State: Bad, Version: 41, ImageSize: 123 << 20, Reason: "verify slot a: root hash mismatch at block 7 — ä"},
-			{State: Trial, TriesLeft: 1, Version: 42, ImageSize: 124 << 20},
+			{State: Trial, TriesLeft: 1, Version: 42, ImageSize: 124 << 20, Resets: 2, ResetLimit: 5},
 		},
 		LastReset: "watchdog: persona web missed its window",
 	}
@@ -182,7 +182,7 @@ func TestParseRejects(t *testing.T) {
 		{"primary", func(b []byte) []byte { b[offPrimary] = 2; return resum(b) }, ErrCorrupt},
 		{"reserved after primary", func(b []byte) []byte { b[offPrimary+1] = 1; return resum(b) }, ErrCorrupt},
 		{"state", func(b []byte) []byte { b[offSlots+slotSize+slotState] = 4; return resum(b) }, ErrCorrupt},
-		{"slot reserved", func(b []byte) []byte { b[offSlots+slotTries+1] = 1; return resum(b) }, ErrCorrupt},
+		{"slot reserved", func(b []byte) []byte { b[offSlots+slotLimit+1] = 1; return resum(b) }, ErrCorrupt},
 		{"reason not UTF-8", func(b []byte) []byte { b[offSlots+slotSize+slotReason] = 0xff; return resum(b) }, ErrCorrupt},
 		{"bytes after NUL", func(b []byte) []byte { b[offSlots+slotReason+ReasonSize-1] = 'x'; return resum(b) }, ErrCorrupt},
 		{"last reset after NUL", func(b []byte) []byte { b[offLastReset+LastResetSize-1] = 'x'; return resum(b) }, ErrCorrupt},

@@ -17,6 +17,12 @@ type WriterAtSyncer interface {
 	Sync() error
 }
 
+// Device is the record store: the bay0-state partition, opened read-write.
+type Device interface {
+	io.ReaderAt
+	WriterAtSyncer
+}
+
 // Load reads both copies and returns the valid one with the larger Seq and
 // its index. On equal Seq, copy 0 wins. It fails with ErrNoRecord, and the
 // reason for each copy, when neither copy is valid.
@@ -54,31 +60,30 @@ func loadCopy(dev io.ReaderAt, i int) (Record, error) {
 }
 
 // Store writes next, with Seq set to prev.Seq+1, over the copy that is not
-// prevCopy, then syncs the device, and returns the index of the copy written.
-// prev and prevCopy are what Load returned (or what the last Store wrote).
-// The copy holding prev is never touched, so a power cut at any point leaves
-// either prev or next on the device as the newest valid record.
-//
-// The record now on the device is next with Seq prev.Seq+1: the caller must
-// use that, not next as passed in, as prev for its next Store.
-func Store(dev WriterAtSyncer, prev Record, prevCopy int, next Record) (int, error) {
+// prevCopy, then syncs the device, and returns the record written (next with
+// its Seq) and the index of the copy written: the pair to pass as prev and
+// prevCopy to the next Store. prev and prevCopy are what Load returned (or
+// what the last Store returned). The copy holding prev is never touched, so a
+// power cut at any point leaves either prev or next on the device as the
+// newest valid record.
+func Store(dev WriterAtSyncer, prev Record, prevCopy int, next Record) (Record, int, error) {
 	if prevCopy != 0 && prevCopy != 1 {
-		return 0, fmt.Errorf("store boot record: %w: previous copy %d", ErrInvalid, prevCopy)
+		return prev, 0, fmt.Errorf("store boot record: %w: previous copy %d", ErrInvalid, prevCopy)
 	}
 	if prev.Seq == math.MaxUint64 {
-		return 0, fmt.Errorf("store boot record: %w: sequence number exhausted", ErrInvalid)
+		return prev, 0, fmt.Errorf("store boot record: %w: sequence number exhausted", ErrInvalid)
 	}
 	next.Seq = prev.Seq + 1
 	b, err := next.MarshalBinary()
 	if err != nil {
-		return 0, fmt.Errorf("store boot record: %w", err)
+		return prev, 0, fmt.Errorf("store boot record: %w", err)
 	}
 	target := 1 - prevCopy
 	if _, err := dev.WriteAt(b, int64(target)*RecordSize); err != nil {
-		return 0, fmt.Errorf("store boot record: write copy %d: %w", target, err)
+		return prev, 0, fmt.Errorf("store boot record: write copy %d: %w", target, err)
 	}
 	if err := dev.Sync(); err != nil {
-		return 0, fmt.Errorf("store boot record: sync copy %d: %w", target, err)
+		return prev, 0, fmt.Errorf("store boot record: sync copy %d: %w", target, err)
 	}
-	return target, nil
+	return next, target, nil
 }

@@ -62,8 +62,8 @@ func TestStoreLoad(t *testing.T) {
 
 	// A new disk: the initial record goes to copy 0 with Seq 1.
 	first := Initial(&SlotInit{Version: 3, ImageSize: 10 << 20}, nil)
-	cp, err := Store(dev, Record{}, 1, first)
-	if err != nil || cp != 0 {
+	wrote, cp, err := Store(dev, Record{}, 1, first)
+	if err != nil || cp != 0 || wrote.Seq != 1 {
 		t.Fatalf("Store initial = %d, %v", cp, err)
 	}
 	if strings.Join(dev.ops, ",") != "write,sync" {
@@ -79,11 +79,14 @@ func TestStoreLoad(t *testing.T) {
 	for i := range 5 {
 		next := rec
 		next.LastReset = strings.Repeat("r", i)
-		cp, err := Store(dev, rec, got, next)
+		wrote, cp, err := Store(dev, rec, got, next)
 		if err != nil || cp != 1-got {
 			t.Fatalf("Store %d = %d, %v; want copy %d", i, cp, err, 1-got)
 		}
 		next.Seq = rec.Seq + 1
+		if wrote != next {
+			t.Fatalf("Store %d returned %+v, want %+v", i, wrote, next)
+		}
 		rec, got, err = Load(dev)
 		if err != nil || got != cp || rec != next {
 			t.Fatalf("Load after Store %d = %+v, %d, %v; want %+v in copy %d", i, rec, got, err, next, cp)
@@ -93,20 +96,20 @@ func TestStoreLoad(t *testing.T) {
 
 func TestStoreRejects(t *testing.T) {
 	dev := newDev()
-	if _, err := Store(dev, Record{}, 2, Record{}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Store(dev, Record{}, 2, Record{}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Store with previous copy 2 = %v", err)
 	}
-	if _, err := Store(dev, Record{Seq: 1<<64 - 1}, 0, Record{}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Store(dev, Record{Seq: 1<<64 - 1}, 0, Record{}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Store with an exhausted Seq = %v", err)
 	}
-	if _, err := Store(dev, Record{}, 0, Record{LastReset: strings.Repeat("x", LastResetSize+1)}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Store(dev, Record{}, 0, Record{LastReset: strings.Repeat("x", LastResetSize+1)}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Store of an invalid record = %v", err)
 	}
 	if len(dev.ops) != 0 {
 		t.Errorf("rejected Stores touched the device: %v", dev.ops)
 	}
 	dev.syncErr = errors.New("io error")
-	if _, err := Store(dev, Record{}, 0, Record{}); err == nil || !strings.Contains(err.Error(), "sync") {
+	if _, _, err := Store(dev, Record{}, 0, Record{}); err == nil || !strings.Contains(err.Error(), "sync") {
 		t.Errorf("Store with a failing sync = %v", err)
 	}
 }
@@ -118,7 +121,7 @@ func TestStoreSurvivesPowerCut(t *testing.T) {
 	for _, scramble := range []bool{false, true} {
 		dev := newDev()
 		older := Initial(&SlotInit{Version: 1, ImageSize: 1 << 20}, &SlotInit{Version: 1, ImageSize: 1 << 20})
-		if _, err := Store(dev, Record{}, 1, older); err != nil {
+		if _, _, err := Store(dev, Record{}, 1, older); err != nil {
 			t.Fatal(err)
 		}
 		prev, prevCopy, err := Load(dev)
@@ -129,7 +132,7 @@ func TestStoreSurvivesPowerCut(t *testing.T) {
 		next := prev
 		next.Slots[1] = Slot{State: Trial, TriesLeft: 1, Version: 2, ImageSize: 2 << 20}
 		next.Primary = 1
-		if _, err := Store(dev, prev, prevCopy, next); err != nil {
+		if _, _, err := Store(dev, prev, prevCopy, next); err != nil {
 			t.Fatal(err)
 		}
 		prev, prevCopy, err = Load(dev)
@@ -144,7 +147,7 @@ func TestStoreSurvivesPowerCut(t *testing.T) {
 		for tear := 0; tear <= RecordSize; tear++ {
 			copy(dev.b, saved)
 			dev.tear, dev.scramble = tear, scramble
-			if _, err := Store(dev, prev, prevCopy, next); err == nil {
+			if _, _, err := Store(dev, prev, prevCopy, next); err == nil {
 				t.Fatalf("tear %d: Store did not report the failed write", tear)
 			}
 			dev.tear = -1
@@ -165,7 +168,7 @@ func TestStoreSurvivesPowerCut(t *testing.T) {
 		// After the cut the next boot stores again, over the same torn copy.
 		copy(dev.b, saved)
 		dev.tear = 100
-		if _, err := Store(dev, prev, prevCopy, next); err == nil {
+		if _, _, err := Store(dev, prev, prevCopy, next); err == nil {
 			t.Fatal("torn Store succeeded")
 		}
 		dev.tear = -1
@@ -173,7 +176,7 @@ func TestStoreSurvivesPowerCut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Store(dev, rec, cp, next); err != nil {
+		if _, _, err := Store(dev, rec, cp, next); err != nil {
 			t.Fatal(err)
 		}
 		rec, _, err = Load(dev)

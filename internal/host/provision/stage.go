@@ -55,13 +55,9 @@ func Stage(diskPath, img string, trusted []ed25519.PublicKey) (manifest.Manifest
 	store := func(change func(*bootctl.Record)) error {
 		next := rec
 		change(&next)
-		c, err := bootctl.Store(state, rec, copyIdx, next)
-		if err != nil {
-			return err
-		}
-		next.Seq = rec.Seq + 1
-		rec, copyIdx = next, c
-		return nil
+		var err error
+		rec, copyIdx, err = bootctl.Store(state, rec, copyIdx, next)
+		return err
 	}
 	primary, err := Partition(f, SlotPartition(rec.Primary))
 	if err != nil {
