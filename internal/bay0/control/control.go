@@ -445,6 +445,18 @@ type StatusInfo struct {
 	// Denied lists the system calls personas' filters refused since boot, one line per
 	// persona: "persona web: denied syscall accept4 (288), 3 times".
 	Denied []string `json:"denied,omitempty"`
+	// Committed says whether this boot's Spine is committed; Missing lists what keeps it
+	// from committing (a trial reverts when its deadline passes with anything missing).
+	Committed bool     `json:"committed"`
+	Missing   []string `json:"missing,omitempty"`
+	// Boot is the boot's timeline: each phase of stage 1 and the governor with its duration.
+	Boot []BootPhase `json:"boot,omitempty"`
+}
+
+// BootPhase is one named phase of the boot and how long it took.
+type BootPhase struct {
+	Name string `json:"name"`
+	MS   int64  `json:"ms"`
 }
 
 // SlotInfo is what the boot-control record says about one slot.
@@ -460,8 +472,9 @@ type SlotInfo struct {
 type WatchdogInfo struct {
 	Enabled   bool   `json:"enabled"`
 	TimeoutMS uint64 `json:"timeout_ms"`
-	// SinceFeedMS is the time since the last feed when the answer was made, in milliseconds.
-	SinceFeedMS uint64 `json:"since_feed_ms"`
+	// SinceFeedMS is the time since the last feed when the answer was made, in
+	// milliseconds; absent before the first feed.
+	SinceFeedMS *uint64 `json:"since_feed_ms,omitempty"`
 }
 
 // PersonaInfo is one persona in the result of personas.

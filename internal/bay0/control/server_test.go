@@ -41,8 +41,9 @@ func testStatus() StatusInfo {
 			{Slot: "b", State: "bad", Version: 4, Reason: "verity: root hash mismatch"},
 		},
 		UptimeMS: 12345, PersistMounted: true,
-		Watchdog:  WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: 400},
-		LastReset: "fatal: persona supervisor: deadlock"}
+		Watchdog:  WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
+		LastReset: "fatal: persona supervisor: deadlock", Missing: []string{"persona web waiting: could not start: no eth0"},
+		Boot: []BootPhase{{Name: "stage1: setup", MS: 310}, {Name: "persist", MS: 2200}}}
 }
 
 func testPersonas() []PersonaInfo {
@@ -678,7 +679,7 @@ func TestStatusJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"spine":"demo","version":3,"slot":"a","min_version":2,"slots":[{"slot":"a","state":"good","version":3,"tries_left":0,"reason":""},{"slot":"b","state":"bad","version":4,"tries_left":0,"reason":"verity: root hash mismatch"}],"uptime_ms":12345,"persist_mounted":true,"watchdog":{"enabled":true,"timeout_ms":10000,"since_feed_ms":400},"last_reset":"fatal: persona supervisor: deadlock"}`
+	want := `{"spine":"demo","version":3,"slot":"a","min_version":2,"slots":[{"slot":"a","state":"good","version":3,"tries_left":0,"reason":""},{"slot":"b","state":"bad","version":4,"tries_left":0,"reason":"verity: root hash mismatch"}],"uptime_ms":12345,"persist_mounted":true,"watchdog":{"enabled":true,"timeout_ms":10000,"since_feed_ms":400},"last_reset":"fatal: persona supervisor: deadlock","committed":false,"missing":["persona web waiting: could not start: no eth0"],"boot":[{"name":"stage1: setup","ms":310},{"name":"persist","ms":2200}]}`
 	if string(b) != want {
 		t.Errorf("status JSON\n got %s\nwant %s", b, want)
 	}
@@ -688,3 +689,5 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("persona JSON\n got %s\nwant %s", b, want)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -39,14 +39,23 @@ func (g *Governor) serveControl() error {
 	g.health.Beat(LoopControl, time.Now())
 	g.logf("control: serving on %s", port.Name())
 	g.emit(event.New(event.ControlServing).With("port", port.Name()))
+	// The channel's progress comes right after each answer is written: a reboot or power
+	// off asked for on it is carried out from there, once its answer has left.
+	progress := func() {
+		g.health.Beat(LoopControl, time.Now())
+		if pe := g.pending.Swap(nil); pe != nil {
+			g.request(pe)
+		}
+	}
 	g.goSafe("control channel", func() error {
-		return control.Serve(context.Background(), port, &ctlHandler{g: g}, g.health.Beater(LoopControl))
+		return control.Serve(context.Background(), port, &ctlHandler{g: g}, progress)
 	})
 	return nil
 }
 
 func (h *ctlHandler) Status() (control.StatusInfo, error) {
 	g := h.g
+	g.hangAt("control")
 	rec := g.state.snapshot()
 	st := control.StatusInfo{
 		Spine: g.boot.Manifest.Name, Version: g.boot.Manifest.Version, Slot: bootctl.SlotName(g.boot.Slot),
@@ -54,8 +63,18 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		PersistMounted: persist.Mounted(), LastReset: g.lastReset,
 	}
 	if g.wd != nil {
-		st.Watchdog = control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(g.wd.Timeout().Milliseconds()),
-			SinceFeedMS: uint64(time.Since(time.Unix(0, g.lastFeed.Load())).Milliseconds())}
+		st.Watchdog = control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(g.wd.Timeout().Milliseconds())}
+		if fed := g.lastFeed.Load(); fed != 0 {
+			since := uint64(time.Since(time.Unix(0, fed)).Milliseconds())
+			st.Watchdog.SinceFeedMS = &since
+		}
+	}
+	st.Committed = g.committed.Load()
+	if !st.Committed {
+		st.Missing = g.missing(time.Now())
+	}
+	for _, p := range g.timeline.get() {
+		st.Boot = append(st.Boot, control.BootPhase{Name: p.Name, MS: p.MS})
 	}
 	for i, s := range rec.Slots {
 		st.Slots = append(st.Slots, control.SlotInfo{Slot: bootctl.SlotName(i), State: s.State.String(),
@@ -72,9 +91,6 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 }
 
 func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
-	if h.g.personas == nil {
-		return nil, nil
-	}
 	var out []control.PersonaInfo
 	for _, s := range h.g.personas.Status() {
 		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
@@ -91,9 +107,6 @@ func (h *ctlHandler) Logs() ([]string, error) { return h.g.ring.Lines(), nil }
 const verbTimeout = 3 * time.Second
 
 func (h *ctlHandler) persona(verb func(context.Context, string) error, name string) error {
-	if h.g.personas == nil {
-		return errors.New("no personas")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
 	return verb(ctx, name)
@@ -105,12 +118,12 @@ func (h *ctlHandler) Start(name string) error   { return h.persona(h.g.personas.
 
 // Reboot and Poweroff only ask: the main loop ends the machine once the answer is out.
 func (h *ctlHandler) Reboot() error {
-	h.g.request(&halt.PowerError{Action: halt.Reboot, Reason: "operator asked (spine ctl reboot)"})
+	h.g.pending.CompareAndSwap(nil, &halt.PowerError{Action: halt.Reboot, Reason: "operator asked (spine ctl reboot)"})
 	return nil
 }
 
 func (h *ctlHandler) Poweroff() error {
-	h.g.request(&halt.PowerError{Action: halt.PowerOff, Reason: "operator asked (spine ctl poweroff)"})
+	h.g.pending.CompareAndSwap(nil, &halt.PowerError{Action: halt.PowerOff, Reason: "operator asked (spine ctl poweroff)"})
 	return nil
 }
 

@@ -8,10 +8,13 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/fault"
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/health"
 	"alpinespine.org/spine/internal/bay0/persist"
@@ -24,12 +27,23 @@ import (
 	"alpinespine.org/spine/internal/format/policy"
 )
 
-// Names of the supervised loops whose progress the watchdog feeding depends on.
+// Names of the supervised loops whose progress the watchdog feeding depends on. LoopBoot is
+// the boot itself: each phase must progress within its window until the system is up.
 const (
 	LoopMain       = "main"
 	LoopSupervisor = "supervisor"
 	LoopControl    = "control"
+	LoopBoot       = "boot"
+	LoopHalt       = "halt"
 )
+
+// haltBudget bounds the feeding while the machine goes down.
+const haltBudget = 30 * time.Second
+
+// PhaseWindow is how long a boot phase may go without progress before the watchdog is no
+// longer fed; with the policy's timeout T, a hang in a phase resets the machine within
+// PhaseWindow + T.
+const PhaseWindow = 5 * time.Second
 
 // Governor is the running system's authority.
 type Governor struct {
@@ -46,28 +60,30 @@ type Governor struct {
 	committed atomic.Bool
 	// asked is set when the machine ends because someone asked (spine ctl reboot).
 	asked atomic.Bool
-	fatal     chan error
-	// personasUp reports whether every persona that should run is running; set by startPersonas.
-	personasUp func() bool
+	fatal chan error
 	// ring keeps bay0's recent log lines for the control channel's logs verb.
 	ring *control.LogRing
-	// lastFeed is when the watchdog was last fed (unix nanoseconds).
+	// lastFeed is when the watchdog was last fed (unix nanoseconds; 0: not yet).
 	lastFeed atomic.Int64
-	// stopPersonas stops the supervisor from launching anything more; set by startPersonas.
-	stopPersonas func()
-	// requests carries the operator's reboot and power-off requests to the main loop.
+	// pending is a reboot or power off that waits for its answer to leave the control
+	// channel; requests carries it to the main loop.
+	pending  atomic.Pointer[halt.PowerError]
 	requests chan *halt.PowerError
-	// reaper is the only waiter for children; personas is the persona supervisor (the control
-	// channel drives it). Both are set by startPersonas.
-	reaper   *reaper
-	personas *supervise.Supervisor
+	// timeline is the boot's phases and their durations, stage 1's first.
+	timeline timeline
+	// reaper is the only waiter for children; personas is the persona supervisor, and
+	// stopPersonas stops it. All three are set by the personas phase, before the control
+	// channel (their only other user) starts.
+	reaper       *reaper
+	personas     *supervise.Supervisor
+	stopPersonas func()
 }
 
 // New returns a governor that talks on console.
 func New(console io.ReadWriter) *Governor {
 	ring := control.NewLogRing(0, 0)
 	return &Governor{console: console, log: io.MultiWriter(console, ring), ring: ring, fatal: make(chan error, 4),
-		started: time.Now(), personasUp: func() bool { return true }, requests: make(chan *halt.PowerError, 1)}
+		started: time.Now(), health: health.New(time.Now()), requests: make(chan *halt.PowerError, 1)}
 }
 
 // LoadPolicy reads the policy baked into the running Spine.
@@ -99,46 +115,129 @@ func (g *Governor) emit(e event.Event) {
 	fmt.Fprintln(g.log, e)
 }
 
-// Run brings the system up and governs it. It returns only with the error that ends the
-// machine.
+// Run brings the system up phase by phase and governs it. It returns only with the error that
+// ends the machine.
+//
+// The phases, in order: system (cgroup v2, /tmp), handoff (what stage 1 chose, and its armed
+// watchdog, which is fed from then on), policy (and the policy's watchdog timeout), root (the
+// Spine is read-only verity), record (the boot-control record), persist (the passphrase and
+// /persist), personas, control. Each is logged with its duration and must progress within
+// PhaseWindow, or the watchdog goes unfed and names the phase.
 func (g *Governor) Run() error {
-	if err := mountSystem(); err != nil {
+	// Whatever ends the run, the machine now goes down through halt: feed through it.
+	defer g.health.Only(LoopHalt, haltBudget, time.Now())
+	if err := g.phase("system", mountSystem); err != nil {
 		return err
 	}
-	if err := g.validateRoot(); err != nil {
+	if err := g.phase("handoff", func() (err error) { g.boot, err = handoff.Read(""); return err }); err != nil {
 		return err
 	}
+	g.timeline.add(g.boot.Phases...)
+	if err := g.phase("watchdog", g.adoptWatchdog); err != nil {
+		return err
+	}
+	if err := g.phase("policy", g.loadPolicy); err != nil {
+		return err
+	}
+	if err := g.phase("root", g.validateRoot); err != nil {
+		return err
+	}
+	if err := g.phase("record", g.openState); err != nil {
+		return err
+	}
+	if err := g.phase("restore", func() error { g.restoreInterruptedUpdate(); return nil }); err != nil {
+		return err
+	}
+	pr := progress{
+		beat:    func() { g.health.Watch(LoopBoot, PhaseWindow, time.Now()) },
+		waiting: func() { g.health.Waiting(LoopBoot) },
+		allow:   func(d time.Duration) { g.health.Watch(LoopBoot, d, time.Now()) },
+		hangAt:  g.hangAt,
+	}
+	if err := g.phase("persist", func() error { return unlockPersist(g.console, g.policy, pr) }); err != nil {
+		return err
+	}
+	if err := g.phase("personas", g.startPersonas); err != nil {
+		return err
+	}
+	if err := g.phase("control", g.serveControl); err != nil {
+		return err
+	}
+	g.health.Beat(LoopMain, time.Now())
+	g.health.Drop(LoopBoot)
+	fmt.Fprintln(g.log, UpLine(g.boot))
+	g.emit(UpEvent(g.boot))
+	g.goSafe("reaper", g.reaper.reapForever)
+	if g.committed.Load() {
+		g.afterCommit()
+	}
+	return g.mainLoop()
+}
+
+// adoptWatchdog takes over the watchdog stage 1 armed (or, booted without one, opens it) and
+// starts feeding it while the boot progresses.
+func (g *Governor) adoptWatchdog() error {
 	var err error
-	if g.boot, err = handoff.Read(""); err != nil {
+	if g.boot.WatchdogFD >= 0 {
+		g.wd, err = watchdog.Adopt(g.boot.WatchdogFD, stage1Timeout)
+	} else {
+		g.wd, err = watchdog.Open(stage1Timeout)
+	}
+	if err != nil {
 		return err
 	}
+	g.goSafe("watchdog feeder", g.feedWatchdog)
+	return nil
+}
+
+// stage1Timeout is the watchdog's timeout until the policy is read (stage1.WatchdogTimeout).
+const stage1Timeout = 10 * time.Second
+
+func (g *Governor) loadPolicy() error {
+	var err error
 	if g.policy, err = LoadPolicy(""); err != nil {
 		return err
 	}
-	if err := g.openState(); err != nil {
-		return err
-	}
-	g.restoreInterruptedUpdate()
-	if err := unlockPersist(g.console, g.policy); err != nil {
-		return err
-	}
-	g.health = health.New(time.Now(), LoopMain)
-	if err := g.startPersonas(); err != nil {
-		return err
-	}
-	if g.wd, err = watchdog.Open(time.Duration(g.policy.Governor.WatchdogTimeout)); err != nil {
+	if err := g.wd.SetTimeout(time.Duration(g.policy.Governor.WatchdogTimeout)); err != nil {
 		return err
 	}
 	g.logf("watchdog: armed, timeout %s", g.wd.Timeout())
 	g.emit(event.New(event.WatchdogArmed).Uint("timeout_ms", uint64(g.wd.Timeout().Milliseconds())))
-	fmt.Fprintln(g.log, UpLine(g.boot))
-	g.emit(UpEvent(g.boot))
-	if err := g.serveControl(); err != nil {
-		return err
+	return nil
+}
+
+// phase runs one named boot phase: it must progress within PhaseWindow (or what the phase
+// allows itself), and its end is logged with its duration and kept in the timeline.
+func (g *Governor) phase(name string, f func() error) error {
+	start := time.Now()
+	g.health.Watch(LoopBoot, PhaseWindow, start)
+	err := f()
+	d := time.Since(start)
+	g.timeline.add(handoff.Phase{Name: name, MS: d.Milliseconds()})
+	e := event.New(event.Phase).With("name", name).Int("ms", d.Milliseconds())
+	if err != nil {
+		e = e.With("error", err.Error())
 	}
-	g.goSafe("watchdog feeder", g.feedWatchdog)
-	g.goSafe("reaper", g.reaper.reapForever)
-	return g.mainLoop()
+	g.emit(e)
+	return err
+}
+
+// timeline is the boot's phases, safe for the control channel to read.
+type timeline struct {
+	mu     sync.Mutex
+	phases []handoff.Phase
+}
+
+func (t *timeline) add(p ...handoff.Phase) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phases = append(t.phases, p...)
+}
+
+func (t *timeline) get() []handoff.Phase {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]handoff.Phase(nil), t.phases...)
 }
 
 // openState opens the boot-control record, reports why the last boot ended, and records the
@@ -161,6 +260,12 @@ func (g *Governor) openState() error {
 		g.logf("last reset: %s", g.lastReset)
 		g.emit(event.New(event.LastReset).With("reason", g.lastReset))
 	}
+	// A good primary slot was committed by an earlier boot: it takes updates from the start,
+	// whatever its personas do, so an operator can always update out of it.
+	rec := g.state.snapshot()
+	if s := rec.Slots[g.boot.Slot]; s.State == bootctl.Good && rec.Primary == g.boot.Slot {
+		g.committed.Store(true)
+	}
 	return g.state.set(func(r bootctl.Record) bootctl.Record { return bootctl.MarkReset(r, bootctl.UncleanReset) })
 }
 
@@ -180,25 +285,25 @@ func (g *Governor) goSafe(name string, f func() error) {
 	}()
 }
 
-// mainLoop beats for the watchdog, commits a trial Spine once the system has been healthy for
-// the policy's window, and waits for anything fatal.
+// mainLoop beats for the watchdog, commits the running Spine once the system has been healthy
+// for the policy's window, gives up a trial that misses its deadline, and waits for anything
+// fatal or asked for.
 func (g *Governor) mainLoop() error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	injectFault(g)
 	allUp := false
+	deadline := g.started.Add(time.Duration(g.policy.Governor.TrialDeadline))
 	for {
 		select {
 		case err := <-g.fatal:
 			return err
 		case req := <-g.requests:
 			g.asked.Store(true)
-			// Give the control channel a moment to send its answer before the machine goes.
-			time.Sleep(200 * time.Millisecond)
 			return req
 		case now := <-tick.C:
 			g.health.Beat(LoopMain, now)
-			if !allUp && g.personasUp() {
+			if !allUp && g.personas.AllUp() {
 				allUp = true
 				// Boot-time work (reading whole slots, unlocking /persist, compiling the filter)
 				// left garbage behind; PID 1 lives for the whole uptime, so give it back now.
@@ -207,30 +312,73 @@ func (g *Governor) mainLoop() error {
 				g.logf("all personas running: uptime %s, rss %d KiB", up, rss)
 				g.emit(event.New(event.PersonasUp).With("uptime", up).Int("rss_kib", int64(rss)))
 			}
-			if !g.committed.Load() && now.Sub(g.started) >= time.Duration(g.policy.Governor.HealthWindow) {
-				if err := g.commitIfHealthy(now); err != nil {
-					return err
-				}
+			if g.committed.Load() || now.Sub(g.started) < time.Duration(g.policy.Governor.HealthWindow) {
+				continue
+			}
+			missing, err := g.commitIfHealthy(now)
+			if err != nil {
+				return err
+			}
+			if missing != nil && g.trial() && now.After(deadline) {
+				reason := fmt.Sprintf("trial of slot %s not healthy after %s: %s", bootctl.SlotName(g.boot.Slot),
+					time.Duration(g.policy.Governor.TrialDeadline), strings.Join(missing, "; "))
+				g.emit(event.New(event.TrialDeadline).With("slot", bootctl.SlotName(g.boot.Slot)).With("missing", strings.Join(missing, "; ")))
+				return &halt.PowerError{Action: halt.Reboot, Reason: reason}
 			}
 		}
 	}
 }
 
-// commitIfHealthy makes the running slot the committed, primary, good slot once every
-// supervised loop progresses, every persona runs and /persist is mounted.
-func (g *Governor) commitIfHealthy(now time.Time) error {
-	if err := g.health.Check(now, g.window()); err != nil || !g.personasUp() || !persist.Mounted() {
-		return nil
+// trial reports whether this boot runs a Spine on trial.
+func (g *Governor) trial() bool {
+	return g.state.snapshot().Slots[g.boot.Slot].State == bootctl.Trial
+}
+
+// missing lists what keeps the running Spine from committing: bay0's own needs (every
+// supervised loop progresses, /persist mounted) and, for a trial, every persona the policy
+// does not mark optional, each with the reason it is not running.
+func (g *Governor) missing(now time.Time) []string {
+	var out []string
+	if err := g.health.Check(now, g.window()); err != nil {
+		out = append(out, err.Error())
+	}
+	if !persist.Mounted() {
+		out = append(out, "/persist is not mounted")
+	}
+	if g.trial() {
+		out = append(out, g.personas.Missing()...)
+	}
+	return out
+}
+
+// commitIfHealthy makes the running slot the committed, primary, good slot once nothing is
+// missing; otherwise it returns what is.
+func (g *Governor) commitIfHealthy(now time.Time) ([]string, error) {
+	if m := g.missing(now); len(m) > 0 {
+		return m, nil
 	}
 	slot, v := g.boot.Slot, g.boot.Manifest.Version
-	r, err := g.state.change(func(r bootctl.Record) (bootctl.Record, error) { return bootctl.Commit(r, slot, v, 0) })
+	limit := uint8(g.policy.Governor.ResetLimit)
+	r, err := g.state.change(func(r bootctl.Record) (bootctl.Record, error) { return bootctl.Commit(r, slot, v, limit) })
 	if err != nil {
-		return fmt.Errorf("commit slot %s: %w", bootctl.SlotName(slot), err)
+		return nil, fmt.Errorf("commit slot %s: %w", bootctl.SlotName(slot), err)
 	}
 	g.committed.Store(true)
 	g.logf("slot %s committed: good, primary, min_version %d", bootctl.SlotName(slot), r.MinVersion)
 	g.emit(event.New(event.Committed).With("slot", bootctl.SlotName(slot)).Uint("version", v).Uint("min_version", r.MinVersion))
-	return nil
+	g.afterCommit()
+	return nil, nil
+}
+
+// afterCommit runs once the running Spine is committed (by this boot, or before it).
+func (g *Governor) afterCommit() {
+	if fault.Kind() == "panic-after-commit" {
+		g.goSafe("fault injection", func() error {
+			time.Sleep(10 * time.Second)
+			g.emit(event.New(event.FaultFired).With("kind", "panic-after-commit"))
+			panic("injected fault: bay0 dies after its commit")
+		})
+	}
 }
 
 // window is how long a supervised loop may stay silent before the watchdog goes unfed.
@@ -258,6 +406,8 @@ func (g *Governor) feedWatchdog() error {
 			}
 			g.lastFeed.Store(now.UnixNano())
 		}
+		// The period follows the timeout, which the policy phase changes.
+		period = max(250*time.Millisecond, g.wd.Timeout()/4)
 		time.Sleep(period)
 	}
 }
@@ -289,14 +439,21 @@ func (g *Governor) HaltHooks() []halt.Hook {
 			return bootctl.MarkReset(r, why)
 		})
 	}
+	// Going down takes a few bounded seconds (kill, hooks, sync): the watchdog is fed through
+	// them, for at most haltBudget, so a clean power off is not cut short by a reset.
+	feedThrough := func(halt.Action, string) error {
+		g.health.Only(LoopHalt, haltBudget, time.Now())
+		return nil
+	}
 	// The supervisor would replace the personas halt has just killed: stop it, then kill
 	// whatever it started meanwhile, so nothing holds /persist when it is closed.
 	quiesce := func(halt.Action, string) error {
 		if g.stopPersonas != nil {
+			// Set by the personas phase; a halt before it has nothing to stop.
 			g.stopPersonas()
 			halt.KillAll(2 * time.Second)
 		}
 		return nil
 	}
-	return []halt.Hook{record, quiesce}
+	return []halt.Hook{feedThrough, record, quiesce}
 }

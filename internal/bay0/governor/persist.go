@@ -38,7 +38,11 @@ type unsealer interface {
 // unlockWith asks for the passphrase on the console, opens the container and mounts
 // /persist. Every failure is a power off with the reason: a machine without /persist does
 // not boot, and a reboot would only bring the operator back to the same prompt.
-func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) error {
+//
+// Progress: the prompt's read counts as waiting for a person (the watchdog is fed however long
+// the person takes), every other step must end within the phase's window, and the key
+// derivation within KDFBudget: a hung prompt loop or derivation stops the feeding.
+func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr progress) error {
 	off := func(format string, args ...any) error {
 		return &halt.PowerError{Action: halt.PowerOff, Reason: "persist: " + fmt.Sprintf(format, args...)}
 	}
@@ -55,15 +59,19 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 		fmt.Fprintf(console, "%s %s\n", persist.DamageLine, n)
 		fmt.Fprintln(console, event.New(event.PersistDamage).With("reason", n))
 	}
-	term, err := sys.Terminal(console)
+	t, err := sys.Terminal(console)
 	if err != nil {
 		return off("%v", err)
 	}
+	term := waitingTerminal{Terminal: t, pr: pr}
 	var vol *persist.Volume
 	var derive time.Duration
 	err = persist.Ask(term, pol.Governor.PassphraseAttempts, func(pass []byte) error {
+		pr.hangAt("unlock")
 		start := time.Now()
+		pr.allow(KDFBudget)
 		v, err := c.Unseal(pass)
+		pr.beat()
 		derive = time.Since(start)
 		vol = v
 		return err
@@ -96,4 +104,33 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem) err
 	fmt.Fprintf(console, "bay0: persist: boot %d\n", n)
 	fmt.Fprintln(console, event.New(event.PersistBoot).Uint("count", n))
 	return nil
+}
+
+// KDFBudget bounds one key derivation (argon2id is tuned to about a second on the host that
+// formatted /persist; a slow machine or TCG takes a few times that). A derivation that takes
+// longer stops the watchdog's feeding.
+const KDFBudget = 60 * time.Second
+
+// progress is how a boot phase reports that it is alive.
+type progress struct {
+	// beat: a step is done; the phase is held to its window again.
+	beat func()
+	// waiting: blocked on a person until the next beat.
+	waiting func()
+	// allow: the next step may take up to d before the next beat.
+	allow func(d time.Duration)
+	// hangAt is the fault-injection point of a test build.
+	hangAt func(point string)
+}
+
+// waitingTerminal marks each read of the prompt's answer as waiting for a person.
+type waitingTerminal struct {
+	persist.Terminal
+	pr progress
+}
+
+func (w waitingTerminal) Read(p []byte) (int, error) {
+	w.pr.waiting()
+	defer w.pr.beat()
+	return w.Terminal.Read(p)
 }

@@ -13,8 +13,8 @@ import (
 )
 
 // unlockPersist asks for the passphrase, opens the persist partition and mounts /persist.
-func unlockPersist(console io.ReadWriter, pol policy.Policy) error {
-	return unlockWith(console, pol, linuxPersist{})
+func unlockPersist(console io.ReadWriter, pol policy.Policy, pr progress) error {
+	return unlockWith(console, pol, linuxPersist{}, pr)
 }
 
 type linuxPersist struct{}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
@@ -89,7 +90,7 @@ func TestUnlockPersist(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			con := console{&c.f.out}
-			err := unlockWith(con, pol, &c.f)
+			err := unlockWith(con, pol, &c.f, progress{beat: func() {}, waiting: func() {}, allow: func(time.Duration) {}, hangAt: func(string) {}})
 			if c.off == "" {
 				if err != nil {
 					t.Fatalf("unlock: %v", err)

@@ -2,12 +2,15 @@ package governor
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/denial"
+	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/supervise"
+	"alpinespine.org/spine/internal/format/event"
 )
 
 // cgroupParent holds one cgroup v2 leaf per running persona.
@@ -37,12 +40,13 @@ func (g *Governor) startPersonas() error {
 		PersistRoot:  persistRoot(),
 		CgroupParent: cgroupParent,
 		Beat:         g.health.Beater(LoopSupervisor),
+		Containment:  g.containmentFailed,
 	}, g.policy)
 	if err != nil {
 		return err
 	}
 	g.personas = sup
-	g.personasUp = sup.AllUp
+	g.hangAt("personas")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	g.stopPersonas = func() {
@@ -66,4 +70,15 @@ func persistRoot() string {
 		return persist.Root
 	}
 	return ""
+}
+
+// containmentFailed ends the machine: bay0 cannot confirm that a persona's processes are gone,
+// and it does not guess (Article VIII §1). The reset is unclean: it counts toward the slot's
+// limit of resets in a row.
+func (g *Governor) containmentFailed(name string, err error) {
+	g.emit(event.New(event.Containment).With("name", name).With("reason", err.Error()))
+	select {
+	case g.fatal <- &halt.PowerError{Action: halt.Reboot, Reason: fmt.Sprintf("containment: persona %s: %v", name, err)}:
+	default: // the machine is already going down
+	}
 }

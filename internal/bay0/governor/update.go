@@ -3,6 +3,7 @@ package governor
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
@@ -64,6 +65,8 @@ func (g *Governor) restoreInterruptedUpdate() {
 			return err
 		}
 		defer done()
+		// The copy takes a while: each chunk is progress of the boot phase.
+		st.Progress = func(int64) { g.health.Watch(LoopBoot, PhaseWindow, time.Now()) }
 		return st.Restore()
 	}()
 	if err != nil {

@@ -33,3 +33,27 @@ func TestStalestFirst(t *testing.T) {
 		t.Fatalf("want the stalest loop first: %v", err)
 	}
 }
+
+func TestOwnWindowWaitingAndDrop(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	m := New(t0, "main")
+	m.Watch("boot: persist", 10*time.Second, t0)
+	if err := m.Check(t0.Add(5*time.Second), 6*time.Second); err != nil {
+		t.Fatalf("a loop within its own window: %v", err)
+	}
+	if err := m.Check(t0.Add(11*time.Second), 20*time.Second); err == nil || !strings.Contains(err.Error(), "boot: persist") {
+		t.Fatalf("a loop past its own window must be named: %v", err)
+	}
+	m.Waiting("boot: persist")
+	if err := m.Check(t0.Add(time.Hour), 2*time.Hour); err != nil {
+		t.Fatalf("a loop waiting for a person: %v", err)
+	}
+	m.Beat("boot: persist", t0.Add(time.Hour))
+	if err := m.Check(t0.Add(time.Hour+11*time.Second), 2*time.Hour); err == nil {
+		t.Fatal("after its beat the loop is held to its window again")
+	}
+	m.Drop("boot: persist")
+	if err := m.Check(t0.Add(time.Hour+11*time.Second), 2*time.Hour); err != nil {
+		t.Fatalf("a dropped loop: %v", err)
+	}
+}

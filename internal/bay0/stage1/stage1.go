@@ -12,38 +12,81 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"alpinespine.org/spine/internal/bay0/fault"
 	"alpinespine.org/spine/internal/bay0/halt"
+	"alpinespine.org/spine/internal/bay0/health"
 	"alpinespine.org/spine/internal/format/bootctl"
-	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/keys"
 )
 
+// WatchdogTimeout is the hardware watchdog's timeout from the moment stage 1 arms it until
+// the governor sets the policy's; Window is how long stage 1 may go without progress before
+// it stops feeding. A hang anywhere in stage 1, or between its exec and the governor's first
+// feed, resets the machine within WatchdogTimeout + Window.
+const (
+	WatchdogTimeout = 10 * time.Second
+	Window          = 3 * time.Second
+)
+
+// Dog is the armed hardware watchdog.
+type Dog interface {
+	Feed() error
+	// FD is the descriptor the governor inherits across exec.
+	FD() int
+}
 
 // System is everything stage 1 asks of the kernel.
 type System interface {
-	// Setup mounts /proc, /sys and /dev and loads the modules; TrustedKeys reads the baked keys.
+	// Setup mounts /proc, /sys and /dev, turns SysRq off and loads the modules; TrustedKeys
+	// reads the baked keys.
 	Setup() error
 	TrustedKeys() ([]ed25519.PublicKey, error)
+	// ArmWatchdog opens the hardware watchdog, left open across exec, with WatchdogTimeout.
+	ArmWatchdog() (Dog, error)
 	// OpenState opens the bay0-state partition.
 	OpenState() (bootctl.Device, error)
-	// Verify opens the slot's image (size bytes), authenticates its manifest with the keys,
-	// maps it with dm-verity, reads every block once and mounts it read-only at the new root.
-	// minVersion is the anti-rollback floor. On failure nothing of the attempt is left behind.
-	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (handoff.Handoff, error)
+	// Mount opens the slot's image (size bytes), authenticates its manifest with the keys,
+	// maps it with dm-verity, reads every block once and mounts it read-only at the new root,
+	// calling progress as it goes. minVersion is the anti-rollback floor. On failure nothing
+	// of the attempt is left behind.
+	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, progress func()) (handoff.Handoff, error)
 	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
 	SwitchRoot(h handoff.Handoff) error
 }
 
 // Run applies the boot law. It returns only with an error: a *halt.PowerError when no slot
 // can boot, any other error when stage 1 itself cannot work.
+//
+// Order: the watchdog is armed right after the pseudo filesystems and modules are up and
+// before the record is read, and it is fed only while stage 1 progresses (each step, each
+// chunk of the eager verification), so a hang after a trial's try is written resets the
+// machine and uses the try up.
 func Run(sys System, log io.Writer) error {
 	fmt.Fprintln(log, "bay0: stage1: start")
 	fmt.Fprintln(log, event.New(event.Stage1Start))
+	var phases []handoff.Phase
+	mark := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, handoff.Phase{Name: "stage1: " + name, MS: now.Sub(mark).Milliseconds()})
+		mark = now
+	}
 	if err := sys.Setup(); err != nil {
 		return fmt.Errorf("set up early system: %w", err)
 	}
+	phase("setup")
+	dog, err := sys.ArmWatchdog()
+	if err != nil {
+		return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("no hardware watchdog: %v", err)}
+	}
+	mon := health.New(time.Now(), "stage1")
+	beat := mon.Beater("stage1")
+	go feed(dog, mon, log)
+	phase("watchdog")
 	trusted, err := sys.TrustedKeys()
 	if err != nil {
 		return fmt.Errorf("read trusted keys: %w", err)
@@ -56,11 +99,14 @@ func Run(sys System, log io.Writer) error {
 	if err != nil {
 		return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("boot-control record unreadable: %v", err)}
 	}
+	beat()
+	phase("record")
 	var (
 		outcomes []bootctl.Outcome
 		mounted  handoff.Handoff
 	)
 	for {
+		beat()
 		act, next := bootctl.Next(rec, outcomes)
 		next = bootctl.ExplainReset(next, outcomes)
 		if next != rec {
@@ -83,6 +129,9 @@ func Run(sys System, log io.Writer) error {
 				}
 				mounted.Keys = append(mounted.Keys, pem)
 			}
+			mounted.WatchdogFD = dog.FD()
+			phase("switch root")
+			mounted.Phases = phases
 			fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", bootctl.SlotName(act.Slot))
 			fmt.Fprintln(log, event.New(event.SwitchRoot).With("slot", bootctl.SlotName(act.Slot)))
 			if err := sys.SwitchRoot(mounted); err != nil {
@@ -91,22 +140,42 @@ func Run(sys System, log io.Writer) error {
 			return errors.New("switch root returned without an error")
 		case bootctl.Try:
 			s := rec.Slots[act.Slot]
-			fmt.Fprintf(log, "bay0: stage1: trying slot %s (state %s, tries left %d)\n", bootctl.SlotName(act.Slot), s.State, s.TriesLeft)
-			fmt.Fprintln(log, event.New(event.SlotTry).With("slot", bootctl.SlotName(act.Slot)).With("state", s.State.String()).Uint("tries_left", uint64(s.TriesLeft)))
-			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion)
+			name := bootctl.SlotName(act.Slot)
+			fmt.Fprintf(log, "bay0: stage1: trying slot %s (state %s, tries left %d)\n", name, s.State, s.TriesLeft)
+			fmt.Fprintln(log, event.New(event.SlotTry).With("slot", name).With("state", s.State.String()).Uint("tries_left", uint64(s.TriesLeft)))
+			fault.HangAt("stage1-"+name, func() { fmt.Fprintln(log, event.New(event.FaultFired).With("kind", "hang-stage1-"+name)) })
+			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion, beat)
+			phase("try " + name)
 			if err != nil {
-				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", bootctl.SlotName(act.Slot), err)
-				fmt.Fprintln(log, event.New(event.SlotFailed).With("slot", bootctl.SlotName(act.Slot)).With("reason", err.Error()))
+				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", name, err)
+				fmt.Fprintln(log, event.New(event.SlotFailed).With("slot", name).With("reason", err.Error()))
 				outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: false, Reason: err.Error()})
 				continue
 			}
-			fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", bootctl.SlotName(act.Slot), h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
-			fmt.Fprintln(log, event.New(event.SlotVerified).With("slot", bootctl.SlotName(act.Slot)).With("name", h.Manifest.Name).
+			fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", name, h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
+			fmt.Fprintln(log, event.New(event.SlotVerified).With("slot", name).With("name", h.Manifest.Name).
 				Uint("version", h.Manifest.Version).With("root", h.Manifest.RootHash))
 			mounted = h
 			outcomes = append(outcomes, bootctl.Outcome{Slot: act.Slot, OK: true})
 		default:
 			return errors.New("boot decision returned an unknown action")
 		}
+	}
+}
+
+// feed feeds the watchdog while stage 1 progresses; once it stops (a hang), it says so once
+// and never feeds again: the hardware resets the machine. It ends with the process (the
+// exec into the governor, or halt).
+func feed(dog Dog, mon *health.Monitor, log io.Writer) {
+	for {
+		if err := mon.Check(time.Now(), Window); err != nil {
+			fmt.Fprintf(log, "bay0: stage1: watchdog: not feeding: %v\n", err)
+			fmt.Fprintln(log, event.New(event.WatchdogStarving).With("reason", err.Error()))
+			return
+		}
+		if err := dog.Feed(); err != nil {
+			fmt.Fprintf(log, "bay0: stage1: watchdog: %v\n", err)
+		}
+		time.Sleep(Window / 6)
 	}
 }

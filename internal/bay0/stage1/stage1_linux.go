@@ -15,10 +15,12 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/dm"
 	"alpinespine.org/spine/internal/bay0/kmod"
+	"alpinespine.org/spine/internal/bay0/watchdog"
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/bootctl"
-	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/disk"
+	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
 )
@@ -48,6 +50,16 @@ func (l Linux) Setup() error {
 			return fmt.Errorf("mount %s: %w", m.dst, err)
 		}
 	}
+	// SysRq off before anything else: the serial line must carry no reboot, sync or remount
+	// key (Article V §2, no debug entry points). A kernel built without SysRq has no file.
+	if err := os.WriteFile("/proc/sys/kernel/sysrq", []byte("0\n"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("disable sysrq: %w", err)
+	}
+	sysrq := "absent"
+	if b, err := os.ReadFile("/proc/sys/kernel/sysrq"); err == nil {
+		sysrq = strings.TrimSpace(string(b))
+	}
+	fmt.Fprintln(l.Log, event.New(event.SysRq).With("value", sysrq))
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		return fmt.Errorf("uname: %w", err)
@@ -68,6 +80,11 @@ func (l Linux) Setup() error {
 	}
 	fmt.Fprintf(l.Log, "bay0: stage1: loaded %d modules in %s\n", len(items), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// ArmWatchdog opens the hardware watchdog with WatchdogTimeout, to be inherited by the governor.
+func (l Linux) ArmWatchdog() (Dog, error) {
+	return watchdog.OpenInherited(WatchdogTimeout)
 }
 
 // TrustedKeys reads every public key baked into the initramfs.
@@ -112,7 +129,7 @@ func (l Linux) OpenState() (bootctl.Device, error) {
 // first mapped without restart_on_corruption and read end to end, so a bad block anywhere,
 // used by a file or not, fails the slot here instead of rebooting the machine later. Only then
 // is it mapped for real, with restart_on_corruption, and mounted read-only.
-func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64) (handoff.Handoff, error) {
+func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, progress func()) (handoff.Handoff, error) {
 	name := "spine-" + bootctl.SlotName(slot)
 	dev, err := partition(name)
 	if err != nil {
@@ -148,7 +165,7 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		return handoff.Handoff{}, err
 	}
 	start := time.Now()
-	n, err := readAll(node)
+	n, err := readAll(node, progress)
 	_ = dm.Remove(check.Name)
 	if err != nil {
 		return handoff.Handoff{}, fmt.Errorf("eager verification: %w", err)
@@ -208,8 +225,9 @@ func auditRoot(root string) error {
 	return fmt.Errorf("the Spine breaks the constitution: %s", strings.Join(list, "; "))
 }
 
-// readAll reads a device end to end with large reads; a verity mismatch surfaces as EIO.
-func readAll(p string) (int64, error) {
+// readAll reads a device end to end with large reads, calling progress after each; a verity
+// mismatch surfaces as EIO.
+func readAll(p string, progress func()) (int64, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return 0, err
@@ -220,6 +238,7 @@ func readAll(p string) (int64, error) {
 	for {
 		k, err := f.Read(buf)
 		n += int64(k)
+		progress()
 		if err == io.EOF {
 			return n, nil
 		}

@@ -27,13 +27,27 @@ type fakeSystem struct {
 	mounts    []int
 	triesSeen []uint8 // tries_left of the tried slot as stored on disk when Mount is called
 	switched  *handoff.Handoff
+	armed     bool
 }
+
+type fakeDog struct{}
+
+func (fakeDog) Feed() error { return nil }
+func (fakeDog) FD() int     { return 7 }
 
 func (f *fakeSystem) Setup() error                              { return nil }
 func (f *fakeSystem) TrustedKeys() ([]ed25519.PublicKey, error) { return nil, nil }
-func (f *fakeSystem) OpenState() (bootctl.Device, error)           { return f.dev, nil }
-func (f *fakeSystem) SwitchRoot(h handoff.Handoff) error                { f.switched = &h; return errors.New("switched") }
-func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64) (handoff.Handoff, error) {
+func (f *fakeSystem) OpenState() (bootctl.Device, error)        { return f.dev, nil }
+func (f *fakeSystem) SwitchRoot(h handoff.Handoff) error {
+	f.switched = &h
+	return errors.New("switched")
+}
+func (f *fakeSystem) ArmWatchdog() (Dog, error) { f.armed = true; return fakeDog{}, nil }
+func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64, progress func()) (handoff.Handoff, error) {
+	if !f.armed {
+		return handoff.Handoff{}, errors.New("mounted before the watchdog was armed")
+	}
+	progress()
 	f.mounts = append(f.mounts, slot)
 	rec, _, err := bootctl.Load(f.dev)
 	if err != nil {

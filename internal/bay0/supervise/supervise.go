@@ -104,6 +104,10 @@ type Config struct {
 	// KernelLog, if set, is the kernel's log (/dev/kmsg, from its end): the seccomp refusals in
 	// it are attributed to their personas, logged and shown in Status (package denial).
 	KernelLog io.Reader
+	// Containment, if set, is called (off the loop) when an ended instance cannot be
+	// confirmed gone: its cgroup could not be killed or did not empty in time. The governor
+	// resets the machine: uncertain containment is never carried on with (Article VIII §1).
+	Containment func(name string, err error)
 }
 
 // State is where a persona is in its life.
@@ -144,11 +148,12 @@ type Supervisor struct {
 	names   []string // policy order
 	ps      map[string]*entry
 
-	reqs     chan request
-	denials  chan denial.Record
-	denied   denial.Tracker
-	started  chan startResult
-	exits    chan *launch
+	reqs      chan request
+	denials   chan denial.Record
+	denied    denial.Tracker
+	started   chan startResult
+	exits     chan *launch
+	destroyed chan destroyResult
 	progress atomic.Int64
 	snap     atomic.Pointer[[]Status]
 }
@@ -157,9 +162,13 @@ type entry struct {
 	spec     persona.Spec
 	refusal  error
 	always   bool
+	optional bool // the policy lets a trial commit without it
 	state    State
 	cur      *launch // running instance, if any
 	gen      int     // generation of the current or pending launch
+	// destroying: an ended instance is being killed and removed off the loop; a launch
+	// waits for it (deferred), since the new instance reuses the cgroup's name.
+	destroying, deferred bool
 	pending  string  // operator request that arrived while Starting: "stop" or "replace"
 	restarts int
 	lastExit string
@@ -220,9 +229,11 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 		denials: make(chan denial.Record, 64),
 		started: make(chan startResult),
 		exits:   make(chan *launch),
+		// Buffered for every persona: a destroyer never waits on the loop.
+		destroyed: make(chan destroyResult, len(pol.Personas)+1),
 	}
 	for i, p := range pol.Personas {
-		e := &entry{always: p.Restart != "never", state: Waiting, stallWindow: time.Duration(p.MemoryStall)}
+		e := &entry{always: p.Restart != "never", optional: p.Optional, state: Waiting, stallWindow: time.Duration(p.MemoryStall)}
 		if e.stallWindow <= 0 {
 			e.stallWindow = policy.DefaultMemoryStall
 		}
@@ -235,7 +246,7 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 			e.spec.Uplink.Siblings = persona.Siblings(pol, p.Name)
 		}
 		if e.refusal = err; e.refusal != nil {
-			e.state = Refused
+			e.state, e.lastExit = Refused, "refused: "+e.refusal.Error()
 			e.spec.Name, e.spec.Limits = p.Name, persona.LimitsOf(p)
 		}
 		if cfg.CgroupParent != "" {
@@ -271,6 +282,24 @@ func (s *Supervisor) AllUp() bool {
 		}
 	}
 	return true
+}
+
+// Missing lists the personas a trial needs that are not up (running, or ended by themselves
+// with restart = "never"), each with its state and why: the reason of a refusal or of the
+// last failed start. It never blocks.
+func (s *Supervisor) Missing() []string {
+	var out []string
+	for _, st := range *s.snap.Load() {
+		if st.State == Running || st.State == Exited || s.ps[st.Name].optional {
+			continue
+		}
+		m := fmt.Sprintf("persona %s %s", st.Name, st.State)
+		if st.LastExit != "" {
+			m += ": " + st.LastExit
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Status returns every persona's state, in policy order. It never blocks.
@@ -354,6 +383,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.onStarted(r)
 		case l := <-s.exits:
 			s.onExit(l)
+		case d := <-s.destroyed:
+			s.onDestroyed(d)
 		case r := <-s.reqs:
 			r.reply <- s.onRequest(r)
 		case r := <-s.denials:
@@ -376,11 +407,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// launch starts an instance beside the loop; the result comes back on s.started.
+// launch starts an instance beside the loop; the result comes back on s.started. While the
+// previous instance is still being destroyed, the start waits for it.
 func (s *Supervisor) launch(name string) {
 	e := s.ps[name]
 	e.gen++
 	e.state, e.retryAt, e.pending = Starting, time.Time{}, ""
+	if e.destroying {
+		e.deferred = true
+		return
+	}
+	s.spawn(name)
+}
+
+func (s *Supervisor) spawn(name string) {
+	e := s.ps[name]
 	gen, spec := e.gen, e.spec
 	go func() {
 		inst, err := s.cfg.Launcher.Launch(spec, s.console)
@@ -424,13 +465,64 @@ func (s *Supervisor) onExit(l *launch) {
 	}
 	e.cur = nil
 	reason := Reason(l.ws, l.inst.OOMKills(), e.spec.Limits)
-	if err := l.inst.Destroy(); err != nil {
-		reason += "; cleanup: " + err.Error()
-	}
 	e.lastExit = reason
 	s.logf("bay0: persona %s exited: %s", l.name, reason)
 	s.emit(event.New(event.PersonaExited).With("name", l.name).With("reason", reason))
+	s.destroy(l.name, l, "")
 	s.afterEnd(l.name, time.Since(e.upSince))
+}
+
+// destroyResult is the end of a destroy: what is left of the instance is gone (err nil) or
+// cannot be confirmed gone.
+type destroyResult struct {
+	name   string
+	reason string // why it ended, for an instance stopped on request
+	was    string // the entry's last exit when the destroy began: a newer one is kept
+	err    error
+}
+
+// destroy kills and removes what is left of an ended instance off the loop (it may take up to
+// persona.DestroyTimeout and a second more); the result comes back on s.destroyed.
+func (s *Supervisor) destroy(name string, l *launch, onRequest string) {
+	e := s.ps[name]
+	e.destroying = true
+	limits, was := e.spec.Limits, e.lastExit
+	go func() {
+		oom := l.inst.OOMKills()
+		err := l.inst.Destroy()
+		select {
+		case <-l.done:
+		case <-time.After(time.Second):
+			err = errors.Join(err, errors.New("no exit status a second after the kill"))
+		}
+		d := destroyResult{name: name, was: was, err: err}
+		if onRequest != "" {
+			d.reason = Reason(l.ws, oom, limits) + onRequest
+		}
+		if err != nil && s.cfg.Containment != nil {
+			s.cfg.Containment(name, err)
+		}
+		s.destroyed <- d
+	}()
+}
+
+func (s *Supervisor) onDestroyed(d destroyResult) {
+	e := s.ps[d.name]
+	e.destroying = false
+	if d.reason != "" && e.lastExit == d.was {
+		e.lastExit = d.reason
+	}
+	if d.err != nil {
+		e.lastExit += "; cleanup: " + d.err.Error()
+		s.logf("bay0: persona %s: cleanup: %v", d.name, d.err)
+		s.emit(event.New(event.PersonaCleanup).With("name", d.name).With("reason", d.err.Error()))
+	}
+	if e.deferred {
+		e.deferred = false
+		if e.state == Starting {
+			s.spawn(d.name)
+		}
+	}
 }
 
 // afterEnd schedules the replacement of an instance that ended (or did not start).
@@ -502,23 +594,12 @@ func (s *Supervisor) onRequest(r request) error {
 }
 
 // stop ends the running instance of name: its whole cgroup is killed and removed, and its
-// exit status collected, before stop returns.
+// exit status collected, off the loop; the next launch of name waits for that.
 func (s *Supervisor) stop(name string, then State) {
 	e := s.ps[name]
 	l := e.cur
 	e.cur, e.state, e.retryAt = nil, then, time.Time{}
-	oom := l.inst.OOMKills()
-	err := l.inst.Destroy()
-	select {
-	case <-l.done:
-		e.lastExit = Reason(l.ws, oom, e.spec.Limits) + " (on request)"
-	case <-time.After(time.Second):
-		err = errors.Join(err, errors.New("no exit status a second after the kill"))
-	}
-	if err != nil {
-		s.logf("bay0: persona %s: cleanup: %v", name, err)
-		s.emit(event.New(event.PersonaCleanup).With("name", name).With("reason", err.Error()))
-	}
+	s.destroy(name, l, " (on request)")
 }
 
 // onDenial attributes a refused system call to the persona whose uid range holds the record's

@@ -24,6 +24,9 @@ type fakeInstance struct {
 	oom       int64
 	once      sync.Once
 	destroyed chan struct{}
+	// slow and fail shape Destroy: it takes slow, and then fails with fail.
+	slow time.Duration
+	fail error
 	// thrash makes the instance report a full memory stall all the time, at memory.max.
 	thrash  bool
 	created time.Time
@@ -47,6 +50,10 @@ func (f *fakeInstance) Exited() <-chan unix.WaitStatus { return f.exited }
 func (f *fakeInstance) OOMKills() int64                { return f.oom }
 func (f *fakeInstance) exit(ws unix.WaitStatus)        { f.once.Do(func() { f.exited <- ws }) }
 func (f *fakeInstance) Destroy() error {
+	time.Sleep(f.slow)
+	if f.fail != nil {
+		return f.fail
+	}
 	f.exit(unix.WaitStatus(unix.SIGKILL))
 	select {
 	case <-f.destroyed:
@@ -502,5 +509,65 @@ func TestFilterItCannotBuildRefusesOnePersona(t *testing.T) {
 		if !strings.Contains(console.String(), want) {
 			t.Errorf("console lacks %q:\n%s", want, console.String())
 		}
+	}
+}
+
+// TestStopIsOffTheLoop: a destroy that takes seconds leaves the loop progressing, and the next
+// instance starts only once the old one is confirmed gone.
+func TestStopIsOffTheLoop(t *testing.T) {
+	l := newFakeLauncher()
+	s, _ := start(t, l, testPolicy(t, pentry("web", 0)))
+	waitState(t, s, "web", Running)
+	first := l.latest("web")
+	first.slow = 500 * time.Millisecond
+	ctx := context.Background()
+	asked := time.Now()
+	if err := s.Replace(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(asked); d > 200*time.Millisecond {
+		t.Errorf("replace blocked the loop for %s while the old instance was destroyed", d)
+	}
+	for time.Since(asked) < 300*time.Millisecond {
+		if p := time.Since(s.Progress()); p > 100*time.Millisecond {
+			t.Fatalf("the loop went %s without progress during a destroy", p)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l.mu.Lock()
+	n := len(l.instances["web"])
+	l.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the new instance started before the old one was gone (%d launches)", n)
+	}
+	l.waitLaunches(t, "web", 2)
+	waitState(t, s, "web", Running)
+}
+
+// TestContainmentFailureIsReported: an instance whose cgroup cannot be confirmed empty is
+// reported to the governor, which resets the machine.
+func TestContainmentFailureIsReported(t *testing.T) {
+	l := newFakeLauncher()
+	var console syncBuffer
+	failed := make(chan string, 1)
+	s, err := New(Config{Console: &console, Launcher: l, Tick: 5 * time.Millisecond,
+		Containment: func(name string, err error) { failed <- name + ": " + err.Error() }}, testPolicy(t, pentry("web", 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	waitState(t, s, "web", Running)
+	in := l.latest("web")
+	in.fail = errors.New("cgroup still has processes after cgroup.kill")
+	in.exit(0)
+	select {
+	case got := <-failed:
+		if !strings.Contains(got, "web: cgroup still has processes") {
+			t.Errorf("containment report %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed destroy was not reported")
 	}
 }

@@ -7,13 +7,14 @@ package watchdog
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
 // Device is an open watchdog.
 type Device struct {
 	fd      int
-	timeout time.Duration
+	timeout atomic.Int64 // time.Duration; SetTimeout may change it while a feeder reads it
 	sys     syscalls
 }
 
@@ -23,8 +24,21 @@ type syscalls interface {
 	keepalive(fd int) error
 }
 
+// FD is the open device's file descriptor, which stage 1 hands to the governor across exec.
+func (d *Device) FD() int { return d.fd }
+
+// SetTimeout changes the timeout (rounded up to whole seconds, at least 1) and feeds.
+func (d *Device) SetTimeout(timeout time.Duration) error {
+	nd, err := configure(d.fd, d.sys, timeout)
+	if err != nil {
+		return err
+	}
+	d.timeout.Store(nd.timeout.Load())
+	return nil
+}
+
 // Timeout is the timeout the driver accepted (it may round).
-func (d *Device) Timeout() time.Duration { return d.timeout }
+func (d *Device) Timeout() time.Duration { return time.Duration(d.timeout.Load()) }
 
 // Feed tells the watchdog the machine is alive.
 func (d *Device) Feed() error {
@@ -43,6 +57,7 @@ func configure(fd int, sys syscalls, timeout time.Duration) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set watchdog timeout %ds: %w", secs, err)
 	}
-	d := &Device{fd: fd, timeout: time.Duration(got) * time.Second, sys: sys}
+	d := &Device{fd: fd, sys: sys}
+	d.timeout.Store(int64(time.Duration(got) * time.Second))
 	return d, d.Feed()
 }

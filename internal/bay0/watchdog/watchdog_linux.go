@@ -46,3 +46,27 @@ func Open(timeout time.Duration) (*Device, error) {
 	}
 	return d, nil
 }
+
+// OpenInherited opens and arms the watchdog like Open, but leaves it open across exec: stage 1
+// arms it before it touches the boot record and hands it, still counting, to the governor.
+func OpenInherited(timeout time.Duration) (*Device, error) {
+	fd, err := unix.Open(Path, unix.O_WRONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", Path, err)
+	}
+	d, err := configure(fd, linuxSyscalls{}, timeout)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return d, nil
+}
+
+// Adopt takes over a watchdog that stage 1 left open on fd, sets timeout and feeds it. The
+// descriptor is made close-on-exec: no persona inherits it.
+func Adopt(fd int, timeout time.Duration) (*Device, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("adopt watchdog fd %d: %w", fd, err)
+	}
+	return configure(fd, linuxSyscalls{}, timeout)
+}

@@ -35,6 +35,7 @@ type Kind string
 const (
 	// Stage 1 (initramfs).
 	Stage1Start  Kind = "stage1-start"  //
+	SysRq        Kind = "sysrq"         // value (what /proc/sys/kernel/sysrq reads after bay0 set it; "absent" without SysRq)
 	SlotTry      Kind = "slot-try"      // slot state tries_left
 	SlotFailed   Kind = "slot-failed"   // slot reason
 	SlotVerified Kind = "slot-verified" // slot name version root
@@ -75,6 +76,9 @@ const (
 	FaultArmed       Kind = "fault-armed"       // kind (test builds only)
 	FaultFired       Kind = "fault-fired"       // kind (test builds only)
 	Halt             Kind = "halt"              // action reason
+	Phase            Kind = "phase"             // name ms [error]: a boot phase ended
+	TrialDeadline    Kind = "trial-deadline"    // slot deadline_ms missing: the trial gave up
+	Containment      Kind = "containment"       // name reason: a persona could not be confirmed gone
 )
 
 // Attr is one key=value pair of an event.

@@ -47,6 +47,13 @@ type Governor struct {
 	WatchdogTimeout Duration `toml:"watchdog_timeout,omitempty" json:"watchdog_timeout,omitempty"`
 	// HealthWindow is how long a trial Spine must stay healthy before it is committed.
 	HealthWindow Duration `toml:"health_window,omitempty" json:"health_window,omitempty"`
+	// TrialDeadline is how long a trial Spine has to become healthy: past it, bay0 reboots
+	// and the boot law reverts the trial. At least twice the health window.
+	TrialDeadline Duration `toml:"trial_deadline,omitempty" json:"trial_deadline,omitempty"`
+	// ResetLimit is how many boots of a committed Spine in a row may end without a clean end
+	// (a watchdog reset, a panic, a power cut) before it is marked bad and the other slot
+	// boots.
+	ResetLimit int `toml:"reset_limit,omitempty" json:"reset_limit,omitempty"`
 }
 
 // Persona is one disposable workload and its bounds.
@@ -87,6 +94,9 @@ type Persona struct {
 	Gateway6 string `toml:"gateway6,omitempty" json:"gateway6,omitempty"`
 	// Restart is "always" (default) or "never".
 	Restart string `toml:"restart,omitempty" json:"restart,omitempty"`
+	// Optional, if true, lets a trial Spine commit without this persona running; by default
+	// every persona is required.
+	Optional bool `toml:"optional,omitempty" json:"optional,omitempty"`
 	// Order is the start order; lower starts first, ties by name.
 	Order int `toml:"order,omitempty" json:"order,omitempty"`
 	// Syscalls extends the default seccomp allowlist for this persona only. spine build refuses
@@ -104,6 +114,12 @@ const (
 	DefaultPassphraseAttempts = 3
 	DefaultWatchdogTimeout    = 10 * time.Second
 	DefaultHealthWindow       = 20 * time.Second
+	DefaultTrialDeadline      = 5 * time.Minute
+	DefaultResetLimit         = 3
+	// MinWatchdogTimeout is the shortest watchdog timeout bay0 can honour: its feeding
+	// period is a quarter of the timeout, and its supervised loops never block longer than
+	// their windows (2 s and up), so a shorter timeout would reset a healthy machine.
+	MinWatchdogTimeout = 2 * time.Second
 	DefaultTmpSize            = Size(16 << 20)
 	DefaultRunSize            = Size(1 << 20)
 	DefaultMemoryStall        = 10 * time.Second
@@ -157,14 +173,26 @@ func (p *Policy) Validate() error {
 	if g.WatchdogTimeout == 0 {
 		g.WatchdogTimeout = Duration(DefaultWatchdogTimeout)
 	}
-	if t := time.Duration(g.WatchdogTimeout); t < time.Second || t > 10*time.Minute {
-		return fmt.Errorf("governor: watchdog_timeout %s is outside 1s..10m", t)
+	if t := time.Duration(g.WatchdogTimeout); t < MinWatchdogTimeout || t > 10*time.Minute || t%time.Second != 0 {
+		return fmt.Errorf("governor: watchdog_timeout %s is outside %s..10m or not whole seconds (the hardware counts seconds)", t, MinWatchdogTimeout)
 	}
 	if g.HealthWindow == 0 {
 		g.HealthWindow = Duration(DefaultHealthWindow)
 	}
 	if t := time.Duration(g.HealthWindow); t < time.Second || t > time.Hour {
 		return fmt.Errorf("governor: health_window %s is outside 1s..1h", t)
+	}
+	if g.TrialDeadline == 0 {
+		g.TrialDeadline = Duration(max(DefaultTrialDeadline, 2*time.Duration(g.HealthWindow)))
+	}
+	if t := time.Duration(g.TrialDeadline); t < 2*time.Duration(g.HealthWindow) || t > 24*time.Hour {
+		return fmt.Errorf("governor: trial_deadline %s is outside twice the health window (%s)..24h", t, 2*time.Duration(g.HealthWindow))
+	}
+	if g.ResetLimit == 0 {
+		g.ResetLimit = DefaultResetLimit
+	}
+	if g.ResetLimit < 1 || g.ResetLimit > 100 {
+		return fmt.Errorf("governor: reset_limit %d is outside 1..100", g.ResetLimit)
 	}
 	seen := map[string]bool{}
 	addrs := map[netip.Addr]string{}

@@ -120,11 +120,20 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 	fmt.Fprintf(tw, "persist:\t%s\n", yesNo(s.PersistMounted, "mounted", "not mounted"))
 	wd := "disabled"
 	if s.Watchdog.Enabled {
-		wd = fmt.Sprintf("enabled, timeout %s, fed %s ago", ms(s.Watchdog.TimeoutMS), ms(s.Watchdog.SinceFeedMS))
+		wd = fmt.Sprintf("enabled, timeout %s, not fed yet", ms(s.Watchdog.TimeoutMS))
+		if f := s.Watchdog.SinceFeedMS; f != nil {
+			wd = fmt.Sprintf("enabled, timeout %s, fed %s ago", ms(s.Watchdog.TimeoutMS), ms(*f))
+		}
 	}
 	fmt.Fprintf(tw, "watchdog:\t%s\n", wd)
 	fmt.Fprintf(tw, "min version:\t%d\n", s.MinVersion)
 	fmt.Fprintf(tw, "last reset:\t%s\n", orDash(s.LastReset))
+	if !s.Committed {
+		fmt.Fprintf(tw, "committed:\tno\n")
+	}
+	for _, m := range s.Missing {
+		fmt.Fprintf(tw, "missing:\t%s\n", m)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -23,8 +23,8 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 			{Slot: "b", State: "trial", Version: 4, TriesLeft: 1, Reason: "verity: root hash mismatch"},
 		},
 		UptimeMS: 12345, PersistMounted: true,
-		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: 400},
-		LastReset: "fatal: persona web: supervisor hung",
+		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
+		LastReset: "fatal: persona web: supervisor hung", Committed: true,
 		Denied:    []string{"persona web: denied syscall accept4 (288), 3 times"}}, nil
 }
 
@@ -158,3 +158,5 @@ func TestCtlErrors(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,47 @@
+// Package fault is bay0's test-only fault injection: in a build with the faultinject tag,
+// bay0.fault=KIND on the kernel command line makes bay0 misbehave at a named point, so the
+// e2e suite can prove that the machine resets and falls back. Release builds compile
+// Enabled to false and carry none of it; the audit refuses a bay0 that contains the marker.
+//
+// Kinds: "panic" and "hang-main" (the governor's main loop, a few seconds after the system
+// is up), "panic-after-commit" (the governor panics 10 s after it commits), and "hang-POINT"
+// for the named points of the boot: stage1-a and stage1-b (stage 1, once it has written the
+// try of that slot), unlock (the passphrase prompt loop), personas (the persona start) and
+// control (the control channel's status verb).
+package fault
+
+import (
+	"os"
+	"strings"
+)
+
+// Enabled reports whether this is a fault-injection build.
+const Enabled = enabled
+
+// Marker is linked into a fault-injection build, and printed when a fault is armed.
+const Marker = marker
+
+// Kind returns the bay0.fault= value of the kernel command line, or "" (always "" in a
+// release build).
+func Kind() string {
+	if !enabled {
+		return ""
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	for _, w := range strings.Fields(string(cmdline)) {
+		if k, ok := strings.CutPrefix(w, "bay0.fault="); ok {
+			return k
+		}
+	}
+	return ""
+}
+
+// HangAt blocks forever when the command line asks for a hang at point; before blocking it
+// calls announce, so the test knows when the hang began.
+func HangAt(point string, announce func()) {
+	if !enabled || Kind() != "hang-"+point {
+		return
+	}
+	announce()
+	select {}
+}

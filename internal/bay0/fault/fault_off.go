@@ -1,0 +1,7 @@
+//go:build !faultinject
+
+package fault
+
+const enabled = false
+
+const marker = ""

@@ -1,7 +1,0 @@
-//go:build !faultinject
-
-package governor
-
-const faultInjection = false
-
-const faultMarker = ""
