@@ -154,8 +154,8 @@ type Supervisor struct {
 	started   chan startResult
 	exits     chan *launch
 	destroyed chan destroyResult
-	progress atomic.Int64
-	snap     atomic.Pointer[[]Status]
+	progress  atomic.Int64
+	snap      atomic.Pointer[[]Status]
 }
 
 type entry struct {
@@ -169,12 +169,12 @@ type entry struct {
 	// destroying: an ended instance is being killed and removed off the loop; a launch
 	// waits for it (deferred), since the new instance reuses the cgroup's name.
 	destroying, deferred bool
-	pending  string  // operator request that arrived while Starting: "stop" or "replace"
-	restarts int
-	lastExit string
-	delay    time.Duration
-	retryAt  time.Time
-	upSince  time.Time
+	pending              string // operator request that arrived while Starting: "stop" or "replace"
+	restarts             int
+	lastExit             string
+	delay                time.Duration
+	retryAt              time.Time
+	upSince              time.Time
 	// stallWindow is the policy's memory_stall; watch samples the running instance.
 	stallWindow time.Duration
 	watch       *stallWatch

@@ -120,10 +120,10 @@ const (
 	// period is a quarter of the timeout, and its supervised loops never block longer than
 	// their windows (2 s and up), so a shorter timeout would reset a healthy machine.
 	MinWatchdogTimeout = 2 * time.Second
-	DefaultTmpSize            = Size(16 << 20)
-	DefaultRunSize            = Size(1 << 20)
-	DefaultMemoryStall        = 10 * time.Second
-	DefaultDataSize           = Size(8 << 20)
+	DefaultTmpSize     = Size(16 << 20)
+	DefaultRunSize     = Size(1 << 20)
+	DefaultMemoryStall = 10 * time.Second
+	DefaultDataSize    = Size(8 << 20)
 	// MinDataSize is the smallest data_size: room for a few files and directories.
 	MinDataSize = Size(64 << 10)
 )
