@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/stage1"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
@@ -257,4 +258,83 @@ func TestDoorParametersIgnored(t *testing.T) {
 	}
 	v.Never(t, "Run /bin/sh")
 	v.Never(t, "emergency mode")
+}
+
+// TestStage1HangResetsAndTrialFallsBack (Article II §3, Article VI §2): stage 1 arms the
+// watchdog before it touches the record; hung right after writing a trial's try, it stops
+// feeding, the hardware resets the machine within its timeout plus stage 1's window, and the
+// next boot finds the trial out of tries and boots the other slot. No outside power cycle.
+func TestStage1HangResetsAndTrialFallsBack(t *testing.T) {
+	t.Parallel()
+	trial := buildSpine(t, spineOpts{version: 2})
+	good := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, trial, good, func(r *bootctl.Record) {
+		r.Slots[0].State, r.Slots[0].TriesLeft = bootctl.Trial, 1
+	})
+	cfg := machine(disk)
+	cfg.Initrd = faultInitrd(t)
+	cfg.Cmdline = "bay0.fault=hang-stage1-a"
+	cfg.MaxBoots = 2
+	cfg.Timeout = 3 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	v.WaitEvent(t, event.SysRq, bootTimeout, kv("value", "0"))
+	v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-stage1-a"))
+	hung := time.Now()
+	wantContains(t, v.WaitEvent(t, event.WatchdogStarving, bootTimeout), "reason", "stage1 silent")
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	resetWithin(t, time.Since(hung), stage1.WatchdogTimeout+stage1.Window)
+	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "b"))
+	waitUp(t, v, "tiny", 1, "b", bootTimeout)
+	v.Kill(t)
+	if n := len(v.Events(event.SlotTry, kv("slot", "a"))); n != 1 {
+		t.Errorf("the hung trial was tried %d times, want once", n)
+	}
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Bad || rec.Slots[0].Reason != bootctl.ReasonOutOfTries {
+		t.Errorf("slot a after its hung trial: %+v", rec.Slots[0])
+	}
+}
+
+// resetWithin fails the test if a reset took longer than the watchdog's promise (timeout plus
+// the window in which a stuck loop is noticed) plus 5 s, and a TCG allowance of 10 s more.
+func resetWithin(t *testing.T, took, promise time.Duration) {
+	t.Helper()
+	t.Logf("figure: reset %s after the hang (promise %s + 5s)", took.Round(100*time.Millisecond), promise)
+	if limit := promise + 5*time.Second + 10*time.Second; took > limit {
+		t.Errorf("the machine reset %s after the hang, want within %s", took.Round(100*time.Millisecond), limit)
+	}
+}
+
+// TestCommittedSpineThatKeepsDyingFallsBack (Article II §3, Article VI §2): a Spine that
+// commits and then dies at run time, boot after boot, is given up after the policy's
+// reset_limit and the last-known-good Spine in the other slot boots.
+func TestCommittedSpineThatKeepsDyingFallsBack(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	dying := buildSpine(t, spineOpts{version: 2, faulty: true, governor: quickHealth + "\nreset_limit = 1"})
+	disk := makeDisk(t, good, dying, func(r *bootctl.Record) {
+		r.Primary = 1
+		r.Slots[1].State, r.Slots[1].TriesLeft = bootctl.Trial, 1
+	})
+	cfg := machine(disk)
+	cfg.Cmdline = "bay0.fault=panic-after-commit"
+	cfg.MaxBoots = 4
+	cfg.Timeout = 6 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "b"), kv("version", "2"))
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "dies after its commit")
+	// Boot 2: good now, its one reset in a row is spent; it dies again.
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot"))
+	// Boot 3: given up, the last-known-good Spine boots.
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "a"))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	v.Kill(t)
+	rec := record(t, disk)
+	if rec.Slots[1].State != bootctl.Bad || !strings.Contains(rec.Slots[1].Reason, bootctl.ReasonResetLoop) || rec.Primary != 0 {
+		t.Errorf("record after the reset loop: %+v", rec)
+	}
 }

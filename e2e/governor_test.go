@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/governor"
+	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
@@ -96,5 +100,58 @@ func TestPersonaCannotForgeEvents(t *testing.T) {
 		if strings.Contains(l, "slot=forged") && !strings.HasPrefix(l, vmtest.PersonaPrefix("forge")) {
 			t.Errorf("console line %d carries the persona's text without its name in front: %q", i+1, l)
 		}
+	}
+}
+
+// TestPhaseHangResetsAndTrialFallsBack (Article II §3): the watchdog stage 1 armed stays fed
+// only while the governor's current phase progresses. A trial Spine whose governor hangs in
+// the passphrase prompt loop, in the persona start or in the control channel resets the
+// machine within the timeout plus the phase window, and the boot law falls back to the
+// last-known-good Spine, with no outside power cycle.
+func TestPhaseHangResetsAndTrialFallsBack(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	const timeout = 3 * time.Second
+	hung := buildSpine(t, spineOpts{version: 2, faulty: true, governor: `watchdog_timeout = "3s"`})
+	for _, point := range []string{"unlock", "personas", "control"} {
+		t.Run(point, func(t *testing.T) {
+			t.Parallel()
+			disk := makeDisk(t, good, hung, func(r *bootctl.Record) {
+				r.Primary = 1
+				r.Slots[1].State, r.Slots[1].TriesLeft = bootctl.Trial, 1
+			})
+			cfg := machine(disk)
+			sock := ""
+			if point == "control" {
+				cfg, sock = withControl(t, cfg)
+			}
+			cfg.Cmdline = "bay0.fault=hang-" + point
+			cfg.MaxBoots = 2
+			cfg.Timeout = 3 * bootTimeout
+			v := vmtest.Boot(t, cfg)
+			if point == "control" {
+				waitUp(t, v, "tiny", 2, "b", bootTimeout)
+				c := dial(t, sock)
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+					defer cancel()
+					c.Call(ctx, control.Request{Verb: control.VerbStatus}) // never answered
+				}()
+			}
+			v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-"+point))
+			hungAt := time.Now()
+			stuck := v.WaitEvent(t, event.WatchdogStarving, bootTimeout)
+			want := map[string]string{"unlock": "boot silent", "personas": "boot silent", "control": "control silent"}[point]
+			wantContains(t, stuck, "reason", want)
+			v.WaitEvent(t, event.Stage1Start, bootTimeout)
+			resetWithin(t, time.Since(hungAt), governor.PhaseWindow+timeout)
+			waitUp(t, v, "tiny", 1, "a", bootTimeout)
+			v.Kill(t)
+			v.NeverEvent(t, event.Halt)
+			rec := record(t, disk)
+			if rec.Slots[1].State != bootctl.Bad {
+				t.Errorf("slot b after its hung trial: %+v", rec.Slots[1])
+			}
+		})
 	}
 }

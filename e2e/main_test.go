@@ -33,6 +33,7 @@ type fixture struct {
 	key      ed25519.PrivateKey
 	otherKey ed25519.PrivateKey // not trusted by the initramfs
 	initrd   string
+	pub      []byte // the trusted public key (PEM) baked into the initramfs
 	accel    string // QEMU accelerator, probed once
 	// unusedPattern is a run of bytes found only inside a file of the "tiny" Spine that nothing
 	// ever reads, so damage there is invisible to lazy verification.
@@ -93,22 +94,10 @@ func setup() error {
 	if err != nil {
 		return err
 	}
-	bay0, err := os.ReadFile(fx.bay0)
-	if err != nil {
-		return err
-	}
+	fx.pub = pub
 	fx.initrd = filepath.Join(dir, "initrd.gz")
-	f, err := os.Create(fx.initrd)
-	if err != nil {
+	if err := buildInitrd(fx.initrd, fx.bay0); err != nil {
 		return err
-	}
-	err = initramfs.Build(f, initramfs.Spec{Bay0: bay0, ModulesDir: fx.kernel.ModulesDir, Release: fx.kernel.Release,
-		ModuleParams: initramfs.DefaultModuleParams(), TrustedKeys: [][]byte{pub}})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("build initramfs: %w", err)
 	}
 	// A file of random bytes in a persona tree: random data does not compress, so SquashFS
 	// stores it verbatim and the test can find and damage it in the image.
@@ -126,6 +115,46 @@ func setup() error {
 		return err
 	}
 	return setupPersist(ctx)
+}
+
+// buildInitrd writes the initramfs with the given bay0 and the shared kernel's modules and key.
+func buildInitrd(out, bay0Path string) error {
+	bay0, err := os.ReadFile(bay0Path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	err = initramfs.Build(f, initramfs.Spec{Bay0: bay0, ModulesDir: fx.kernel.ModulesDir, Release: fx.kernel.Release,
+		ModuleParams: initramfs.DefaultModuleParams(), TrustedKeys: [][]byte{fx.pub}})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	return nil
+}
+
+var faultInitrdOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// faultInitrd is the initramfs whose stage 1 is the fault-injection build, once per run.
+func faultInitrd(t testing.TB) string {
+	bay0 := faultBay0(t)
+	faultInitrdOnce.Do(func() {
+		faultInitrdOnce.path = filepath.Join(fx.dir, "initrd-faultinject.gz")
+		faultInitrdOnce.err = buildInitrd(faultInitrdOnce.path, bay0)
+	})
+	if faultInitrdOnce.err != nil {
+		t.Fatal(faultInitrdOnce.err)
+	}
+	return faultInitrdOnce.path
 }
 
 var faultOnce struct {
