@@ -102,6 +102,11 @@ func TestBootGoodSlotA(t *testing.T) {
 	img := buildSpine(t, spineOpts{})
 	disk := makeDisk(t, img, img, nil)
 	v := vmtest.Boot(t, machine(disk))
+	// SysRq is off before stage 1 touches anything: no reboot, sync or remount key on the
+	// serial line (Article V §2). A kernel built without SysRq reports it absent.
+	if e := v.WaitEvent(t, event.SysRq, bootTimeout); e.Value("value") != "0" && e.Value("value") != "absent" {
+		t.Errorf("kernel.sysrq is %q after bay0 set it, want 0", e.Value("value"))
+	}
 	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "a"))
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
