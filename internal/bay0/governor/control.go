@@ -100,7 +100,11 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	return out, nil
 }
 
-func (h *ctlHandler) Logs() ([]string, error) { return h.g.ring.Lines(), nil }
+// Logs returns bay0's own recent lines, then the personas': each from a ring of its own, so
+// bay0's lines survive any persona's flood.
+func (h *ctlHandler) Logs() ([]string, error) {
+	return append(h.g.ring.Lines(), h.g.personaRing.Lines()...), nil
+}
 
 // verbTimeout bounds a persona verb; it must stay well inside the watchdog window, since the
 // control loop reports no progress while a verb runs.

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/conlog"
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/fault"
 	"alpinespine.org/spine/internal/bay0/halt"
@@ -61,8 +62,12 @@ type Governor struct {
 	// asked is set when the machine ends because someone asked (spine ctl reboot).
 	asked atomic.Bool
 	fatal chan error
-	// ring keeps bay0's recent log lines for the control channel's logs verb.
-	ring *control.LogRing
+	// con is the console's single writer: bay0's lines and each persona's go through bounded
+	// queues, so no loop waits on the UART. ring and personaRing keep recent lines for the
+	// logs verb, bay0's apart, so a persona's flood never pushes bay0's own lines out.
+	con         *conlog.Mux
+	ring        *control.LogRing
+	personaRing *control.LogRing
 	// lastFeed is when the watchdog was last fed (unix nanoseconds; 0: not yet).
 	lastFeed atomic.Int64
 	// pending is a reboot or power off that waits for its answer to leave the control
@@ -81,8 +86,9 @@ type Governor struct {
 
 // New returns a governor that talks on console.
 func New(console io.ReadWriter) *Governor {
-	ring := control.NewLogRing(0, 0)
-	return &Governor{console: console, log: io.MultiWriter(console, ring), ring: ring, fatal: make(chan error, 4),
+	ring, con := control.NewLogRing(0, 0), conlog.New(console)
+	return &Governor{console: console, con: con, log: io.MultiWriter(con.Bay(), ring), ring: ring,
+		personaRing: control.NewLogRing(0, 0), fatal: make(chan error, 4),
 		started: time.Now(), health: health.New(time.Now()), requests: make(chan *halt.PowerError, 1)}
 }
 
@@ -443,6 +449,7 @@ func (g *Governor) HaltHooks() []halt.Hook {
 	// them, for at most haltBudget, so a clean power off is not cut short by a reset.
 	feedThrough := func(halt.Action, string) error {
 		g.health.Only(LoopHalt, haltBudget, time.Now())
+		g.con.Flush(2 * time.Second)
 		return nil
 	}
 	// The supervisor would replace the personas halt has just killed: stop it, then kill

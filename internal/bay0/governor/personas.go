@@ -3,6 +3,7 @@ package governor
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/denial"
@@ -33,8 +34,11 @@ func (g *Governor) startPersonas() error {
 		return err
 	}
 	sup, err := supervise.New(supervise.Config{
-		KernelLog:    kmsg,
-		Console:      g.log,
+		KernelLog: kmsg,
+		Console:   g.log,
+		Output: func(name string) io.Writer {
+			return io.MultiWriter(g.con.Source("persona "+name, 0), g.personaRing)
+		},
 		Launcher:     supervise.Kernel{Spawner: g.reaper},
 		SpineRoot:    "/",
 		PersistRoot:  persistRoot(),
@@ -46,6 +50,8 @@ func (g *Governor) startPersonas() error {
 		return err
 	}
 	g.personas = sup
+	// From here on the console is drained asynchronously: the prompt is behind us.
+	g.con.Start()
 	g.hangAt("personas")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -82,8 +82,12 @@ func (b Backoff) next(last, ran time.Duration) time.Duration {
 
 // Config is what a Supervisor needs from the governor.
 type Config struct {
-	// Console receives the governor's lines about personas and the personas' own output.
-	Console  io.Writer
+	// Console receives the governor's lines about personas, and the personas' own output
+	// unless Output is set.
+	Console io.Writer
+	// Output, if set, gives each persona's output its own writer (called once per persona):
+	// the governor's bounded per-source console queue.
+	Output   func(name string) io.Writer
 	Launcher Launcher
 	// SpineRoot is where the Spine is mounted; "/" in the governor.
 	SpineRoot string
@@ -162,7 +166,8 @@ type entry struct {
 	spec     persona.Spec
 	refusal  error
 	always   bool
-	optional bool // the policy lets a trial commit without it
+	optional bool      // the policy lets a trial commit without it
+	out      io.Writer // where its output goes
 	state    State
 	cur      *launch // running instance, if any
 	gen      int     // generation of the current or pending launch
@@ -234,6 +239,9 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 	}
 	for i, p := range pol.Personas {
 		e := &entry{always: p.Restart != "never", optional: p.Optional, state: Waiting, stallWindow: time.Duration(p.MemoryStall)}
+		if cfg.Output != nil {
+			e.out = cfg.Output(p.Name)
+		}
 		if e.stallWindow <= 0 {
 			e.stallWindow = policy.DefaultMemoryStall
 		}
@@ -422,9 +430,12 @@ func (s *Supervisor) launch(name string) {
 
 func (s *Supervisor) spawn(name string) {
 	e := s.ps[name]
-	gen, spec := e.gen, e.spec
+	gen, spec, out := e.gen, e.spec, e.out
+	if out == nil {
+		out = s.console
+	}
 	go func() {
-		inst, err := s.cfg.Launcher.Launch(spec, s.console)
+		inst, err := s.cfg.Launcher.Launch(spec, out)
 		s.started <- startResult{name: name, gen: gen, inst: inst, err: err}
 	}()
 }
