@@ -187,8 +187,18 @@ wait:
 	}
 	select {
 	case <-armed:
-		// The reader copies or discards the whole body, then goes on reading lines by itself.
-		<-copyDone
+		// The reader copies or discards the whole body (a stalled client holds it up to
+		// BodyStall), then goes on reading lines by itself; progress goes on meanwhile, so
+		// draining never starves the watchdog.
+	drain:
+		for {
+			select {
+			case <-copyDone:
+				break drain
+			case <-tick.C:
+				progress()
+			}
+		}
 	default:
 		select {
 		case next <- nil:
