@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +155,47 @@ func TestPhaseHangResetsAndTrialFallsBack(t *testing.T) {
 				t.Errorf("slot b after its hung trial: %+v", rec.Slots[1])
 			}
 		})
+	}
+}
+
+// TestTrialDeadlineRevertsHalfUpTrial (Article II §3, no degraded mode): a trial whose
+// required persona can never start (an uplink on a machine without a network card) is
+// reported with the reason in status, never commits, and at its deadline bay0 reboots and
+// the boot law reverts to the last-known-good Spine, which takes updates again.
+func TestTrialDeadlineRevertsHalfUpTrial(t *testing.T) {
+	t.Parallel()
+	good := buildSpine(t, spineOpts{})
+	web := fmt.Sprintf("[[persona]]\nname = \"web\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n"+
+		"network = \"uplink\"\naddress = \"10.0.2.15/24\"\n[persona.source]\ndir = %q\n", filepath.Join(fx.dir, "tiny-tree"))
+	half := buildSpine(t, spineOpts{version: 2, personas: web, governor: quickHealth + "\ntrial_deadline = \"20s\""})
+	disk := makeDisk(t, good, half, func(r *bootctl.Record) {
+		r.Primary = 1
+		r.Slots[1].State, r.Slots[1].TriesLeft = bootctl.Trial, 1
+	})
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 4 * bootTimeout
+	v := vmtest.Boot(t, cfg)
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	c := dial(t, sock)
+	var st control.StatusInfo
+	if err := call(t, c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Committed || !strings.Contains(strings.Join(st.Missing, "\n"), "persona web") {
+		t.Errorf("status of the half-up trial: committed %v, missing %q; want the web persona named", st.Committed, st.Missing)
+	}
+	if len(st.Boot) == 0 || st.Boot[0].Name != "stage1: setup" {
+		t.Errorf("status has no boot timeline: %+v", st.Boot)
+	}
+	c.Close()
+	wantContains(t, v.WaitEvent(t, event.TrialDeadline, bootTimeout, kv("slot", "b")), "missing", "persona web")
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "not healthy")
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	v.Kill(t)
+	v.NeverEvent(t, event.Committed, kv("slot", "b"))
+	if rec := record(t, disk); rec.Slots[1].State != bootctl.Bad || rec.Primary != 0 {
+		t.Errorf("record after the deadline: %+v", rec)
 	}
 }

@@ -192,6 +192,8 @@ type spineOpts struct {
 	faulty bool
 	// force signs these extra files into the Spine whatever the builder's audit says.
 	force map[string][]byte
+	// personas are more [[persona]] tables, after the idle one.
+	personas string
 }
 
 // buildSpine builds a small signed Spine with one persona and returns its path.
@@ -226,7 +228,8 @@ memory = "16MiB"
 pids = 8
 [persona.source]
 dir = %q
-`, o.name, o.version, o.governor, filepath.Join(fx.dir, "tiny-tree"))
+%s
+`, o.name, o.version, o.governor, filepath.Join(fx.dir, "tiny-tree"), o.personas)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -134,6 +134,13 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 	for _, m := range s.Missing {
 		fmt.Fprintf(tw, "missing:\t%s\n", m)
 	}
+	if len(s.Boot) > 0 {
+		var parts []string
+		for _, p := range s.Boot {
+			parts = append(parts, fmt.Sprintf("%s %s", p.Name, ms(uint64(max(p.MS, 0)))))
+		}
+		fmt.Fprintf(tw, "boot:\t%s\n", strings.Join(parts, ", "))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
