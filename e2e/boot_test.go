@@ -286,7 +286,7 @@ func TestStage1HangResetsAndTrialFallsBack(t *testing.T) {
 	v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-stage1-a"))
 	hung := time.Now()
 	wantContains(t, v.WaitEvent(t, event.WatchdogStarving, bootTimeout), "reason", "stage1 silent")
-	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	v.WaitBoot(t, bootTimeout)
 	resetWithin(t, time.Since(hung), stage1.WatchdogTimeout+stage1.Window)
 	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "b"))
 	waitUp(t, v, "tiny", 1, "b", bootTimeout)

@@ -49,7 +49,7 @@ func TestHungLoopStarvesWatchdog(t *testing.T) {
 	v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-main"))
 	hung := time.Now()
 	wantContains(t, v.WaitEvent(t, event.WatchdogStarving, bootTimeout), "reason", "supervised loop stuck: main silent")
-	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	v.WaitBoot(t, bootTimeout)
 	elapsed := time.Since(hung)
 	// Silence is noticed after the 2 s window, then the hardware (i6300esb: two stages of the
 	// timeout each) resets; TCG adds its own slowness, hence the margin.
@@ -72,8 +72,9 @@ func TestReleaseBuildHasNoFaultInjection(t *testing.T) {
 	cfg.Cmdline = "bay0.fault=panic"
 	v := vmtest.Boot(t, cfg)
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
-	// A test build fires its fault 2 s into the main loop, long before the commit.
-	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	// A test build fires its fault 2 s into the main loop; the idle persona's fourth
+	// heartbeat comes later than that.
+	v.WaitPersona(t, "idle", "heartbeat 4 from", bootTimeout)
 	res := v.Kill(t)
 	if res.Outcome != vm.Killed {
 		t.Fatalf("a release bay0 obeyed bay0.fault=panic: %s", res.Outcome)
@@ -145,7 +146,7 @@ func TestPhaseHangResetsAndTrialFallsBack(t *testing.T) {
 			stuck := v.WaitEvent(t, event.WatchdogStarving, bootTimeout)
 			want := map[string]string{"unlock": "boot silent", "personas": "boot silent", "control": "control silent"}[point]
 			wantContains(t, stuck, "reason", want)
-			v.WaitEvent(t, event.Stage1Start, bootTimeout)
+			v.WaitBoot(t, bootTimeout)
 			resetWithin(t, time.Since(hungAt), governor.PhaseWindow+timeout)
 			waitUp(t, v, "tiny", 1, "a", bootTimeout)
 			v.Kill(t)

@@ -175,6 +175,10 @@ func (g *Governor) Run() error {
 	g.emit(UpEvent(g.boot))
 	g.goSafe("reaper", g.reaper.reapForever)
 	if g.committed.Load() {
+		r := g.state.snapshot()
+		g.logf("slot %s committed by an earlier boot: takes updates", bootctl.SlotName(g.boot.Slot))
+		g.emit(event.New(event.Committed).With("slot", bootctl.SlotName(g.boot.Slot)).Uint("version", g.boot.Manifest.Version).
+			Uint("min_version", r.MinVersion).With("earlier", "true"))
 		g.afterCommit()
 	}
 	return g.mainLoop()

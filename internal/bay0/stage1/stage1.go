@@ -165,13 +165,16 @@ func Run(sys System, log io.Writer) error {
 
 // feed feeds the watchdog while stage 1 progresses; once it stops (a hang), it says so once
 // and never feeds again: the hardware resets the machine. It ends with the process (the
-// exec into the governor, or halt).
+// exec into the governor, or halt); it never returns, so a stage 1 blocked forever is
+// reset by the watchdog, not ended by the runtime's deadlock detector.
 func feed(dog Dog, mon *health.Monitor, log io.Writer) {
 	for {
 		if err := mon.Check(time.Now(), Window); err != nil {
 			fmt.Fprintf(log, "bay0: stage1: watchdog: not feeding: %v\n", err)
 			fmt.Fprintln(log, event.New(event.WatchdogStarving).With("reason", err.Error()))
-			return
+			for {
+				time.Sleep(time.Hour)
+			}
 		}
 		if err := dog.Feed(); err != nil {
 			fmt.Fprintf(log, "bay0: stage1: watchdog: %v\n", err)

@@ -310,6 +310,13 @@ func (m *Machine) WaitForLine(desc string, match func(line string) bool, timeout
 	return line, err
 }
 
+// WaitForBoot returns the next kernel banner line (a boot, or a reset's next boot), through the
+// same cursor as WaitFor; the banner is anchored at the line's start, where no persona's
+// output can be.
+func (m *Machine) WaitForBoot(timeout time.Duration) (string, error) {
+	return m.WaitForLine("the kernel banner", isBanner, timeout)
+}
+
 // waitLine returns the first line at or after the cursor for which match returns an index >=
 // 0; partial says whether an unterminated line that has stopped growing may match. desc
 // names what is awaited in a WaitError.

@@ -99,6 +99,15 @@ func (v *VM) WaitEvent(t testing.TB, k event.Kind, timeout time.Duration, want .
 	return e
 }
 
+// WaitBoot waits for the next kernel banner (see vm.Machine.WaitForBoot): the moment a reset
+// took effect. It fails the test if none comes within timeout.
+func (v *VM) WaitBoot(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	if _, err := v.m.WaitForBoot(timeout); err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+}
+
 // PersonaPrefix starts every console line of a persona's output: bay0 puts it there, so a
 // line that starts with it came from that persona and from no other.
 func PersonaPrefix(name string) string { return "persona " + name + ": " }
