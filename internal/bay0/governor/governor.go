@@ -399,7 +399,6 @@ func (g *Governor) window() time.Duration {
 // feedWatchdog feeds the hardware watchdog only while every supervised loop progresses. When a
 // loop is stuck it records why and stops feeding: the hardware resets the machine.
 func (g *Governor) feedWatchdog() error {
-	period := max(250*time.Millisecond, g.wd.Timeout()/4)
 	starving := false
 	for {
 		now := time.Now()
@@ -417,8 +416,7 @@ func (g *Governor) feedWatchdog() error {
 			g.lastFeed.Store(now.UnixNano())
 		}
 		// The period follows the timeout, which the policy phase changes.
-		period = max(250*time.Millisecond, g.wd.Timeout()/4)
-		time.Sleep(period)
+		time.Sleep(max(250*time.Millisecond, g.wd.Timeout()/4))
 	}
 }
 
