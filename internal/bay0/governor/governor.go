@@ -130,15 +130,19 @@ func (g *Governor) emit(e event.Event) {
 // /persist), personas, control. Each is logged with its duration and must progress within
 // PhaseWindow, or the watchdog goes unfed and names the phase.
 func (g *Governor) Run() error {
-	// Whatever ends the run, the machine now goes down through halt: feed through it.
-	defer g.health.Only(LoopHalt, haltBudget, time.Now())
+	// Whatever ends the run, the machine now goes down through halt: feed through it, and let
+	// the queued console lines out first, so halt's own lines come after them.
+	defer func() {
+		g.health.Only(LoopHalt, haltBudget, time.Now())
+		g.con.Flush(2 * time.Second)
+	}()
 	if err := g.phase("system", mountSystem); err != nil {
 		return err
 	}
 	if err := g.phase("handoff", func() (err error) { g.boot, err = handoff.Read(""); return err }); err != nil {
 		return err
 	}
-	g.timeline.add(g.boot.Phases...)
+	g.timeline.first(g.boot.Phases...)
 	if err := g.phase("watchdog", g.adoptWatchdog); err != nil {
 		return err
 	}
@@ -242,6 +246,13 @@ func (t *timeline) add(p ...handoff.Phase) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.phases = append(t.phases, p...)
+}
+
+// first puts p before the phases added so far (stage 1's, read by the handoff phase).
+func (t *timeline) first(p ...handoff.Phase) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phases = append(append([]handoff.Phase(nil), p...), t.phases...)
 }
 
 func (t *timeline) get() []handoff.Phase {

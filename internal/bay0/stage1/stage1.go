@@ -29,7 +29,7 @@ import (
 // feed, resets the machine within WatchdogTimeout + Window.
 const (
 	WatchdogTimeout = 10 * time.Second
-	Window          = 3 * time.Second
+	Window          = 5 * time.Second
 )
 
 // Dog is the armed hardware watchdog.

@@ -147,10 +147,12 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 	if size == 0 || size > uint64(partSize) {
 		return handoff.Handoff{}, fmt.Errorf("recorded image size %d does not fit partition %s (%d bytes)", size, name, partSize)
 	}
+	progress()
 	im, err := image.Open(f, int64(size))
 	if err != nil {
 		return handoff.Handoff{}, err
 	}
+	progress()
 	m, err := im.Authenticate(trusted)
 	if err != nil {
 		return handoff.Handoff{}, err
@@ -160,7 +162,9 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 	}
 
 	check := dm.Verity{Name: name + "-check", Device: dev, Manifest: m}
+	progress()
 	node, err := dm.MapVerity(check)
+	progress()
 	if err != nil {
 		return handoff.Handoff{}, err
 	}
