@@ -33,7 +33,17 @@ func (linuxSyscalls) keepalive(fd int) error {
 // Open opens and arms the watchdog with the given timeout. From here on the machine resets
 // unless Feed is called within every timeout.
 func Open(timeout time.Duration) (*Device, error) {
-	fd, err := unix.Open(Path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	return open(unix.O_CLOEXEC, timeout)
+}
+
+// OpenInherited opens and arms the watchdog like Open, but leaves it open across exec: stage 1
+// arms it before it touches the boot record and hands it, still counting, to the governor.
+func OpenInherited(timeout time.Duration) (*Device, error) {
+	return open(0, timeout)
+}
+
+func open(flags int, timeout time.Duration) (*Device, error) {
+	fd, err := unix.Open(Path, unix.O_WRONLY|flags, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", Path, err)
 	}
@@ -41,21 +51,6 @@ func Open(timeout time.Duration) (*Device, error) {
 	if err != nil {
 		// Closing without the magic character leaves a nowayout watchdog running: the
 		// machine resets, which is what an unusable watchdog deserves.
-		unix.Close(fd)
-		return nil, err
-	}
-	return d, nil
-}
-
-// OpenInherited opens and arms the watchdog like Open, but leaves it open across exec: stage 1
-// arms it before it touches the boot record and hands it, still counting, to the governor.
-func OpenInherited(timeout time.Duration) (*Device, error) {
-	fd, err := unix.Open(Path, unix.O_WRONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", Path, err)
-	}
-	d, err := configure(fd, linuxSyscalls{}, timeout)
-	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
