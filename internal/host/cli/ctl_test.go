@@ -25,7 +25,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		UptimeMS: 12345, PersistMounted: true,
 		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
 		LastReset: "fatal: persona web: supervisor hung", Committed: true,
-		Denied:    []string{"persona web: denied syscall accept4 (288), 3 times"}}, nil
+		Denied: []string{"persona web: denied syscall accept4 (288), 3 times"}}, nil
 }
 
 func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
