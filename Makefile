@@ -5,7 +5,7 @@ export SOURCE_DATE_EPOCH ?= 1767225600
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test unit integration e2e lint demo bench clean fuzz conformance readme
+.PHONY: all deps build kernel kernel-repro test unit integration e2e lint demo bench clean fuzz conformance readme
 
 all: build
 
@@ -16,6 +16,14 @@ build:
 	$(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(BIN)/bay0 ./cmd/bay0
 	$(GO) build -trimpath -o $(BIN)/spine ./cmd/spine
 
+# Spine's kernel, built once per machine into the cache (minutes the first time, then instant).
+kernel: deps build
+	$(BIN)/spine kernel
+
+# Builds the kernel twice from scratch, in two fresh caches, and compares the bytes.
+kernel-repro: deps
+	$(GO) test -tags kernelrepro -count=1 -timeout 120m -run TestReproducible -v ./internal/host/kernel/
+
 lint: deps
 	@scripts/lint.sh
 
@@ -25,12 +33,12 @@ unit: deps build
 	$(GO) run ./tools/gotest .cache/unit.json -count=1 ./...
 
 # The unit tests plus those that boot QEMU or download (build tag integration).
-integration: deps build
+integration: deps build kernel
 	@mkdir -p .cache
 	$(GO) run ./tools/gotest .cache/unit.json -count=1 -tags integration ./...
 
 # E2E boots real machines under QEMU; a failing scenario prints its console.
-e2e: deps build
+e2e: deps build kernel
 	@mkdir -p .cache
 	$(GO) run ./tools/gotest .cache/e2e.json -count=1 -tags e2e -timeout 30m -parallel 2 ./e2e/...
 
@@ -43,10 +51,10 @@ conformance:
 readme:
 	@scripts/readme-cli.sh
 
-demo: deps build
+demo: deps build kernel
 	@scripts/demo.sh
 
-bench: deps build
+bench: deps build kernel
 	$(GO) run ./bench
 
 fuzz:

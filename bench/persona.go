@@ -38,11 +38,7 @@ func benchPersona(ctx context.Context, dir string) ([]result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("crun (Debian package crun): %w", err)
 	}
-	cache, err := kernel.DefaultCacheDir()
-	if err != nil {
-		return nil, err
-	}
-	k, err := kernel.Prepare(ctx, cache)
+	k, err := kernel.Default(ctx, os.Stderr)
 	if err != nil {
 		return nil, err
 	}

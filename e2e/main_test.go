@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Package e2e boots real Spines under QEMU: the Debian kernel, our initramfs and bay0, real
+// Package e2e boots real Spines under QEMU: Spine's own kernel, our initramfs and bay0, real
 // dm-verity, real SquashFS. Each file proves one part of the constitution; every scenario checks
 // the happy path or the attack and fails when the property breaks. A missing QEMU or kernel is
 // a failure, never a skip.
@@ -59,7 +59,7 @@ func repoRoot() string {
 
 func setup() error {
 	ctx := context.Background()
-	for _, tool := range []string{"qemu-system-x86_64", "mksquashfs", "apt-get", "dpkg-deb", "depmod"} {
+	for _, tool := range []string{"qemu-system-x86_64", "mksquashfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is missing (run scripts/deps.sh): %w", tool, err)
 		}
@@ -69,12 +69,8 @@ func setup() error {
 		return err
 	}
 	fx.dir = dir
-	cache, err := kernel.DefaultCacheDir()
-	if err != nil {
-		return err
-	}
-	if fx.kernel, err = kernel.Prepare(ctx, cache); err != nil {
-		return fmt.Errorf("prepare kernel: %w", err)
+	if fx.kernel, err = kernel.Default(ctx, os.Stderr); err != nil {
+		return fmt.Errorf("build kernel: %w", err)
 	}
 	fx.accel = vm.DetectAccel(ctx, vm.DefaultQEMU)
 	fx.bay0 = filepath.Join(dir, "bay0")
@@ -127,8 +123,7 @@ func buildInitrd(out, bay0Path string) error {
 	if err != nil {
 		return err
 	}
-	err = initramfs.Build(f, initramfs.Spec{Bay0: bay0, ModulesDir: fx.kernel.ModulesDir, Release: fx.kernel.Release,
-		ModuleParams: initramfs.DefaultModuleParams(), TrustedKeys: [][]byte{fx.pub}})
+	err = initramfs.Build(f, initramfs.Spec{Bay0: bay0, TrustedKeys: [][]byte{fx.pub}})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

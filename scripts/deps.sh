@@ -9,6 +9,17 @@ have mksquashfs          || need+=(squashfs-tools)
 have veritysetup         || need+=(cryptsetup-bin)
 have cryptsetup          || need+=(cryptsetup-bin)
 have qemu-system-x86_64  || need+=(qemu-system-x86)
+# Spine's kernel is built from Debian's source with the kernel's own build dependencies.
+[ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
+have make                || need+=(make)
+have gcc                 || need+=(gcc)
+have bc                  || need+=(bc)
+have bison               || need+=(bison)
+have flex                || need+=(flex)
+have perl                || need+=(perl)
+[ -f /usr/include/libelf.h ]       || need+=(libelf-dev)
+[ -f /usr/include/openssl/ssl.h ]  || need+=(libssl-dev)
+# make bench only: it boots Debian's generic kernel, with its modules, for comparison.
 have depmod              || need+=(kmod)
 have mkfs.ext4           || need+=(e2fsprogs)
 have sfdisk              || need+=(fdisk)
@@ -34,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# The kernel package is fetched with apt-get download, which needs package lists.
+# make bench fetches Debian's kernel package with apt-get download, which needs package lists.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
   apt-get update -qq
 fi

@@ -10,7 +10,9 @@
 // reports what a new instance finds in /tmp and /data, leaves something in both, and ends.
 // With "bridge" it shows the bridge rule across reboots: what survives in /data and /tmp, that
 // its root cannot be written, and whether a program copied into /data may run. With "lateral"
-// it tries to reach the other uplinked personas (lateral.go).
+// it tries to reach the other uplinked personas (lateral.go). With "kernel", as PID 1 of a bare
+// machine, it shows the surfaces Spine's kernel leaves out are gone from the kernel itself
+// (kernel.go).
 package main
 
 import (
@@ -81,6 +83,9 @@ func main() {
 			}
 		case "lateral":
 			lateral(os.Args[2:])
+			return
+		case "kernel":
+			kernelSurfaces()
 			return
 		case "exec-ok":
 			fmt.Println("probe: bridge: a program from /data ran")
@@ -300,8 +305,13 @@ func (p *prober) abis() {
 		cmd := exec.Command("/proc/self/exe", abi)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
-		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() &&
-			ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGSYS
+		// SIGSYS is the filter; for int 0x80, SIGSEGV is Spine's kernel, which has no 32-bit
+		// entry at all (the fault comes before any filter could see a call).
+		sig := syscall.Signal(0)
+		if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
+			sig = ee.Sys().(syscall.WaitStatus).Signal()
+		}
+		killed := sig == syscall.SIGSYS || abi == "int80" && sig == syscall.SIGSEGV
 		p.report(abi+" system call", !killed, fmt.Sprintf("child ended with %v %s", err, strings.TrimSpace(string(out))))
 	}
 }

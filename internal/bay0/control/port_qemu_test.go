@@ -35,13 +35,9 @@ func TestPortInQEMU(t *testing.T) {
 	if _, err := exec.LookPath(vm.DefaultQEMU); err != nil {
 		t.Fatalf("%s not found (install the Debian package qemu-system-x86): %v", vm.DefaultQEMU, err)
 	}
-	cache, err := kernel.DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	pctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	k, err := kernel.Prepare(pctx, cache)
+	k, err := kernel.Default(pctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +53,7 @@ func TestPortInQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	var img bytes.Buffer
-	err = initramfs.Build(&img, initramfs.Spec{Bay0: bin, ModulesDir: k.ModulesDir, Release: k.Release,
-		Modules: []string{"virtio_pci", "virtio_console"}, TrustedKeys: [][]byte{testPublicKey(t)}})
+	err = initramfs.Build(&img, initramfs.Spec{Bay0: bin, TrustedKeys: [][]byte{testPublicKey(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}

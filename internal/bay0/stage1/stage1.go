@@ -1,5 +1,5 @@
-// Package stage1 is bay0 as PID 1 in the initramfs: it applies the boot law. It loads the
-// modules, reads the boot-control record, tries the primary slot then the other one, verifies
+// Package stage1 is bay0 as PID 1 in the initramfs: it applies the boot law. It mounts the
+// pseudo filesystems, reads the boot-control record, tries the primary slot then the other one, verifies
 // each (signature, anti-rollback, dm-verity with every block read once), and hands the machine
 // to the first Spine that passes, or powers off with every reason printed.
 //
@@ -41,8 +41,8 @@ type Dog interface {
 
 // System is everything stage 1 asks of the kernel.
 type System interface {
-	// Setup mounts /proc, /sys and /dev, turns SysRq off and loads the modules; TrustedKeys
-	// reads the baked keys.
+	// Setup mounts /proc, /sys and /dev and turns SysRq off (a kernel without SysRq has no
+	// switch to turn); TrustedKeys reads the baked keys.
 	Setup() error
 	TrustedKeys() ([]ed25519.PublicKey, error)
 	// ArmWatchdog opens the hardware watchdog, left open across exec, with WatchdogTimeout.
@@ -61,7 +61,7 @@ type System interface {
 // Run applies the boot law. It returns only with an error: a *halt.PowerError when no slot
 // can boot, any other error when stage 1 itself cannot work.
 //
-// Order: the watchdog is armed right after the pseudo filesystems and modules are up and
+// Order: the watchdog is armed right after the pseudo filesystems are up and
 // before the record is read, and it is fed only while stage 1 progresses (each step, each
 // chunk of the eager verification), so a hang after a trial's try is written resets the
 // machine and uses the try up.

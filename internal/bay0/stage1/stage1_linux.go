@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/dm"
-	"alpinespine.org/spine/internal/bay0/kmod"
 	"alpinespine.org/spine/internal/bay0/watchdog"
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/bootctl"
@@ -27,10 +26,9 @@ import (
 
 // Paths inside the initramfs, as spine initramfs lays it out.
 const (
-	newRoot    = "/newroot"
-	moduleList = "/etc/bay0/modules"
-	keyDir     = "/etc/bay0/keys"
-	stateName  = "bay0-state"
+	newRoot   = "/newroot"
+	keyDir    = "/etc/bay0/keys"
+	stateName = "bay0-state"
 )
 
 // Linux is the real System.
@@ -38,7 +36,8 @@ type Linux struct {
 	Log io.Writer
 }
 
-// Setup mounts the pseudo filesystems and loads the modules listed in the initramfs.
+// Setup mounts the pseudo filesystems and turns SysRq off. Spine's kernel has every driver built
+// in (there are no modules to load) and no SysRq at all (the switch is absent).
 func (l Linux) Setup() error {
 	for _, m := range []struct{ src, dst, fstype string }{
 		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
@@ -60,25 +59,6 @@ func (l Linux) Setup() error {
 		sysrq = strings.TrimSpace(string(b))
 	}
 	fmt.Fprintln(l.Log, event.New(event.SysRq).With("value", sysrq))
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return fmt.Errorf("uname: %w", err)
-	}
-	release := unix.ByteSliceToString(uts.Release[:])
-	f, err := os.Open(moduleList)
-	if err != nil {
-		return fmt.Errorf("open module list: %w", err)
-	}
-	items, err := kmod.ParseLoadList(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("module list: %w", err)
-	}
-	start := time.Now()
-	if err := kmod.LoadAll(filepath.Join("/lib/modules", release), items); err != nil {
-		return err
-	}
-	fmt.Fprintf(l.Log, "bay0: stage1: loaded %d modules in %s\n", len(items), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -283,7 +263,7 @@ func (l Linux) SwitchRoot(h handoff.Handoff) error {
 	return unix.Exec("/bin/bay0", []string{"/bin/bay0", "governor"}, []string{})
 }
 
-// freeInitramfs deletes the initramfs's files (modules, keys, this binary) so their memory is
+// freeInitramfs deletes the initramfs's files (keys, this binary) so their memory is
 // returned; the new root is a mount point and is left alone.
 func freeInitramfs() {
 	entries, err := os.ReadDir("/")

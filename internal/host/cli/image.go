@@ -95,8 +95,13 @@ func buildCmd() command {
 				if err != nil {
 					return err
 				}
+				// The manifest names the release of Spine's kernel, which the installed source decides.
+				src, err := kernel.InstalledSource(ctx)
+				if err != nil {
+					return err
+				}
 				m, err := build.Build(ctx, build.Options{Config: *cfg, Key: priv, Bay0: b, Out: *out,
-					Epoch: epoch, Version: *version, Kernel: kernel.Release})
+					Epoch: epoch, Version: *version, Kernel: src.Release()})
 				if err != nil {
 					return err
 				}

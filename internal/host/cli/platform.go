@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,33 +28,34 @@ func platformCmds() []command {
 	return []command{kernelCmd(), initramfsCmd(), diskCmd(), vmCmd()}
 }
 
-func prepareKernel(ctx context.Context) (kernel.Kernel, error) {
-	cache, err := kernel.DefaultCacheDir()
-	if err != nil {
-		return kernel.Kernel{}, err
-	}
-	return kernel.Prepare(ctx, cache)
-}
-
 func kernelCmd() command {
-	return command{name: "kernel", synopsis: "fetch and prepare the pinned Debian kernel in the cache; print the kernel to boot",
+	return command{name: "kernel", synopsis: "build Spine's kernel from Debian's linux-source-6.1 and spine.config, once per machine (cached); print its image",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
+			asJSON := fs.Bool("json", false, `print {"release", "image", "vmlinux", "config", "sha256", "source"}`)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 0 {
 					return errUsage
 				}
-				k, err := prepareKernel(ctx)
+				k, err := kernel.Default(ctx, env.Stderr)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintln(env.Stdout, k.Vmlinux)
+				if !*asJSON {
+					fmt.Fprintln(env.Stdout, k.Image)
+					return nil
+				}
+				b, err := json.MarshalIndent(k, "", "  ")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "%s\n", b)
 				return nil
 			}
 		}}
 }
 
 func initramfsCmd() command {
-	return command{name: "initramfs", synopsis: "write the initramfs: static bay0, the kernel modules it loads, the trusted keys; nothing else",
+	return command{name: "initramfs", synopsis: "write the initramfs: static bay0 and the trusted keys; nothing else",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			var pubs multi
 			fs.Var(&pubs, "pub", "trusted public key (PKIX PEM); repeat for several")
@@ -82,13 +84,8 @@ func initramfsCmd() command {
 				if err != nil {
 					return fmt.Errorf("read bay0: %w", err)
 				}
-				k, err := prepareKernel(ctx)
-				if err != nil {
-					return err
-				}
 				return writeAtomic(*out, func(f *os.File) error {
-					return initramfs.Build(f, initramfs.Spec{Bay0: bin, ModulesDir: k.ModulesDir, Release: k.Release,
-						ModuleParams: initramfs.DefaultModuleParams(), TrustedKeys: trusted})
+					return initramfs.Build(f, initramfs.Spec{Bay0: bin, TrustedKeys: trusted})
 				})
 			}
 		}}
@@ -203,7 +200,7 @@ func vmCmd() command {
 			diskPath := fs.String("disk", "", "machine disk")
 			uefiVars := fs.String("uefi-vars", "", "boot through UEFI firmware (OVMF, Secure Boot, q35 with SMM) with this variable store (spine uefi-vars) as the machine's NVRAM: the disk alone boots, no kernel, initramfs or command line from the host")
 			initrd := fs.String("initrd", "", "initramfs (direct kernel boot, the fast mode without firmware)")
-			kern := fs.String("kernel", "", "kernel (default: the prepared pinned kernel)")
+			kern := fs.String("kernel", "", "kernel (default: Spine's kernel, built on first use)")
 			ctl := fs.String("ctl", "", "expose the bay0.ctl control port as this unix socket")
 			timeout := fs.Duration("timeout", 0, "stop the machine after this long (0: never)")
 			boots := fs.Int("max-boots", 3, "stop the machine when it starts booting more often than this")
@@ -233,7 +230,7 @@ func vmCmd() command {
 					}
 					k := *kern
 					if k == "" {
-						kk, err := prepareKernel(ctx)
+						kk, err := kernel.Default(ctx, env.Stderr)
 						if err != nil {
 							return err
 						}

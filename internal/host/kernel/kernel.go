@@ -1,63 +1,77 @@
-// Package kernel prepares the one pinned Debian kernel that Spine boots: it
-// fetches the package with apt-get download, unpacks it without installing it,
-// runs depmod, and extracts the uncompressed vmlinux that QEMU boots directly
-// (through the PVH entry point), all inside a cache directory.
+// Package kernel builds Spine's own kernel: Debian's linux-source-6.1 (Debian's patches, the
+// 6.1 line) configured by the fragment spine.config over `make allnoconfig`, everything built
+// in, no loadable modules. The build is reproducible (the time, user and host it records come
+// from SOURCE_DATE_EPOCH and constants) and cached: a kernel is built once per machine for each
+// (source version, configuration, epoch) and kept under the cache directory.
 //
-// A prepared kernel is a directory <cache>/<release>/ that appears in one
-// rename, holding a marker file written last: a crash while preparing leaves
-// at most a stray temporary directory beside it, never a half-prepared kernel.
+// A built kernel is a directory <cache>/kernel/<key>/ that appears in one rename, holding a
+// marker file written last. Builders hold an exclusive lock on <cache>/kernel/build.lock, so
+// concurrent callers (parallel test runs) never build twice: the others wait and then use the
+// winner's directory. Nothing half-written is ever visible under the final name.
+//
+// The build tree, <cache>/kernel/build/, is kept: an interrupted build resumes, and a changed
+// configuration rebuilds only what it changes (kbuild tracks each object's command line and
+// configuration, and rebuilds an object whose record is missing). The object tree is a direct
+// child of the source tree, so kbuild uses relative paths and the bytes do not depend on where
+// the cache is.
 package kernel
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
-// The pinned kernel. Change all three together: Release is the directory name
-// under /lib/modules and what `uname -r` prints in the guest.
-const (
-	Package = "linux-image-6.1.0-56-amd64"
-	Version = "6.1.192-2"
-	Release = "6.1.0-56-amd64"
-)
+// Fragment is the configuration fragment applied over allnoconfig: the whole of what is on.
+//
+//go:embed spine.config
+var Fragment []byte
 
-// Names inside a prepared kernel directory.
-const (
-	markerName  = "prepared"
-	rootName    = "root"
-	vmlinuxName = "vmlinux"
-)
+// SourcePackage is the Debian package whose tarball is built.
+const SourcePackage = "linux-source-6.1"
 
-// markerContent identifies what was prepared, so that changing the pin
-// prepares again instead of trusting an older tree with the same release.
-const markerContent = Package + "=" + Version + "\n"
+// SourceTarball is where SourcePackage installs the source.
+const SourceTarball = "/usr/src/" + SourcePackage + ".tar.xz"
 
-// Kernel locates the files of a prepared kernel.
+// LocalVersion is what the fragment appends to the kernel's version (CONFIG_LOCALVERSION):
+// `uname -r` in the machine prints e.g. "6.1.192-spine".
+const LocalVersion = "-spine"
+
+// recipe names the build steps below; change it whenever they change what is built, so cached
+// kernels built the old way are not reused.
+const recipe = "allnoconfig+fragment bzImage v1"
+
+// DefaultEpoch is the build time recorded when SOURCE_DATE_EPOCH is not set (2026-01-01, the
+// same default the Makefile exports).
+const DefaultEpoch = 1767225600
+
+// Kernel is a built kernel. Paths are absolute.
 type Kernel struct {
-	Release    string // kernel release, e.g. "6.1.0-56-amd64"
-	Vmlinux    string // uncompressed ELF kernel; boot this in QEMU (-kernel, PVH entry)
-	Vmlinuz    string // the compressed bzImage as shipped in the package
-	ModulesDir string // .../lib/modules/<release>, with modules.dep and modules.builtin
+	Release string `json:"release"` // `uname -r`, e.g. "6.1.192-spine"
+	Image   string `json:"image"`   // bzImage with the EFI stub: what firmware or a boot loader starts
+	Vmlinux string `json:"vmlinux"` // the uncompressed ELF kernel QEMU boots directly (PVH entry)
+	Config  string `json:"config"`  // the full .config both were built from
+	SHA256  string `json:"sha256"`  // of Image, hex
+	Source  string `json:"source"`  // source package and version, e.g. "linux-source-6.1 6.1.192-2"
 }
 
-// layout returns where the files of the kernel prepared in dir are.
-func layout(dir string) Kernel {
-	root := filepath.Join(dir, rootName)
-	return Kernel{
-		Release:    Release,
-		Vmlinux:    filepath.Join(dir, vmlinuxName),
-		Vmlinuz:    filepath.Join(root, "boot", "vmlinuz-"+Release),
-		ModulesDir: filepath.Join(root, "lib", "modules", Release),
-	}
-}
+// Names inside a built kernel directory.
+const (
+	imageName   = "bzImage"
+	vmlinuxName = "vmlinux"
+	configName  = "config"
+	markerName  = "built"
+)
 
-// DefaultCacheDir returns where prepared kernels (and other build inputs) are
-// kept: $SPINE_CACHE if set, else $XDG_CACHE_HOME/spine, else $HOME/.cache/spine.
+// DefaultCacheDir returns where built kernels (and other build inputs) are kept: $SPINE_CACHE
+// if set, else $XDG_CACHE_HOME/spine, else $HOME/.cache/spine.
 func DefaultCacheDir() (string, error) {
 	if dir := os.Getenv("SPINE_CACHE"); dir != "" {
 		return dir, nil
@@ -69,204 +83,125 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(base, "spine"), nil
 }
 
-// Prepare returns the pinned kernel prepared under cacheDir, preparing it
-// first if needed. When the kernel is already prepared it only reads the
-// marker file. Preparing needs apt-get (with current package lists),
-// dpkg-deb and depmod, and takes a few seconds plus the download.
-//
-// Concurrent calls are safe: each prepares in its own temporary directory and
-// the first rename wins; the others then use the winner's directory.
-func Prepare(ctx context.Context, cacheDir string) (Kernel, error) {
-	dir := filepath.Join(cacheDir, Release)
-	if prepared(dir) {
-		return layout(dir), nil
+// Options tune Build. The zero value builds with the installed source, the default epoch (or
+// SOURCE_DATE_EPOCH) and as many jobs as CPUs.
+type Options struct {
+	// Epoch is the build time recorded in the kernel; 0 means SOURCE_DATE_EPOCH, else DefaultEpoch.
+	Epoch int64
+	// Jobs is make's -j; 0 means the number of CPUs.
+	Jobs int
+	// Log receives progress lines (not the compiler's output, which goes to a log file kept on
+	// failure). May be nil.
+	Log io.Writer
+}
+
+// Source describes the installed source package.
+type Source struct {
+	Version string // Debian version, e.g. "6.1.192-2"
+	Tarball string
+}
+
+// Release is the kernel release this source builds: its upstream version plus LocalVersion.
+// Build checks that the kernel's own `make kernelrelease` agrees.
+func (s Source) Release() string {
+	up, _, _ := strings.Cut(s.Version, "-")
+	return up + LocalVersion
+}
+
+// key names a built kernel in the cache: the source version, then a hash of everything else
+// that decides its bytes.
+func key(src Source, epoch int64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n", recipe, epoch)
+	h.Write(Fragment)
+	return src.Version + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Build returns the kernel built from the installed source and Fragment, building it first if
+// the cache does not hold it yet. A cached kernel costs a dpkg-query and a few stats. Building
+// takes minutes (about N on two cores); it needs linux-source-6.1 and the kernel's build
+// dependencies (scripts/deps.sh installs them).
+func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
+	src, err := InstalledSource(ctx)
+	if err != nil {
+		return Kernel{}, err
 	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+	epoch, err := opts.epoch()
+	if err != nil {
+		return Kernel{}, err
+	}
+	cacheDir, err = filepath.Abs(cacheDir)
+	if err != nil {
+		return Kernel{}, fmt.Errorf("kernel: cache directory: %w", err)
+	}
+	base := filepath.Join(cacheDir, "kernel")
+	k := key(src, epoch)
+	dir := filepath.Join(base, k)
+	if kern, err := load(dir, src); err == nil {
+		return kern, nil
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
 		return Kernel{}, fmt.Errorf("kernel: create cache directory: %w", err)
 	}
-	tmp, err := os.MkdirTemp(cacheDir, "."+Release+".tmp-")
+	unlock, err := lock(ctx, filepath.Join(base, "build.lock"), opts.Log)
 	if err != nil {
-		return Kernel{}, fmt.Errorf("kernel: create temporary directory: %w", err)
-	}
-	// A no-op once tmp has been renamed into place.
-	defer os.RemoveAll(tmp)
-	// MkdirTemp makes it 0700; the cache is readable like any other.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return Kernel{}, fmt.Errorf("kernel: chmod temporary directory: %w", err)
-	}
-
-	if err := build(ctx, tmp); err != nil {
 		return Kernel{}, err
 	}
-	if err := install(tmp, dir); err != nil {
+	defer unlock()
+	// Another builder may have finished while this one waited.
+	if kern, err := load(dir, src); err == nil {
+		return kern, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return Kernel{}, fmt.Errorf("kernel: remove incomplete %s: %w", dir, err)
+	}
+	if err := build(ctx, src, epoch, opts, filepath.Join(base, "build"), dir); err != nil {
 		return Kernel{}, err
 	}
-	return layout(dir), nil
+	return load(dir, src)
 }
 
-// prepared reports whether dir holds a fully prepared kernel of the pin.
-func prepared(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, markerName))
-	return err == nil && string(b) == markerContent
-}
-
-// build prepares the kernel inside dir; the marker is written last.
-func build(ctx context.Context, dir string) error {
-	deb, err := download(ctx, dir, Package, Version)
-	if err != nil {
-		return err
+// epoch resolves Options.Epoch.
+func (o Options) epoch() (int64, error) {
+	if o.Epoch != 0 {
+		return o.Epoch, nil
 	}
-	root := filepath.Join(dir, rootName)
-	if err := run(ctx, "dpkg-deb", "dpkg", "-x", deb, root); err != nil {
-		return err
-	}
-	// The .deb is only an input; the unpacked tree is what the cache keeps.
-	if err := os.Remove(deb); err != nil {
-		return fmt.Errorf("kernel: remove %s: %w", filepath.Base(deb), err)
-	}
-	if err := run(ctx, "depmod", "kmod", "-b", root, Release); err != nil {
-		return err
-	}
-	k := layout(dir)
-	if _, err := os.Stat(filepath.Join(k.ModulesDir, "modules.dep")); err != nil {
-		return fmt.Errorf("kernel: depmod wrote no modules.dep: %w", err)
-	}
-	if err := extractFile(k.Vmlinuz, k.Vmlinux); err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, markerName), []byte(markerContent))
-}
-
-// install renames the prepared tmp directory to dir, replacing a leftover dir
-// that has no valid marker.
-func install(tmp, dir string) error {
-	if _, err := os.Lstat(dir); err == nil && !prepared(dir) {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("kernel: remove incomplete %s: %w", dir, err)
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		e, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || e <= 0 {
+			return 0, fmt.Errorf("kernel: SOURCE_DATE_EPOCH=%q is not a positive number of seconds", s)
 		}
+		return e, nil
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if prepared(dir) { // another Prepare finished first
-			return nil
-		}
-		return fmt.Errorf("kernel: move prepared kernel into place: %w", err)
-	}
-	return nil
+	return DefaultEpoch, nil
 }
 
-// download fetches pkg=version into dir with apt-get and returns the .deb's path.
-func download(ctx context.Context, dir, pkg, version string) (string, error) {
-	apt, err := exec.LookPath("apt-get")
+// load returns the kernel built in dir, or an error if dir holds no complete build.
+func load(dir string, src Source) (Kernel, error) {
+	marker, err := os.ReadFile(filepath.Join(dir, markerName))
 	if err != nil {
-		return "", fmt.Errorf("kernel: apt-get not found (a Debian build host is required): %w", err)
+		return Kernel{}, err
 	}
-	cmd := exec.CommandContext(ctx, apt, "download", pkg+"="+version)
-	cmd.Dir = dir
-	// As root, apt warns that the _apt user cannot write dir; the download works anyway.
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("kernel: apt-get download %s=%s (run `apt-get update` if the package lists are missing or stale): %w\n%s",
-			pkg, version, err, bytes.TrimSpace(out))
+	release, sum, ok := strings.Cut(strings.TrimSpace(string(marker)), " ")
+	if !ok || release == "" || len(sum) != sha256.Size*2 {
+		return Kernel{}, fmt.Errorf("kernel: bad marker in %s", dir)
 	}
-	debs, err := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
-	if err != nil {
-		return "", fmt.Errorf("kernel: find downloaded package: %w", err)
-	}
-	if len(debs) != 1 {
-		return "", fmt.Errorf("kernel: apt-get download %s=%s left %d .deb files, want 1\n%s", pkg, version, len(debs), bytes.TrimSpace(out))
-	}
-	return debs[0], nil
+	return Kernel{
+		Release: release,
+		Image:   filepath.Join(dir, imageName),
+		Vmlinux: filepath.Join(dir, vmlinuxName),
+		Config:  filepath.Join(dir, configName),
+		SHA256:  sum,
+		Source:  SourcePackage + " " + src.Version,
+	}, nil
 }
 
-// run runs a host tool from the Debian package debPkg, with its output in the error.
-func run(ctx context.Context, tool, debPkg string, args ...string) error {
-	path, err := lookTool(tool)
+// Default returns the kernel in DefaultCacheDir built with default Options, building it first if
+// needed; log receives progress (may be nil).
+func Default(ctx context.Context, log io.Writer) (Kernel, error) {
+	cache, err := DefaultCacheDir()
 	if err != nil {
-		return fmt.Errorf("kernel: %s not found (install the Debian package %s): %w", tool, debPkg, err)
+		return Kernel{}, err
 	}
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("kernel: %s %s: %w\n%s", tool, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-// lookTool finds a tool in $PATH or in the sbin directories, which are not
-// in the $PATH of ordinary users but hold depmod.
-func lookTool(name string) (string, error) {
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", err
-}
-
-// extractFile writes the vmlinux inside the bzImage at src to dst, atomically.
-func extractFile(src, dst string) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("kernel: open vmlinuz: %w", err)
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return fmt.Errorf("kernel: stat vmlinuz: %w", err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("kernel: create vmlinux: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := ExtractVmlinux(in, fi.Size(), f); err != nil {
-		return fmt.Errorf("kernel: extract vmlinux from %s: %w", src, err)
-	}
-	return commit(f, dst, 0o644)
-}
-
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("kernel: create %s: %w", filepath.Base(path), err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("kernel: write %s: %w", filepath.Base(path), err)
-	}
-	return commit(f, path, 0o644)
-}
-
-// commit syncs, closes and renames the temporary file f to path. On error the
-// caller removes f.
-func commit(f *os.File, path string, mode os.FileMode) error {
-	err := f.Chmod(mode)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("kernel: write %s: %w", filepath.Base(path), err)
-	}
-	return nil
+	return Build(ctx, cache, Options{Log: log})
 }

@@ -1,108 +1,156 @@
 package kernel
 
 import (
-	"bytes"
 	"context"
-	"debug/elf"
-	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// xenElfnotePhys32Entry is XEN_ELFNOTE_PHYS32_ENTRY (include/xen/interface/elfnote.h):
-// the PVH entry point QEMU uses to boot an uncompressed kernel with -kernel.
-const xenElfnotePhys32Entry = 18
-
-// TestPrepare prepares the pinned kernel in the real cache: slow the first
-// time (download and unpack), fast afterwards.
-func TestPrepare(t *testing.T) {
-	cache, err := DefaultCacheDir()
+func TestParseConfig(t *testing.T) {
+	got, err := ParseConfig([]byte("# comment\n\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\nCONFIG_D=n\nCONFIG_E=-1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	want := map[string]string{"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_C": `"x y"`, "CONFIG_D": "n", "CONFIG_E": "-1"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	for _, bad := range []struct{ in, msg string }{
+		{"CONFIG_A=y\nCONFIG_A=n\n", "line 2: CONFIG_A given twice"},
+		{"CONFIG_A\n", `line 1: "CONFIG_A" is not CONFIG_NAME=value`},
+		{"CONFIG_A=\n", "line 1"},
+		{"X=y\n", `"X" is not an option name`},
+		{"CONFIG_A B=y\n", "is not an option name"},
+	} {
+		_, err := ParseConfig([]byte(bad.in))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), bad.msg) {
+			t.Errorf("ParseConfig(%q) = %v, want ErrConfig with %q", bad.in, err, bad.msg)
+		}
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	frag := []byte("CONFIG_A=y\nCONFIG_B=n\nCONFIG_C=-1\nCONFIG_D=n\n")
+	if err := CheckConfig(frag, []byte("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=-1\nCONFIG_X=y\n")); err != nil {
+		t.Fatalf("a .config that keeps every option: %v", err)
+	}
+	err := CheckConfig(frag, []byte("CONFIG_B=y\nCONFIG_C=0\n"))
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("got %v, want ErrConfig", err)
+	}
+	for _, w := range []string{"CONFIG_A=y (got n)", "CONFIG_B=n (got y)", "CONFIG_C=-1 (got 0)"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
+	}
+	if err := CheckConfig([]byte("bad line\n"), nil); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "fragment") {
+		t.Errorf("bad fragment: %v", err)
+	}
+}
+
+// TestFragment checks the embedded fragment: it parses, and every option group has a reason
+// (a comment right above it).
+func TestFragment(t *testing.T) {
+	if _, err := ParseConfig(Fragment); err != nil {
+		t.Fatal(err)
+	}
+	prev := ""
+	for i, line := range strings.Split(string(Fragment), "\n") {
+		if strings.HasPrefix(line, "CONFIG_") && prev == "" {
+			t.Errorf("spine.config line %d: a group starts without a comment saying why", i+1)
+		}
+		prev = line
+	}
+}
+
+// TestBuildEnv: the build sees nothing of the caller's environment but PATH, and records the
+// epoch, not the clock.
+func TestBuildEnv(t *testing.T) {
+	t.Setenv("MAKEFLAGS", "-j64")
+	t.Setenv("CC", "clang")
+	env := buildEnv("/bin", 1767225600)
+	want := []string{
+		"PATH=/bin", "SOURCE_DATE_EPOCH=1767225600", "KBUILD_BUILD_TIMESTAMP=Thu Jan  1 00:00:00 UTC 2026",
+		"KBUILD_BUILD_USER=spine", "KBUILD_BUILD_HOST=spine", "KBUILD_BUILD_VERSION=1", "LC_ALL=C",
+	}
+	for _, w := range want {
+		if !slices.Contains(env, w) {
+			t.Errorf("build environment lacks %q: %q", w, env)
+		}
+	}
+	for _, e := range env {
+		if strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "CC=") {
+			t.Errorf("build environment inherits %q", e)
+		}
+	}
+}
+
+func TestKey(t *testing.T) {
+	src := Source{Version: "6.1.192-2"}
+	k := key(src, 1)
+	if !strings.HasPrefix(k, "6.1.192-2-") || key(src, 1) != k || key(src, 2) == k || key(Source{Version: "6.1.193-1"}, 1) == k {
+		t.Errorf("key does not follow source version and epoch: %q", k)
+	}
+	if got := src.Release(); got != "6.1.192-spine" {
+		t.Errorf("Release() = %q", got)
+	}
+}
+
+// TestLock: a second locker waits while the first holds the lock, gives up with its context,
+// and gets the lock once it is released.
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.lock")
+	unlock, err := lock(context.Background(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	k, err := Prepare(ctx, cache)
+	var log strings.Builder
+	if _, err := lock(ctx, path, &log); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lock while held: %v", err)
+	}
+	if !strings.Contains(log.String(), "waiting") {
+		t.Errorf("the waiter said nothing: %q", log.String())
+	}
+	unlock()
+	unlock2, err := lock(context.Background(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Release != Release {
-		t.Errorf("Release = %q, want %q", k.Release, Release)
-	}
+	unlock2()
+}
 
-	start := time.Now()
-	again, err := Prepare(ctx, cache)
-	if d := time.Since(start); d > 50*time.Millisecond {
-		t.Errorf("second Prepare took %v, want < 50ms", d)
+// TestLoadRefusesIncomplete: a directory without its marker, or with a malformed one, is not
+// a kernel.
+func TestLoadRefusesIncomplete(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := load(dir, Source{}); err == nil {
+		t.Fatal("a directory without marker loaded")
 	}
-	if err != nil || again != k {
-		t.Fatalf("second Prepare = %+v, %v; want %+v", again, err, k)
-	}
-
-	checkVmlinux(t, k.Vmlinux)
-	if fi, err := os.Stat(k.Vmlinuz); err != nil || fi.Size() == 0 {
-		t.Errorf("vmlinuz: %v", err)
-	}
-	dep, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.dep"))
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, markerName), []byte("6.1.1-spine abc\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(dep, []byte("kernel/drivers/md/dm-verity.ko: ")) {
-		t.Error("modules.dep does not list dm-verity")
+	if _, err := load(dir, Source{}); err == nil {
+		t.Fatal("a malformed marker loaded")
 	}
-	if _, err := os.Stat(filepath.Join(k.ModulesDir, "modules.builtin")); err != nil {
-		t.Error(err)
+	sum := strings.Repeat("0", 64)
+	if err := os.WriteFile(filepath.Join(dir, markerName), []byte("6.1.1-spine "+sum+"\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// checkVmlinux checks that path is an x86-64 ELF kernel with a PVH entry note.
-func checkVmlinux(t *testing.T, path string) {
-	t.Helper()
-	f, err := elf.Open(path)
-	if err != nil {
-		t.Fatalf("vmlinux: %v", err)
-	}
-	defer f.Close()
-	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
-		t.Fatalf("vmlinux is %v %v %v, want ELFCLASS64 EM_X86_64 ET_EXEC", f.Class, f.Machine, f.Type)
-	}
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
-		}
-		b := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(b, 0); err != nil {
-			t.Fatalf("read note segment: %v", err)
-		}
-		for len(b) >= 12 {
-			namesz := int(binary.LittleEndian.Uint32(b[0:]))
-			descsz := int(binary.LittleEndian.Uint32(b[4:]))
-			typ := binary.LittleEndian.Uint32(b[8:])
-			name := b[12:min(len(b), 12+namesz)]
-			if string(name) == "Xen\x00" && typ == xenElfnotePhys32Entry && descsz >= 4 {
-				return
-			}
-			next := 12 + (namesz+3)&^3 + (descsz+3)&^3
-			if next > len(b) {
-				break
-			}
-			b = b[next:]
-		}
-	}
-	t.Fatal("vmlinux has no Xen PHYS32_ENTRY (PVH) note: QEMU cannot boot it with -kernel")
-}
-
-func TestDownloadFailureSuggestsUpdate(t *testing.T) {
-	_, err := download(context.Background(), t.TempDir(), Package, "0.0-no-such-version")
-	if err == nil {
-		t.Fatal("download of a missing version succeeded")
-	}
-	msg := err.Error()
-	if !strings.Contains(msg, "apt-get update") || !strings.Contains(msg, "0.0-no-such-version") {
-		t.Fatalf("error lacks the hint or apt's output: %v", err)
+	k, err := load(dir, Source{Version: "6.1.1-1"})
+	if err != nil || k.Release != "6.1.1-spine" || k.SHA256 != sum || k.Image != filepath.Join(dir, imageName) {
+		t.Fatalf("load = %+v, %v", k, err)
 	}
 }
 
@@ -122,52 +170,5 @@ func TestDefaultCacheDir(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("SPINE_CACHE=%q XDG_CACHE_HOME=%q HOME=%q: got %q, %v; want %q", tt.spine, tt.xdg, tt.home, got, err, tt.want)
 		}
-	}
-}
-
-// TestInstall checks the last step of Prepare: an incomplete directory is
-// replaced, and a complete one that won a race is kept.
-func TestInstall(t *testing.T) {
-	cache := t.TempDir()
-	dir := filepath.Join(cache, Release)
-	newTmp := func(content string) string {
-		tmp, err := os.MkdirTemp(cache, "tmp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(tmp, markerName), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return tmp
-	}
-
-	// A crashed or older preparation without a valid marker.
-	if err := os.MkdirAll(filepath.Join(dir, "junk"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if prepared(dir) {
-		t.Fatal("a directory without marker counts as prepared")
-	}
-	if err := install(newTmp(markerContent), dir); err != nil {
-		t.Fatal(err)
-	}
-	if !prepared(dir) {
-		t.Fatal("not prepared after install")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "junk")); !os.IsNotExist(err) {
-		t.Fatalf("leftover of the incomplete directory: %v", err)
-	}
-
-	// A concurrent Prepare finished first: keep its directory.
-	if err := install(newTmp(markerContent), dir); err != nil {
-		t.Fatalf("install after a lost race: %v", err)
-	}
-
-	// A marker for another pin does not count.
-	if err := os.WriteFile(filepath.Join(dir, markerName), []byte("linux-image-x=1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if prepared(dir) {
-		t.Fatal("a marker for another package version counts as prepared")
 	}
 }

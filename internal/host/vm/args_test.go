@@ -47,7 +47,7 @@ func TestBuildArgs(t *testing.T) {
 			accel: AccelTCG,
 			want: [][]string{
 				{"-accel", "tcg", "-cpu", "qemu64,+rdrand"},
-				{"-append", "console=ttyS0 panic=-1"},
+				{"-append", "console=ttyS0"},
 			},
 			notWant: []string{"-initrd", "-drive", "-netdev", "virtio-serial-pci", "virtio-net-pci", "virtio-blk-pci"},
 		},
@@ -79,7 +79,7 @@ func TestBuildArgs(t *testing.T) {
 				{"-accel", "kvm", "-cpu", "host"},
 				{"-m", "1024", "-smp", "2"},
 				{"-initrd", "/k/initrd.cpio"},
-				{"-append", "console=ttyS0 panic=-1 quiet bay0.x=1"},
+				{"-append", "console=ttyS0 quiet bay0.x=1"},
 				{"-drive", "file=/d/disk.img,format=raw,if=none,id=disk0,cache=writeback", "-device", "virtio-blk-pci,drive=disk0"},
 				{"-device", "virtio-serial-pci",
 					"-chardev", "socket,id=ctl,path=/run/ctl.sock,server=on,wait=off",

@@ -1,3 +1,5 @@
+//go:build integration
+
 package vm_test
 
 import (
@@ -13,32 +15,28 @@ import (
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
-// These tests boot the real pinned kernel under the real QEMU, with no initramfs and no
+// These tests boot Spine's kernel under the real QEMU, with no initramfs and no
 // disk: the kernel finds no root file system and panics. A missing QEMU fails them.
 
-// realKernel returns the uncompressed kernel, preparing it on first use.
+// realKernel returns Spine's kernel (uncompressed), building it on first use.
 func realKernel(t *testing.T) string {
 	t.Helper()
-	dir, err := kernel.DefaultCacheDir()
+	k, err := kernel.Default(context.Background(), nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Prepare(context.Background(), dir)
-	if err != nil {
-		t.Fatalf("prepare kernel: %v", err)
+		t.Fatalf("build kernel: %v", err)
 	}
 	return k.Vmlinux
 }
 
-// TestRealPanicReboots: with panic=-1 and no pvpanic driver (it is a module, and there is
-// no initramfs to load it), a panic reboots inside the same QEMU process; the third banner
-// is one boot too many for MaxBoots=2.
+// TestRealPanicReboots: with no panic= on the command line and no pvpanic device, Spine's
+// kernel's own panic timeout (-1) reboots a panic at once, inside the same QEMU process; the
+// third banner is one boot too many for MaxBoots=2.
 func TestRealPanicReboots(t *testing.T) {
 	t.Parallel()
-	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), MaxBoots: 2, Timeout: 90 * time.Second})
+	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), MaxBoots: 2, PanicReboots: true, Timeout: 90 * time.Second})
 	for boot := 1; boot <= 2; boot++ {
 		v.WaitFor(t, "Linux version ", 30*time.Second)
-		v.WaitFor(t, "Command line: console=ttyS0 panic=-1", 30*time.Second)
+		v.WaitFor(t, "Command line: console=ttyS0", 30*time.Second)
 		v.WaitFor(t, "Kernel panic - not syncing: VFS: Unable to mount root fs", 30*time.Second)
 	}
 	res := v.ExpectOutcome(t, vm.TooManyBoots)
@@ -47,12 +45,23 @@ func TestRealPanicReboots(t *testing.T) {
 	}
 }
 
-// TestRealPanicZeroHangs: a later panic=0 overrides the leading panic=-1 (Linux keeps the
-// last value of a repeated parameter), so the panicked kernel hangs until Timeout.
+// TestRealPanicPvpanic: with the pvpanic device, the kernel's built-in pvpanic driver tells
+// QEMU about the panic, which ends the run as Outcome Panicked after one boot.
+func TestRealPanicPvpanic(t *testing.T) {
+	t.Parallel()
+	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), MaxBoots: 2, Timeout: 90 * time.Second})
+	v.WaitFor(t, "Kernel panic - not syncing: VFS: Unable to mount root fs", 60*time.Second)
+	if res := v.ExpectOutcome(t, vm.Panicked); res.Boots != 1 {
+		t.Errorf("Boots = %d, want 1", res.Boots)
+	}
+}
+
+// TestRealPanicZeroHangs: panic=0 on the command line overrides the kernel's built-in panic
+// timeout, so the panicked kernel hangs until Timeout.
 func TestRealPanicZeroHangs(t *testing.T) {
 	t.Parallel()
 	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), Cmdline: "panic=0", Timeout: 20 * time.Second})
-	v.WaitFor(t, "Command line: console=ttyS0 panic=-1 panic=0", 15*time.Second)
+	v.WaitFor(t, "Command line: console=ttyS0 panic=0", 15*time.Second)
 	v.WaitFor(t, "Kernel panic - not syncing: VFS: Unable to mount root fs", 15*time.Second)
 	res := v.ExpectOutcome(t, vm.TimedOut)
 	if res.Boots != 1 || res.Duration < 20*time.Second {

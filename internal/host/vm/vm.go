@@ -36,9 +36,11 @@ const (
 	DefaultMaxBoots  = 1
 )
 
-// BaseCmdline starts every kernel command line. panic=-1 makes a panicking kernel reboot at
-// once, which either ends the run (pvpanic, exit status 1) or counts as another boot.
-const BaseCmdline = "console=ttyS0 panic=-1"
+// BaseCmdline starts every kernel command line: the console on the serial line. Nothing else:
+// that a panicking kernel reboots at once (which either ends the run through pvpanic, exit
+// status 1, or counts as another boot) is Spine's kernel's own configuration
+// (CONFIG_PANIC_TIMEOUT=-1), as on any other boot path.
+const BaseCmdline = "console=ttyS0"
 
 // CtlPortName is the virtio-serial port name under which the guest sees the control channel
 // (/dev/virtio-ports/bay0.ctl).
@@ -151,7 +153,8 @@ type Config struct {
 	// Zero means no limit other than the context's.
 	Timeout time.Duration
 	// PanicReboots leaves out the pvpanic device, so a guest kernel panic reboots the machine
-	// (panic=-1) as it would on hardware instead of ending QEMU with Outcome Panicked.
+	// (Spine's kernel has a panic timeout of -1) as it would on hardware, instead of ending
+	// QEMU with Outcome Panicked.
 	PanicReboots bool
 	// Accel is AccelKVM, AccelTCG or AccelAuto (""), which uses KVM only when /dev/kvm
 	// opens read-write and a probe guest runs quickly (see DetectAccel).

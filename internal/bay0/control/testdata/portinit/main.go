@@ -1,5 +1,5 @@
-// Command portinit stands in for the governor in TestPortInQEMU: as /init of an initramfs it
-// loads the virtio console driver, observes what the bay0.ctl port does while no host is
+// Command portinit stands in for the governor in TestPortInQEMU: as /init of an initramfs on
+// Spine's kernel (virtio console built in) it observes what the bay0.ctl port does while no host is
 // connected, then serves the control channel on it with a fake Handler until asked to power
 // off.
 package main
@@ -10,14 +10,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/kmod"
 )
 
 func main() {
@@ -41,25 +39,9 @@ func run(log io.Writer, ring *control.LogRing) error {
 			return fmt.Errorf("mount %s: %w", m.dst, err)
 		}
 	}
-	f, err := os.Open("/etc/bay0/modules")
-	if err != nil {
-		return err
-	}
-	items, err := kmod.ParseLoadList(f)
-	f.Close()
-	if err != nil {
-		return err
-	}
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return fmt.Errorf("uname: %w", err)
-	}
-	if err := kmod.LoadAll(filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:])), items); err != nil {
-		return err
-	}
-
 	// The port appears once the driver has probed the device; give it a moment.
 	var port *os.File
+	var err error
 	for i := 0; ; i++ {
 		port, err = control.OpenPort("/sys", "bay0.ctl")
 		if err == nil {

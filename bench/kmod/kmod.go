@@ -1,8 +1,10 @@
 // Package kmod loads kernel modules without modprobe: it reads depmod's
 // modules.dep, orders modules so that every dependency loads before its user,
-// and reads and writes the load list that bay0 follows at boot.
+// and reads and writes a load list. Spine's own kernel has no modules; only the
+// boot benchmark uses this, to boot bay0 on Debian's generic kernel for
+// comparison (bench/modinit loads the list, then starts bay0).
 //
-// The load list (/etc/bay0/modules in the initramfs) has one module per line:
+// The load list has one module per line:
 //
 //	# comment
 //	kernel/drivers/md/dm-mod.ko
