@@ -251,21 +251,10 @@ func fileSHA256(path string) (string, error) {
 
 // writeSynced writes data to path and syncs it.
 func writeSynced(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("kernel: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("kernel: write %s: %w", path, err)
-	}
-	return nil
+	return createSynced(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 }
 
 // copySynced copies the file at from to a new file at to and flushes it to disk, so the marker
@@ -276,19 +265,27 @@ func copySynced(from, to string) error {
 		return fmt.Errorf("kernel: collect: %w", err)
 	}
 	defer in.Close()
-	out, err := os.Create(to)
+	return createSynced(to, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+// createSynced creates the file at path, fills it with write, and syncs and closes it.
+func createSynced(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("kernel: collect: %w", err)
+		return fmt.Errorf("kernel: %w", err)
 	}
-	_, err = io.Copy(out, in)
+	err = write(f)
 	if err == nil {
-		err = out.Sync()
+		err = f.Sync()
 	}
-	if cerr := out.Close(); err == nil {
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("kernel: collect %s: %w", to, err)
+		return fmt.Errorf("kernel: write %s: %w", path, err)
 	}
 	return nil
 }
