@@ -63,7 +63,7 @@ var (
 
 // Entry is one file, directory or symbolic link of an archive.
 type Entry struct {
-	Name     string      // relative, slash-separated: "etc/bay0/modules"
+	Name     string      // relative, slash-separated: "etc/bay0/keys/0.pub"
 	Mode     fs.FileMode // fs.ModeDir, fs.ModeSymlink or 0 (regular file), plus permissions
 	Data     []byte      // contents of a regular file
 	Linkname string      // target of a symbolic link
