@@ -50,6 +50,10 @@ func TestKernelSurfacesGone(t *testing.T) {
 	v := vmtest.Boot(t, vm.Config{Kernel: fx.kernel.Vmlinux, Initrd: initrd, Cmdline: "-- kernel", Timeout: bootTimeout, Accel: fx.accel})
 	done := v.WaitFor(t, "probe: kernel: done", bootTimeout)
 	v.ExpectOutcome(t, vm.PoweredOff)
+	// The machine runs the kernel built here, with the build identity fixed for reproducibility.
+	if want := "Linux version " + fx.kernel.Release + " (spine@spine)"; !v.Saw(want) {
+		t.Errorf("the console never showed %q", want)
+	}
 	if !strings.Contains(done, ", 0 escapes") {
 		t.Errorf("the kernel still has a removed surface: %s", done)
 	}
