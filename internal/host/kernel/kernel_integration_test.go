@@ -149,4 +149,3 @@ func checkVmlinux(t *testing.T, path string) {
 	}
 	t.Fatal("vmlinux has no Xen PHYS32_ENTRY (PVH) note: QEMU cannot boot it with -kernel")
 }
-
