@@ -119,8 +119,8 @@ func key(src Source, epoch int64) string {
 
 // Build returns the kernel built from the installed source and Fragment, building it first if
 // the cache does not hold it yet. A cached kernel costs a dpkg-query and a few stats. Building
-// takes minutes (about N on two cores); it needs linux-source-6.1 and the kernel's build
-// dependencies (scripts/deps.sh installs them).
+// takes long the first time (tens of minutes on two busy cores; see the README); it needs
+// linux-source-6.1 and the kernel's build dependencies (scripts/deps.sh installs them).
 func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
 	src, err := InstalledSource(ctx)
 	if err != nil {
