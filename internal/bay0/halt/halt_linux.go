@@ -18,7 +18,7 @@ type Hook func(action Action, reason string) error
 // Now ends the machine: prints the marker line, kills every other process (personas hold
 // /persist open through their mount namespaces), runs the hooks, syncs with a time limit, then
 // reboots or powers off. It does not return. If the reboot
-// syscall itself fails, PID 1 exits, the kernel panics and panic=-1 reboots.
+// syscall itself fails, PID 1 exits, the kernel panics and its panic timeout (-1) reboots.
 func Now(console io.Writer, action Action, reason string, hooks ...Hook) {
 	fmt.Fprintf(console, "bay0: halt: %s: %s\n", action, reason)
 	fmt.Fprintln(console, event.New(event.Halt).With("action", action.String()).With("reason", reason))
