@@ -77,6 +77,7 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, work, dir
 	if err := os.RemoveAll(out); err != nil {
 		return fmt.Errorf("kernel: clear %s: %w", out, err)
 	}
+	defer os.RemoveAll(out) // a no-op once renamed into place
 	if err := unpack(ctx, src, work, opts.Log); err != nil {
 		return err
 	}

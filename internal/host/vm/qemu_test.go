@@ -57,10 +57,11 @@ func TestRealPanicPvpanic(t *testing.T) {
 }
 
 // TestRealPanicZeroHangs: panic=0 on the command line overrides the kernel's built-in panic
-// timeout, so the panicked kernel hangs until Timeout.
+// timeout, so the panicked kernel hangs until Timeout (no pvpanic device, which would end the
+// run at once).
 func TestRealPanicZeroHangs(t *testing.T) {
 	t.Parallel()
-	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), Cmdline: "panic=0", Timeout: 20 * time.Second})
+	v := vmtest.Boot(t, vm.Config{Kernel: realKernel(t), Cmdline: "panic=0", PanicReboots: true, Timeout: 20 * time.Second})
 	v.WaitFor(t, "Command line: console=ttyS0 panic=0", 15*time.Second)
 	v.WaitFor(t, "Kernel panic - not syncing: VFS: Unable to mount root fs", 15*time.Second)
 	res := v.ExpectOutcome(t, vm.TimedOut)
