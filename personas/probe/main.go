@@ -305,13 +305,10 @@ func (p *prober) abis() {
 		cmd := exec.Command("/proc/self/exe", abi)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
-		// SIGSYS is the filter; for int 0x80, SIGSEGV is Spine's kernel, which has no 32-bit
+		// SIGSYS is the filter; for int 0x80, a fault is Spine's kernel, which has no 32-bit
 		// entry at all (the fault comes before any filter could see a call).
-		sig := syscall.Signal(0)
-		if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
-			sig = ee.Sys().(syscall.WaitStatus).Signal()
-		}
-		killed := sig == syscall.SIGSYS || abi == "int80" && sig == syscall.SIGSEGV
+		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() &&
+			ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGSYS || abi == "int80" && faulted(err, out)
 		p.report(abi+" system call", !killed, fmt.Sprintf("child ended with %v %s", err, strings.TrimSpace(string(out))))
 	}
 }
