@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"alpinespine.org/spine/internal/format/bootctl"
@@ -96,4 +98,36 @@ func TestTrialFailingVerificationReverts(t *testing.T) {
 	if rec.Slots[1].State != bootctl.Bad || rec.Slots[0].State != bootctl.Good {
 		t.Errorf("record after the trial failed verification: %+v", rec)
 	}
+}
+
+// TestSerialSysRqIsDead sends what a person at the serial line would send to reboot or crash
+// a Linux machine through SysRq (a BREAK, then "b"; a BREAK, then "c"): nothing happens, the
+// machine and its personas go on (no debug entry point, Article V §2).
+func TestSerialSysRqIsDead(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	cfg := typing(disk)
+	cfg.SerialBreak = true
+	v := vmtest.Boot(t, cfg)
+	answer(t, v, e2ePassphrase)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	line := v.WaitPersona(t, "idle", "heartbeat ", bootTimeout)
+	var n int
+	if _, err := fmt.Sscanf(line[strings.Index(line, "heartbeat "):], "heartbeat %d", &n); err != nil {
+		t.Fatalf("heartbeat line %q: %v", line, err)
+	}
+	for _, key := range []string{"b", "c"} {
+		if err := v.Machine().Send("\x01b" + key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three more beats of the same instance: the machine neither rebooted nor crashed.
+	v.WaitPersona(t, "idle", fmt.Sprintf("heartbeat %d ", n+3), bootTimeout)
+	v.Kill(t)
+	if got := len(v.Events(event.Stage1Start)); got != 1 {
+		t.Errorf("stage 1 started %d times: the serial SysRq reached the kernel", got)
+	}
+	v.NeverEvent(t, event.Halt)
+	v.Never(t, "sysrq: ")
 }
