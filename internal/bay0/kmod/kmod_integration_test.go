@@ -22,15 +22,7 @@ func TestRealModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(k.ModulesDir, "modules.dep"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	deps, err := ParseDeps(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	deps := readDeps(t, filepath.Join(k.ModulesDir, "modules.dep"))
 	if len(deps) < 1000 {
 		t.Fatalf("only %d modules in the real modules.dep", len(deps))
 	}
