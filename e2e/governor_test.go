@@ -200,3 +200,29 @@ func TestTrialDeadlineRevertsHalfUpTrial(t *testing.T) {
 		t.Errorf("record after the deadline: %+v", rec)
 	}
 }
+
+// TestUncertainContainmentResets: when bay0 cannot confirm that a persona's processes are gone
+// (a test build of bay0 whose supervisor is told the cgroup did not empty after cgroup.kill),
+// the machine resets rather than carrying on with a persona that may still run (Article VIII
+// §1), and the next boot says why.
+func TestUncertainContainmentResets(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{faulty: true})
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.Cmdline = "bay0.fault=containment"
+	cfg.MaxBoots = 2
+	v := vmtest.Boot(t, cfg)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "idle"))
+	c := dial(t, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	_, _ = c.Call(ctx, control.Request{Verb: control.VerbReplace, Name: "idle"})
+	c.Close()
+	halted := v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot"))
+	wantContains(t, halted, "reason", "containment: persona idle")
+	v.WaitEvent(t, event.Stage1Start, bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.LastReset, bootTimeout), "reason", "containment")
+	v.Kill(t)
+}

@@ -68,9 +68,24 @@ func TestPersonaNoLateralMovement(t *testing.T) {
 	v := vmtest.Boot(t, cfg)
 	// Every probe is still sending when the last one starts: each direction is tried.
 	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "lc"))
+	// The probes finish in any order: take each one's report as it comes.
 	var dones []string
-	for _, p := range ps {
-		dones = append(dones, v.WaitPersona(t, p.name, "probe: lateral: done", 2*bootTimeout))
+	seen := map[string]bool{}
+	for range ps {
+		line, err := v.Machine().WaitForLine("a probe's \"probe: lateral: done\"", func(l string) bool {
+			for _, p := range ps {
+				pre := vmtest.PersonaPrefix(p.name)
+				if !seen[p.name] && strings.HasPrefix(l, pre) && strings.Contains(l[len(pre):], "probe: lateral: done") {
+					seen[p.name] = true
+					return true
+				}
+			}
+			return false
+		}, 2*bootTimeout)
+		if err != nil {
+			t.Fatalf("vmtest: %v (reports so far from %v)", err, seen)
+		}
+		dones = append(dones, line)
 	}
 	for _, p := range ps {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), 10*time.Second)

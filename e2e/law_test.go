@@ -3,10 +3,18 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )
 
@@ -95,5 +103,108 @@ func TestTrialFailingVerificationReverts(t *testing.T) {
 	rec := record(t, disk)
 	if rec.Slots[1].State != bootctl.Bad || rec.Slots[0].State != bootctl.Good {
 		t.Errorf("record after the trial failed verification: %+v", rec)
+	}
+}
+
+// TestSerialSysRqIsDead sends what a person at the serial line would send to reboot or crash
+// a Linux machine through SysRq (a BREAK, then "b"; a BREAK, then "c"): nothing happens, the
+// machine and its personas go on (no debug entry point, Article V §2).
+func TestSerialSysRqIsDead(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{})
+	disk := makeDisk(t, img, img, nil)
+	cfg := typing(disk)
+	cfg.SerialBreak = true
+	v := vmtest.Boot(t, cfg)
+	answer(t, v, e2ePassphrase)
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	line := v.WaitPersona(t, "idle", "heartbeat ", bootTimeout)
+	var n int
+	if _, err := fmt.Sscanf(line[strings.Index(line, "heartbeat "):], "heartbeat %d", &n); err != nil {
+		t.Fatalf("heartbeat line %q: %v", line, err)
+	}
+	for _, key := range []string{"b", "c"} {
+		if err := v.Machine().Send("\x01b" + key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three more beats of the same instance: the machine neither rebooted nor crashed.
+	v.WaitPersona(t, "idle", fmt.Sprintf("heartbeat %d ", n+3), bootTimeout)
+	v.Kill(t)
+	if got := len(v.Events(event.Stage1Start)); got != 1 {
+		t.Errorf("stage 1 started %d times: the serial SysRq reached the kernel", got)
+	}
+	v.NeverEvent(t, event.Halt)
+	v.Never(t, "sysrq: ")
+}
+
+// TestRuntimeVerityViolationResets damages, on the disk under a running machine, a block of a
+// file that nothing has read yet, then has a persona read it: dm-verity refuses the block, the
+// kernel resets the machine (restart_on_corruption), the next boot finds the slot damaged and
+// comes up on the other one, and says why the last boot ended (Article I §3).
+func TestRuntimeVerityViolationResets(t *testing.T) {
+	t.Parallel()
+	tree := t.TempDir()
+	for _, f := range []struct{ src, dst string }{
+		{filepath.Join(personaTree(t, "hog"), "bin", "hog"), filepath.Join(tree, "bin", "hog")},
+		{filepath.Join(fx.dir, "tiny-tree", "unused.bin"), filepath.Join(tree, "unused.bin")},
+	} {
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(f.dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.dst, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := buildPersonaSpine(t, fmt.Sprintf("[[persona]]\nname = \"reader\"\nexec = [\"/bin/hog\", \"readlater\", \"/unused.bin\"]\n"+
+		"cpus = 0.2\nmemory = \"32MiB\"\npids = 8\ndata = true\nrestart = \"never\"\n[persona.source]\ndir = %q\n", tree))
+	disk := makeDisk(t, img, img, nil)
+	cfg, sock := withControl(t, machine(disk))
+	cfg.MaxBoots = 2
+	v := vmtest.Boot(t, cfg)
+	waitUp(t, v, "personas", 1, "a", bootTimeout)
+	v.WaitEvent(t, event.PersonaExited, bootTimeout, kv("name", "reader"))
+
+	// Flip a byte of unused.bin inside slot a, on the disk the machine is running from.
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := provision.Partition(f, "spine-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := make([]byte, part.Size)
+	if _, err := f.ReadAt(slot, part.Start); err != nil {
+		t.Fatal(err)
+	}
+	off := bytes.Index(slot, fx.unusedPattern)
+	if off < 0 {
+		t.Fatal("unused.bin's bytes are not in slot a")
+	}
+	if _, err := f.WriteAt([]byte{slot[off+7] ^ 0x5a}, part.Start+int64(off)+7); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c := dial(t, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	_, _ = c.Call(ctx, control.Request{Verb: control.VerbStart, Name: "reader"})
+	c.Close()
+	v.WaitBoot(t, bootTimeout)
+	wantContains(t, v.WaitEvent(t, event.SlotFailed, bootTimeout, kv("slot", "a")), "reason", "verification")
+	wantContains(t, v.WaitEvent(t, event.LastReset, bootTimeout), "reason", "slot a damaged")
+	waitUp(t, v, "personas", 1, "b", bootTimeout)
+	v.Kill(t)
+	v.NeverEvent(t, event.Halt)
+	if rec := record(t, disk); rec.Slots[0].State != bootctl.Bad {
+		t.Errorf("slot a after a runtime verity reset: %+v, want bad", rec.Slots[0])
 	}
 }

@@ -230,8 +230,8 @@ func TestPowerCutMidUpdateRestores(t *testing.T) {
 	v.WaitEvent(t, event.UpdateWriting, bootTimeout, slotB)
 	v.Kill(t)
 	rec := record(t, disk)
-	if rec.Slots[1].State != bootctl.Empty || rec.Slots[1].Reason != update.ReasonWriting || rec.Primary != 0 || rec.Slots[0].State != bootctl.Good {
-		t.Fatalf("after a power cut mid-write the record holds %+v, want slot b %q and a the good primary", rec, update.ReasonWriting)
+	if rec.Slots[1].State != bootctl.Empty || rec.Slots[1].Reason != bootctl.ReasonWriting || rec.Primary != 0 || rec.Slots[0].State != bootctl.Good {
+		t.Fatalf("after a power cut mid-write the record holds %+v, want slot b %q and a the good primary", rec, bootctl.ReasonWriting)
 	}
 	v = vmtest.Boot(t, machine(disk))
 	v.WaitEvent(t, event.UpdateCut, bootTimeout, slotB)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the CLI reference in README.md from the CLI itself (spine help --markdown).
+# Regenerates the CLI reference in README.md from the CLI itself (spine help --markdown), and the
+# package map from the packages' doc comments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=$(go run ./cmd/spine help --markdown)
@@ -9,3 +10,4 @@ awk -v ref="$ref" '
   !skip { print }
 ' README.md > README.md.tmp
 mv README.md.tmp README.md
+go run ./tools/pkgmap -write README.md

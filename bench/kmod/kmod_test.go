@@ -13,7 +13,13 @@ import (
 
 func sampleDeps(t *testing.T) map[string][]string {
 	t.Helper()
-	f, err := os.Open("testdata/modules.dep")
+	return readDeps(t, "testdata/modules.dep")
+}
+
+// readDeps parses a modules.dep file.
+func readDeps(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@
 //	forge     prints bay0 event lines, every way it can think of to make one start a line
 //	thrash MiB FILE  holds MiB of memory and reads FILE's pages over and over, a working set
 //	          larger than memory.max: it thrashes on its own file pages and never OOMs
+//	readlater FILE  on its first start marks /data and exits; on the next it reads FILE whole,
+//	          so a test can damage FILE's blocks on the disk in between
 //
 // Every report is one line "hog: MODE: ..." on stdout, which the governor puts on the console.
 package main
@@ -41,8 +43,14 @@ func main() {
 		}
 		mib, _ := strconv.Atoi(os.Args[2])
 		thrash(mib, os.Args[3])
+	case "readlater":
+		if len(os.Args) != 3 {
+			fmt.Println("hog: usage: hog readlater FILE")
+			return
+		}
+		readLater(os.Args[2])
 	default:
-		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge|thrash")
+		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge|thrash|readlater")
 	}
 }
 
@@ -171,5 +179,22 @@ func thrash(mib int, file string) {
 			keep[int(x>>20)%len(keep)]++
 		}
 		fmt.Printf("hog: thrash: pass %d in %s (%d)\n", pass, time.Since(start).Round(time.Millisecond), sum&1)
+	}
+}
+
+// readLater exits at once on its first start, leaving a mark in /data; on a later start it
+// reads file end to end (through the Spine's dm-verity device) and then stays up.
+func readLater(file string) {
+	const mark = "/data/readlater"
+	if _, err := os.Stat(mark); err != nil {
+		if err := os.WriteFile(mark, nil, 0o644); err != nil {
+			fmt.Println("hog: readlater:", err)
+		}
+		return
+	}
+	b, err := os.ReadFile(file)
+	fmt.Printf("hog: readlater: read %d bytes of %s: %v\n", len(b), file, err)
+	for {
+		time.Sleep(time.Hour)
 	}
 }

@@ -7,7 +7,8 @@
 // is up), "panic-after-commit" (the governor panics 10 s after it commits), and "hang-POINT"
 // for the named points of the boot: stage1-a and stage1-b (stage 1, once it has written the
 // try of that slot), unlock (the passphrase prompt loop), personas (the persona start) and
-// control (the control channel's status verb).
+// control (the control channel's status verb); "containment" makes the supervisor unable to
+// confirm that an ended persona's processes are gone (as if its cgroup did not empty).
 package fault
 
 import (

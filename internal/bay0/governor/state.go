@@ -58,7 +58,8 @@ func (r *records) set(f func(bootctl.Record) bootctl.Record) error {
 	return err
 }
 
-// update is set for the update package's record changes, which edit the record in place.
-func (r *records) update(change func(*bootctl.Record)) error {
-	return r.set(func(rec bootctl.Record) bootctl.Record { change(&rec); return rec })
+// store is change for the update stager, which needs only the error.
+func (r *records) store(f func(bootctl.Record) (bootctl.Record, error)) error {
+	_, err := r.change(f)
+	return err
 }

@@ -35,7 +35,7 @@ func (g *Governor) stager(target int, slot *os.File, dev string) (*update.Stager
 	}
 	st := &update.Stager{Target: target, Slot: slot, Disk: direct, Running: running,
 		RunningSize: g.state.snapshot().Slots[g.boot.Slot].ImageSize, Trusted: trusted,
-		Store: g.state.update, Logf: g.logf, Emit: g.emit}
+		Store: g.state.store, Logf: g.logf, Emit: g.emit}
 	return st, func() { direct.Close(); running.Close() }, nil
 }
 

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/fault"
+
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/denial"
@@ -501,6 +503,9 @@ func (s *Supervisor) destroy(name string, l *launch, onRequest string) {
 	go func() {
 		oom := l.inst.OOMKills()
 		err := l.inst.Destroy()
+		if fault.Kind() == "containment" {
+			err = errors.Join(err, errors.New("injected fault: the cgroup did not empty"))
+		}
 		select {
 		case <-l.done:
 		case <-time.After(time.Second):

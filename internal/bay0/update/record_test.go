@@ -29,18 +29,3 @@ func TestTarget(t *testing.T) {
 		}
 	}
 }
-
-func TestBeginFinish(t *testing.T) {
-	r := bootctl.Record{Primary: 0, Slots: [2]bootctl.Slot{{State: bootctl.Good, Version: 1}, {State: bootctl.Good, Version: 0}}}
-	Begin(&r, 1)
-	if r.Slots[1].State != bootctl.Empty || r.Primary != 0 || r.Slots[0].State != bootctl.Good {
-		t.Fatalf("after Begin: %+v", r)
-	}
-	Finish(&r, 1, 2, 4096)
-	if s := r.Slots[1]; s.State != bootctl.Trial || s.TriesLeft != TrialTries || s.Version != 2 || s.ImageSize != 4096 || r.Primary != 1 {
-		t.Fatalf("after Finish: %+v", r)
-	}
-	if r.Slots[0].State != bootctl.Good {
-		t.Fatal("the running slot must stay good: it is the last-known-good Spine")
-	}
-}

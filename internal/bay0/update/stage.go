@@ -21,7 +21,7 @@ import (
 //
 // Any failure after the record was changed (the body ends early or stalls, the image does not
 // verify) restores the target from the running Spine before Stage returns, so the machine keeps
-// two bootable Spines; a power cut leaves ReasonWriting in the record for the next boot to
+// two bootable Spines; a power cut leaves bootctl.ReasonWriting in the record for the next boot to
 // restore (Interrupted, Restore).
 type Stager struct {
 	// Target is the slot written; Slot is its device.
@@ -35,8 +35,9 @@ type Stager struct {
 	Running     io.ReaderAt
 	RunningSize uint64
 	Trusted     []ed25519.PublicKey
-	// Store applies a change to the boot-control record and writes it.
-	Store func(change func(*bootctl.Record)) error
+	// Store applies one of bootctl's record changes and writes the result; a change the
+	// record's rules refuse is returned and nothing is written.
+	Store func(change func(bootctl.Record) (bootctl.Record, error)) error
 	// Progress, if not nil, is told the bytes written so far (body or restore).
 	Progress func(int64)
 	// Logf and Emit, if not nil, report the slot being given up and restored, for people and
@@ -69,7 +70,7 @@ func (s *Stager) Stage(body io.Reader, o Offer, ft image.Footer, m manifest.Mani
 	begun := false
 	begin := func() error {
 		// A record that could not be written leaves the slot untouched: nothing to restore.
-		if err := s.Store(func(r *bootctl.Record) { Begin(r, s.Target) }); err != nil {
+		if err := s.Store(func(r bootctl.Record) (bootctl.Record, error) { return bootctl.BeginUpdate(r, s.Target) }); err != nil {
 			return err
 		}
 		begun = true
@@ -93,7 +94,9 @@ func (s *Stager) Stage(body io.Reader, o Offer, ft image.Footer, m manifest.Mani
 		}
 		return t, fmt.Errorf("%w (slot %s restored from the running Spine)", err, bootctl.SlotName(s.Target))
 	}
-	if err := s.Store(func(r *bootctl.Record) { Finish(r, s.Target, m.Version, ft.ImageSize) }); err != nil {
+	if err := s.Store(func(r bootctl.Record) (bootctl.Record, error) {
+		return bootctl.FinishUpdate(r, s.Target, m.Version, ft.ImageSize)
+	}); err != nil {
 		return t, err
 	}
 	return t, nil
@@ -127,7 +130,9 @@ func (s *Stager) Restore() error {
 	if err := SyncAndVerify(s.Slot, s.disk(), im.Footer, m, s.Trusted, 0); err != nil {
 		return err
 	}
-	if err := s.Store(func(r *bootctl.Record) { Restored(r, s.Target, m.Version, s.RunningSize) }); err != nil {
+	if err := s.Store(func(r bootctl.Record) (bootctl.Record, error) {
+		return bootctl.RestoreSlot(r, s.Target, m.Version, s.RunningSize)
+	}); err != nil {
 		return err
 	}
 	s.logf("update: slot %s restored: good, %s v%d", bootctl.SlotName(s.Target), m.Name, m.Version)

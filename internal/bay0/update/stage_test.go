@@ -55,7 +55,7 @@ func TestVerifyReadsTheDisk(t *testing.T) {
 	if err := SyncAndVerify(slot, &slot.disk, ft, m, trusted, 2); err == nil {
 		t.Fatal("verification read the cache: a write that never reached the disk intact passed")
 	}
-	st := &Stager{Target: 1, Slot: slot, Disk: &slot.disk, Trusted: trusted, Store: func(func(*bootctl.Record)) error { return nil }}
+	st := &Stager{Target: 1, Slot: slot, Disk: &slot.disk, Trusted: trusted, Store: func(func(bootctl.Record) (bootctl.Record, error)) error { return nil }}
 	if _, err := st.Stage(bytes.NewReader(whole[:BodySize(ft)]), offer, ft, m); err == nil || !strings.Contains(err.Error(), "verify") {
 		t.Fatalf("Stage through a broken write path: %v, want a verification failure", err)
 	}
@@ -93,8 +93,12 @@ type fakeRecord struct {
 	writes []bootctl.Record
 }
 
-func (f *fakeRecord) store(change func(*bootctl.Record)) error {
-	change(&f.rec)
+func (f *fakeRecord) store(change func(bootctl.Record) (bootctl.Record, error)) error {
+	next, err := change(f.rec)
+	if err != nil {
+		return err
+	}
+	f.rec = next
 	f.writes = append(f.writes, f.rec)
 	return nil
 }
@@ -150,7 +154,7 @@ func TestStagerKeepsTwoSpines(t *testing.T) {
 				if s.Version != 1 || s.ImageSize != uint64(len(running)) || !bytes.Equal(target.b[:len(running)], running) || rec.rec.Primary != 0 {
 					t.Errorf("target not restored from the running Spine: %+v", rec.rec)
 				}
-				if len(rec.writes) != 2 || rec.writes[0].Slots[1].Reason != ReasonWriting {
+				if len(rec.writes) != 2 || rec.writes[0].Slots[1].Reason != bootctl.ReasonWriting {
 					t.Errorf("record writes %+v, want begin then restored", rec.writes)
 				}
 			case c.want == bootctl.Trial:
@@ -178,7 +182,7 @@ func TestStagerKeepsTwoSpines(t *testing.T) {
 
 func TestInterrupted(t *testing.T) {
 	good := bootctl.Slot{State: bootctl.Good, Version: 1}
-	writing := bootctl.Slot{State: bootctl.Empty, Reason: ReasonWriting}
+	writing := bootctl.Slot{State: bootctl.Empty, Reason: bootctl.ReasonWriting}
 	for _, c := range []struct {
 		name    string
 		rec     bootctl.Record

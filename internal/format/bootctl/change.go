@@ -17,6 +17,10 @@ const DefaultResetLimit = 3
 // TrialTries is how many boots a freshly staged Spine gets to reach its commit.
 const TrialTries = 1
 
+// ReasonWriting is what the record says of a slot while an update writes it. Found on a later
+// boot, it means the write was cut (a power loss): the slot must be restored.
+const ReasonWriting = "update being written"
+
 // UncleanReset is the reason the governor records as soon as it runs: a clean end
 // overwrites it, so finding it at the next boot means the machine died without a word
 // (watchdog reset, kernel panic, dm-verity restart, power loss).
@@ -65,7 +69,7 @@ func BeginUpdate(r Record, target int) (Record, error) {
 	if target == r.Primary {
 		return r, fmt.Errorf("%w: update into slot %s, the primary", ErrChange, SlotName(target))
 	}
-	r.Slots[target] = Slot{State: Empty, Reason: "update being written"}
+	r.Slots[target] = Slot{State: Empty, Reason: ReasonWriting}
 	return r, nil
 }
 
@@ -85,6 +89,20 @@ func FinishUpdate(r Record, target int, version, imageSize uint64) (Record, erro
 	}
 	r.Slots[target] = Slot{State: Trial, TriesLeft: TrialTries, Version: version, ImageSize: imageSize}
 	r.Primary = target
+	return r, nil
+}
+
+// RestoreSlot marks a slot that holds a verified copy of the running, committed Spine (after an
+// update failed or was cut): good, with that Spine's version. The primary and the
+// anti-rollback floor do not change; the primary itself is never the one restored.
+func RestoreSlot(r Record, target int, version, imageSize uint64) (Record, error) {
+	if err := checkSlot(target); err != nil {
+		return r, err
+	}
+	if target == r.Primary {
+		return r, fmt.Errorf("%w: restore into slot %s, the primary", ErrChange, SlotName(target))
+	}
+	r.Slots[target] = Slot{State: Good, Version: version, ImageSize: imageSize}
 	return r, nil
 }
 

@@ -52,7 +52,12 @@ func TestUpdateChanges(t *testing.T) {
 	if err != nil || r.Slots[1] != (Slot{State: Trial, TriesLeft: TrialTries, Version: 2, ImageSize: 4096}) || r.Primary != 1 || r.Slots[0] != good(1) {
 		t.Fatalf("FinishUpdate = %+v, %v; the running slot must stay good, the last-known-good", r, err)
 	}
+	begun, _ := BeginUpdate(rec(0, good(3), good(2)), 1)
+	if r, err := RestoreSlot(begun, 1, 3, 8192); err != nil || r.Slots[1] != (Slot{State: Good, Version: 3, ImageSize: 8192}) || r.Primary != 0 || r.Slots[0] != good(3) {
+		t.Fatalf("RestoreSlot = %+v, %v", r, err)
+	}
 	for _, bad := range []func() (Record, error){
+		func() (Record, error) { return RestoreSlot(rec(0, good(1), Slot{}), 0, 1, 1) },         // the primary
 		func() (Record, error) { return BeginUpdate(rec(0, good(1), good(2)), 0) },              // the primary
 		func() (Record, error) { return BeginUpdate(rec(0, good(1), good(2)), -1) },             // no such slot
 		func() (Record, error) { return FinishUpdate(rec(0, good(1), Slot{}), 1, 0, 1) },        // below min_version 1

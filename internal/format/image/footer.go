@@ -1,4 +1,4 @@
-// Package image reads and writes Spine images: one file holding
+// Package image reads and writes Spine images, one file per slot. Its layout is
 //
 //	[ SquashFS | dm-verity hash area | manifest | signature | footer ]
 //

@@ -79,22 +79,6 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
-// TestClauseMapLoads keeps the real map parseable.
-func TestClauseMapLoads(t *testing.T) {
-	f, err := os.Open("../../../conformance/clauses.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := Load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Clauses) < 40 {
-		t.Fatalf("the map has %d clauses; the constitution has more", len(m.Clauses))
-	}
-}
-
 const law = `Alpine Spine / bay0 — Constitutional Law
 
 Status: v0.7 (Frozen)

@@ -52,10 +52,11 @@ func Stage(diskPath, img string, trusted []ed25519.PublicKey) (manifest.Manifest
 	if err != nil {
 		return manifest.Manifest{}, 0, err
 	}
-	store := func(change func(*bootctl.Record)) error {
-		next := rec
-		change(&next)
-		var err error
+	store := func(change func(bootctl.Record) (bootctl.Record, error)) error {
+		next, err := change(rec)
+		if err != nil {
+			return err
+		}
 		rec, copyIdx, err = bootctl.Store(state, rec, copyIdx, next)
 		return err
 	}

@@ -128,6 +128,10 @@ type Config struct {
 	MemoryMiB int
 	// CPUs is the number of virtual CPUs; default DefaultCPUs.
 	CPUs int
+	// SerialBreak multiplexes the console (QEMU's mux chardev) so that the bytes "\x01b" sent
+	// to it become a BREAK on the guest's serial line, as a person at a real UART can send: the
+	// first half of a serial SysRq. Tests only; other console input is passed through as is.
+	SerialBreak bool
 	// CtlSocket, if set, exposes the virtio-serial port CtlPortName as a listening unix
 	// socket at this path (at most 107 bytes long). QEMU does not wait for a client.
 	CtlSocket string
@@ -324,8 +328,8 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 		"-M", machine, "-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nodefaults", "-no-user-config", "-display", "none",
-		// signal=off: console bytes are never interpreted by QEMU.
-		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+		// signal=off: console bytes are never interpreted by QEMU (but see SerialBreak).
+		"-chardev", consoleChardev(cfg), "-serial", "chardev:con",
 		"-device", "i6300esb", "-action", "watchdog=reset",
 	}
 	if cfg.Firmware != nil {
@@ -416,4 +420,11 @@ func (w *tailWriter) Write(p []byte) (int, error) {
 		w.buf = append(w.buf[:0], w.buf[len(w.buf)-w.max:]...)
 	}
 	return len(p), nil
+}
+
+func consoleChardev(cfg Config) string {
+	if cfg.SerialBreak {
+		return "stdio,id=con,signal=off,mux=on"
+	}
+	return "stdio,id=con,signal=off"
 }
