@@ -131,6 +131,8 @@ func TestPersonaEscapeProbe(t *testing.T) {
 	v.Kill(t)
 	v.Never(t, "ESCAPE")
 	v.NeverEvent(t, event.Halt)
+	// The kernel's records of them stay off the console, where they could cut bay0's lines apart.
+	v.Never(t, "audit: type=1326")
 	if !strings.Contains(done, ", 0 escapes") {
 		t.Errorf("probe summary: %q", done)
 	}

@@ -20,11 +20,20 @@ const actionsLogged = "kill_process kill_thread errno log"
 // the console to 10 lines a second.
 const ratelimitBurst = "50"
 
-// EnableLogging has the kernel log the seccomp actions bay0 reports, a burst at a time.
+// consoleLoglevel is the first field of kernel.printk: the kernel prints a record on the console
+// only if its level is below this. 5 keeps warnings and worse and drops notices, which is the
+// level of the audit records of refused calls. Those reach bay0 through /dev/kmsg either way;
+// on the console, the kernel's own output can land in the middle of a line bay0 is writing, so
+// a persona that makes refused calls could cut bay0's event lines apart.
+const consoleLoglevel = "5"
+
+// EnableLogging has the kernel log the seccomp actions bay0 reports, a burst at a time, to its
+// log and not to the console.
 func EnableLogging() error {
 	for _, s := range [][2]string{
 		{"/proc/sys/kernel/seccomp/actions_logged", actionsLogged},
 		{"/proc/sys/kernel/printk_ratelimit_burst", ratelimitBurst},
+		{"/proc/sys/kernel/printk", consoleLoglevel},
 	} {
 		if err := os.WriteFile(s[0], []byte(s[1]), 0); err != nil {
 			return fmt.Errorf("set %s: %w", s[0], err)
