@@ -13,7 +13,7 @@ import (
 	"alpinespine.org/spine/bench/debian"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
-	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"

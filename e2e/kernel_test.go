@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"alpinespine.org/spine/internal/format/keys"
-	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )

@@ -23,7 +23,7 @@ import (
 	"strings"
 
 	"alpinespine.org/spine/bench/kmod"
-	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/format/initramfs"
 )
 
 // The pinned kernel. Change all three together: Release is the directory name under

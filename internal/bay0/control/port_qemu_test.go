@@ -21,7 +21,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/host/ctlclient"
 
-	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"

@@ -17,7 +17,7 @@ import (
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/policy"
-	"alpinespine.org/spine/internal/host/initramfs"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
