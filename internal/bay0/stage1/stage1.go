@@ -3,6 +3,12 @@
 // each (signature, anti-rollback, dm-verity with every block read once), and hands the machine
 // to the first Spine that passes, or powers off with every reason printed.
 //
+// The initramfs's role (see initramfs.Role) decides how the machine is handed over. As stage 1
+// of a direct boot, bay0 switches root into the slot under the running kernel. As stage 0, the
+// signed boot program that firmware starts, it starts the slot's own kernel with kexec, handing
+// it an initramfs with the slot's bay0 and the slot's role; under that kernel, bay0 verifies
+// and mounts only that slot (the try is already counted) and switches root.
+//
 // The decision of what to try next is bootctl.Next, a pure function; this package only carries
 // it out against the kernel through the System interface.
 package stage1
@@ -20,6 +26,7 @@ import (
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/handoff"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
 )
 
@@ -56,6 +63,12 @@ type System interface {
 	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, progress func()) (handoff.Handoff, error)
 	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
 	SwitchRoot(h handoff.Handoff) error
+	// Role reads what this initramfs is for.
+	Role() (initramfs.Role, error)
+	// StartKernel (stage 0) starts the mounted slot's own kernel, checked against its manifest,
+	// with kexec, handing it an initramfs that holds the slot's bay0, the trusted keys (PEM)
+	// and the slot's role. It returns only on error.
+	StartKernel(h handoff.Handoff, trusted [][]byte) error
 }
 
 // Run applies the boot law. It returns only with an error: a *halt.PowerError when no slot
@@ -66,8 +79,16 @@ type System interface {
 // chunk of the eager verification), so a hang after a trial's try is written resets the
 // machine and uses the try up.
 func Run(sys System, log io.Writer) error {
-	fmt.Fprintln(log, "bay0: stage1: start")
-	fmt.Fprintln(log, event.New(event.Stage1Start))
+	role, err := sys.Role()
+	if err != nil {
+		return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("initramfs role: %v", err)}
+	}
+	name := string(role)
+	if role == initramfs.RoleStage1 {
+		name = "stage1"
+	}
+	fmt.Fprintf(log, "bay0: stage1: start (%s)\n", name)
+	fmt.Fprintln(log, event.New(event.Stage1Start).With("role", name))
 	var phases []handoff.Phase
 	mark := time.Now()
 	phase := func(name string) {
@@ -101,6 +122,39 @@ func Run(sys System, log io.Writer) error {
 	}
 	beat()
 	phase("record")
+	var pems [][]byte
+	for _, k := range trusted {
+		pem, err := keys.EncodePublic(k)
+		if err != nil {
+			return err
+		}
+		pems = append(pems, pem)
+	}
+	// handOver gives the machine to the verified, mounted slot: under this kernel, or (stage 0)
+	// under the slot's own.
+	handOver := func(mounted handoff.Handoff) error {
+		name := bootctl.SlotName(mounted.Slot)
+		if role == initramfs.RoleStage0 {
+			phase("start kernel")
+			if err := sys.StartKernel(mounted, pems); err != nil {
+				return fmt.Errorf("start the kernel of slot %s: %w", name, err)
+			}
+			return errors.New("starting the slot's kernel returned without an error")
+		}
+		mounted.Keys = pems
+		mounted.WatchdogFD = dog.FD()
+		phase("switch root")
+		mounted.Phases = phases
+		fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", name)
+		fmt.Fprintln(log, event.New(event.SwitchRoot).With("slot", name))
+		if err := sys.SwitchRoot(mounted); err != nil {
+			return fmt.Errorf("switch root to slot %s: %w", name, err)
+		}
+		return errors.New("switch root returned without an error")
+	}
+	if slotName, ok := role.Slot(); ok {
+		return bootChosen(sys, log, dev, rec, copyIdx, slotName, trusted, beat, phase, handOver)
+	}
 	var (
 		outcomes []bootctl.Outcome
 		mounted  handoff.Handoff
@@ -122,22 +176,7 @@ func Run(sys System, log io.Writer) error {
 			}
 			return &halt.PowerError{Action: halt.PowerOff, Reason: "no bootable Spine slot"}
 		case bootctl.Boot:
-			for _, k := range trusted {
-				pem, err := keys.EncodePublic(k)
-				if err != nil {
-					return err
-				}
-				mounted.Keys = append(mounted.Keys, pem)
-			}
-			mounted.WatchdogFD = dog.FD()
-			phase("switch root")
-			mounted.Phases = phases
-			fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", bootctl.SlotName(act.Slot))
-			fmt.Fprintln(log, event.New(event.SwitchRoot).With("slot", bootctl.SlotName(act.Slot)))
-			if err := sys.SwitchRoot(mounted); err != nil {
-				return fmt.Errorf("switch root to slot %s: %w", bootctl.SlotName(act.Slot), err)
-			}
-			return errors.New("switch root returned without an error")
+			return handOver(mounted)
 		case bootctl.Try:
 			s := rec.Slots[act.Slot]
 			name := bootctl.SlotName(act.Slot)
@@ -161,6 +200,32 @@ func Run(sys System, log io.Writer) error {
 			return errors.New("boot decision returned an unknown action")
 		}
 	}
+}
+
+// bootChosen runs under a slot's own kernel, which stage 0 started after it chose, tried and
+// verified that slot: the boot law has been applied and the try counted, so only this slot is
+// verified and mounted again (its kernel trusts nothing it did not check itself). If it fails,
+// the slot is marked bad and the machine reboots into stage 0, which decides again.
+func bootChosen(sys System, log io.Writer, dev bootctl.Device, rec bootctl.Record, copyIdx int, name string, trusted []ed25519.PublicKey, beat func(), phase func(string), handOver func(handoff.Handoff) error) error {
+	slot := 0
+	if name == "b" {
+		slot = 1
+	}
+	h, err := sys.Mount(slot, rec.Slots[slot].ImageSize, trusted, rec.MinVersion, beat)
+	phase("mount " + name)
+	if err != nil {
+		reason := fmt.Sprintf("under its own kernel: %v", err)
+		fmt.Fprintf(log, "bay0: stage1: slot %s failed: %s\n", name, reason)
+		fmt.Fprintln(log, event.New(event.SlotFailed).With("slot", name).With("reason", reason))
+		if _, _, err := bootctl.Store(dev, rec, copyIdx, bootctl.MarkFailed(rec, slot, reason)); err != nil {
+			return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("write boot-control record: %v", err)}
+		}
+		return &halt.PowerError{Action: halt.Reboot, Reason: fmt.Sprintf("slot %s failed under its own kernel", name)}
+	}
+	fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", name, h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
+	fmt.Fprintln(log, event.New(event.SlotVerified).With("slot", name).With("name", h.Manifest.Name).
+		Uint("version", h.Manifest.Version).With("root", h.Manifest.RootHash))
+	return handOver(h)
 }
 
 // feed feeds the watchdog while stage 1 progresses; once it stops (a hang), it says so once

@@ -1,7 +1,10 @@
 package stage1
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,15 +24,21 @@ import (
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
+	"alpinespine.org/spine/internal/format/manifest"
 )
 
 // Paths inside the initramfs, as spine initramfs lays it out.
 const (
 	newRoot   = "/newroot"
-	keyDir    = "/etc/bay0/keys"
+	keyDir    = "/" + initramfs.KeysDir
+	rolePath  = "/" + initramfs.RolePath
 	stateName = "bay0-state"
 )
+
+// maxKernel bounds the kernel image stage 0 reads into memory.
+const maxKernel = 64 << 20
 
 // Linux is the real System.
 type Linux struct {
@@ -261,6 +270,103 @@ func (l Linux) SwitchRoot(h handoff.Handoff) error {
 		return fmt.Errorf("chdir /: %w", err)
 	}
 	return unix.Exec("/bin/bay0", []string{"/bin/bay0", "governor"}, []string{})
+}
+
+// Role reads the initramfs's role file; its absence means plain stage 1.
+func (l Linux) Role() (initramfs.Role, error) {
+	b, err := os.ReadFile(rolePath)
+	if errors.Is(err, os.ErrNotExist) {
+		return initramfs.RoleStage1, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return initramfs.ParseRole(b)
+}
+
+// StartKernel loads the mounted slot's kernel and an initramfs for it into the kernel with
+// kexec_file_load, then reboots into it. The kernel is read from the verified Spine (dm-verity
+// checks every block read) and must also have the hash the signed manifest names. The new
+// initramfs holds the slot's own bay0 as /init, so everything before the governor comes from
+// the slot. The hardware watchdog keeps running across the jump: a slot kernel that hangs is
+// reset, and the try stage 0 counted is used up.
+func (l Linux) StartKernel(h handoff.Handoff, trusted [][]byte) error {
+	name := bootctl.SlotName(h.Slot)
+	if h.Manifest.KernelSHA256 == "" {
+		return errors.New("the Spine carries no kernel")
+	}
+	kernelPath := filepath.Join(newRoot, manifest.KernelPath)
+	kernel, err := readBounded(kernelPath, maxKernel)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(kernel)
+	if got := hex.EncodeToString(sum[:]); got != h.Manifest.KernelSHA256 {
+		return fmt.Errorf("%s has sha256 %s, the manifest says %s", manifest.KernelPath, got, h.Manifest.KernelSHA256)
+	}
+	bay0, err := readBounded(filepath.Join(newRoot, "bin/bay0"), maxKernel)
+	if err != nil {
+		return err
+	}
+	var initrd bytes.Buffer
+	if err := initramfs.Build(&initrd, initramfs.Spec{Bay0: bay0, TrustedKeys: trusted, Role: initramfs.SlotRole(name)}); err != nil {
+		return err
+	}
+	kf, err := memfd("kernel", kernel)
+	if err != nil {
+		return err
+	}
+	defer kf.Close()
+	inf, err := memfd("initramfs", initrd.Bytes())
+	if err != nil {
+		return err
+	}
+	defer inf.Close()
+	if err := unix.KexecFileLoad(int(kf.Fd()), int(inf.Fd()), kernelCmdline, 0); err != nil {
+		return fmt.Errorf("kexec_file_load: %w", err)
+	}
+	fmt.Fprintf(l.Log, "bay0: stage1: starting the kernel of slot %s (%s, sha256 %s)\n", name, h.Manifest.Kernel, h.Manifest.KernelSHA256)
+	fmt.Fprintln(l.Log, event.New(event.KernelStart).With("slot", name).With("release", h.Manifest.Kernel).With("sha256", h.Manifest.KernelSHA256))
+	// Nothing stage 0 mounted matters to the next kernel; the record is already on disk.
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_KEXEC)
+}
+
+// kernelCmdline is the command line of every slot kernel: the serial console and nothing
+// else. It is part of stage 0, which the firmware verified; the reboot on panic and the rest
+// are the kernel's own configuration.
+const kernelCmdline = "console=ttyS0"
+
+// readBounded reads a whole file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// memfd returns a memory file holding data: kexec_file_load takes files, not buffers, and the
+// initramfs stage 0 writes has no other place to live.
+func memfd(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write memfd %s: %w", name, err)
+	}
+	return f, nil
 }
 
 // freeInitramfs deletes the initramfs's files (keys, this binary) so their memory is

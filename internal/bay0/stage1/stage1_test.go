@@ -10,6 +10,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/handoff"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/manifest"
 )
 
@@ -27,7 +28,9 @@ type fakeSystem struct {
 	mounts    []int
 	triesSeen []uint8 // tries_left of the tried slot as stored on disk when Mount is called
 	switched  *handoff.Handoff
+	started   *handoff.Handoff // the slot whose kernel StartKernel was asked to start
 	armed     bool
+	role      initramfs.Role
 }
 
 type fakeDog struct{}
@@ -41,6 +44,11 @@ func (f *fakeSystem) OpenState() (bootctl.Device, error)        { return f.dev, 
 func (f *fakeSystem) SwitchRoot(h handoff.Handoff) error {
 	f.switched = &h
 	return errors.New("switched")
+}
+func (f *fakeSystem) Role() (initramfs.Role, error) { return f.role, nil }
+func (f *fakeSystem) StartKernel(h handoff.Handoff, _ [][]byte) error {
+	f.started = &h
+	return errors.New("started")
 }
 func (f *fakeSystem) ArmWatchdog() (Dog, error) { f.armed = true; return fakeDog{}, nil }
 func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64, progress func()) (handoff.Handoff, error) {
@@ -132,5 +140,78 @@ func TestPrimaryFirst(t *testing.T) {
 	_ = Run(sys, &bytes.Buffer{})
 	if len(sys.mounts) != 1 || sys.mounts[0] != 1 || sys.switched == nil || sys.switched.Slot != 1 {
 		t.Fatalf("primary B: mounts %v, switched %+v", sys.mounts, sys.switched)
+	}
+}
+
+// TestStage0StartsTheSlotKernel: as stage 0, the law runs as in stage 1 (the trial's try is
+// counted, a failed slot is marked bad) but the machine goes to the chosen slot's own kernel,
+// never through a switch of root under stage 0's kernel.
+func TestStage0StartsTheSlotKernel(t *testing.T) {
+	rec := bootctl.Initial(&bootctl.SlotInit{Version: 2, ImageSize: 1}, &bootctl.SlotInit{Version: 1, ImageSize: 1})
+	rec.Slots[0].State, rec.Slots[0].TriesLeft = bootctl.Trial, 1
+	sys := newSystem(t, rec)
+	sys.role = initramfs.RoleStage0
+	sys.mountErr[0] = errors.New("kernel damaged")
+	var log bytes.Buffer
+	_ = Run(sys, &log)
+	if sys.switched != nil {
+		t.Fatalf("stage 0 switched root: %+v", sys.switched)
+	}
+	if sys.started == nil || sys.started.Slot != 1 {
+		t.Fatalf("want slot b's kernel started, got %+v", sys.started)
+	}
+	got, _, err := bootctl.Load(sys.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Slots[0].State != bootctl.Bad || got.Slots[1].Resets != 1 {
+		t.Fatalf("record after stage 0: %+v", got.Slots)
+	}
+	if !strings.Contains(log.String(), "stage1-start role=stage0") {
+		t.Errorf("stage 0 does not say its role:\n%s", log.String())
+	}
+}
+
+// TestSlotRoleBootsOnlyThatSlot: under the slot's own kernel, bay0 mounts the slot stage 0
+// chose and nothing else, and leaves the record as stage 0 wrote it (no second try counted).
+func TestSlotRoleBootsOnlyThatSlot(t *testing.T) {
+	rec := bootctl.Initial(&bootctl.SlotInit{Version: 1, ImageSize: 1}, &bootctl.SlotInit{Version: 1, ImageSize: 1})
+	rec.Slots[1].Resets = 1
+	sys := newSystem(t, rec)
+	sys.role = initramfs.SlotRole("b")
+	before := append([]byte(nil), sys.dev.b...)
+	_ = Run(sys, &bytes.Buffer{})
+	if len(sys.mounts) != 1 || sys.mounts[0] != 1 || sys.switched == nil || sys.switched.Slot != 1 {
+		t.Fatalf("role slot b: mounts %v, switched %+v", sys.mounts, sys.switched)
+	}
+	if !bytes.Equal(before, sys.dev.b) {
+		t.Error("the record changed under the slot's kernel")
+	}
+	if len(sys.switched.Keys) != 0 || sys.switched.WatchdogFD != 7 {
+		t.Errorf("handoff %+v", sys.switched)
+	}
+}
+
+// TestSlotRoleFailureMarksBadAndReboots: a slot that fails under its own kernel is marked bad
+// and the machine reboots into stage 0, which then boots the other slot.
+func TestSlotRoleFailureMarksBadAndReboots(t *testing.T) {
+	rec := bootctl.Initial(&bootctl.SlotInit{Version: 1, ImageSize: 1}, &bootctl.SlotInit{Version: 1, ImageSize: 1})
+	sys := newSystem(t, rec)
+	sys.role = initramfs.SlotRole("a")
+	sys.mountErr[0] = errors.New("no dm-verity in this kernel")
+	err := Run(sys, &bytes.Buffer{})
+	var pe *halt.PowerError
+	if !errors.As(err, &pe) || pe.Action != halt.Reboot {
+		t.Fatalf("want a reboot, got %v", err)
+	}
+	got, _, err := bootctl.Load(sys.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Slots[0].State != bootctl.Bad || !strings.Contains(got.Slots[0].Reason, "no dm-verity") || got.Slots[1] != rec.Slots[1] {
+		t.Fatalf("record: %+v", got.Slots)
+	}
+	if len(sys.mounts) != 1 || sys.switched != nil {
+		t.Fatalf("mounts %v, switched %+v", sys.mounts, sys.switched)
 	}
 }

@@ -123,6 +123,16 @@ func CleanEnd(r Record, slot int, reason string) Record {
 	return r
 }
 
+// MarkFailed marks a slot Bad for reason: a slot that failed after the boot decision was made,
+// under its own kernel, where Next is not run again (stage 0 has run it and counted the try).
+func MarkFailed(r Record, slot int, reason string) Record {
+	if checkSlot(slot) != nil {
+		return r
+	}
+	r.Slots[slot] = markBad(r.Slots[slot], reason)
+	return r
+}
+
 // ExplainReset is applied by stage 1 once it knows how this boot's tries went: when the
 // previous boot ended without a word (LastReset is UncleanReset) and a slot failed its
 // verification now, that failure is the likely cause (a dm-verity restart on a corrupted

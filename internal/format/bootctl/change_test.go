@@ -96,6 +96,20 @@ func TestResetChanges(t *testing.T) {
 	}
 }
 
+func TestMarkFailed(t *testing.T) {
+	r := rec(0, resets(1, 2, 0), good(2))
+	got := MarkFailed(r, 1, "under its own kernel: no dm-verity")
+	if got.Slots[1].State != Bad || got.Slots[1].Reason != "under its own kernel: no dm-verity" || got.Slots[0] != r.Slots[0] {
+		t.Errorf("MarkFailed = %+v", got)
+	}
+	if err := got.Check(); err != nil {
+		t.Errorf("MarkFailed broke the record: %v", err)
+	}
+	if got := MarkFailed(r, 2, "x"); got != r {
+		t.Error("MarkFailed of no slot changed the record")
+	}
+}
+
 // FuzzChanges applies any sequence of changes, the boot decision included, to any valid
 // record and checks the invariants after each: min_version never drops; at most one slot is
 // in trial and it is at or above the floor; a good slot at or above the floor stays good and

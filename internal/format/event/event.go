@@ -34,13 +34,14 @@ type Kind string
 // The kinds bay0 prints, with the attributes each carries.
 const (
 	// Stage 1 (initramfs).
-	Stage1Start  Kind = "stage1-start"  //
+	Stage1Start  Kind = "stage1-start"  // role (stage1, stage0, or "slot a"/"slot b" under the slot's own kernel)
 	SysRq        Kind = "sysrq"         // value (what /proc/sys/kernel/sysrq reads after bay0 set it; "absent" without SysRq)
 	SlotTry      Kind = "slot-try"      // slot state tries_left
 	SlotFailed   Kind = "slot-failed"   // slot reason
 	SlotVerified Kind = "slot-verified" // slot name version root
 	NoBoot       Kind = "no-boot"       // reason (one event per reason)
 	SwitchRoot   Kind = "switch-root"   // slot
+	KernelStart  Kind = "kernel-start"  // slot release sha256 (stage 0 starts the slot's own kernel)
 
 	// Governor.
 	LastReset        Kind = "last-reset"        // reason

@@ -8,6 +8,7 @@
 //	dev/ proc/ sys/ run/ newroot/           empty mount points
 //	init                                    bay0 (0755)
 //	etc/bay0/keys/0.pub, 1.pub, ...         trusted keys, PEM
+//	etc/bay0/role                           what bay0 is here for, unless plain stage 1 (see Role)
 package initramfs
 
 import (
@@ -22,13 +23,64 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Paths inside the initramfs.
 const (
 	InitPath = "init"
 	KeysDir  = "etc/bay0/keys"
+	RolePath = "etc/bay0/role"
 )
+
+// Role says what bay0 does as /init of an initramfs. Three are possible:
+//
+//   - RoleStage1 (no role file): the initramfs `spine vm` hands a kernel in its direct mode.
+//     bay0 applies the boot law and switches root into the chosen slot under this kernel.
+//   - RoleStage0: the initramfs built into the signed boot program on the EFI system
+//     partition. bay0 applies the boot law, verifies the chosen slot, and starts that slot's
+//     own kernel with kexec, so the kernel that runs the Spine is the one its slot holds.
+//   - SlotRole(slot): the initramfs stage 0 hands the slot's kernel, with the slot's own bay0
+//     as /init. Stage 0 has already counted the try, so bay0 only verifies and mounts that
+//     slot; if it fails it records the failure and reboots, and stage 0 decides again.
+type Role string
+
+// The roles that do not name a slot.
+const (
+	RoleStage1 Role = ""
+	RoleStage0 Role = "stage0"
+)
+
+// SlotRole is the role of the initramfs stage 0 builds for slot name ("a" or "b").
+func SlotRole(name string) Role { return Role("slot " + name) }
+
+// ErrRole means a role file says something no bay0 acts on.
+var ErrRole = errors.New("initramfs: bad role")
+
+// ParseRole reads a role file's contents: the role and a newline.
+func ParseRole(b []byte) (Role, error) {
+	r, ok := strings.CutSuffix(string(b), "\n")
+	if !ok {
+		return "", fmt.Errorf("%w: %q does not end in a newline", ErrRole, b)
+	}
+	if err := Role(r).validate(); err != nil {
+		return "", err
+	}
+	return Role(r), nil
+}
+
+// Slot returns the slot name of a SlotRole.
+func (r Role) Slot() (string, bool) {
+	name, ok := strings.CutPrefix(string(r), "slot ")
+	return name, ok && (name == "a" || name == "b")
+}
+
+func (r Role) validate() error {
+	if _, ok := r.Slot(); ok || r == RoleStage1 || r == RoleStage0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %q is none of stage0, slot a, slot b", ErrRole, string(r))
+}
 
 // ErrSpec means a Spec cannot be built into an initramfs.
 var ErrSpec = errors.New("initramfs: bad spec")
@@ -37,6 +89,7 @@ var ErrSpec = errors.New("initramfs: bad spec")
 type Spec struct {
 	Bay0        []byte   // static bay0 binary, installed as /init
 	TrustedKeys [][]byte // PEM "PUBLIC KEY" blocks, installed as etc/bay0/keys/<i>.pub; at least one
+	Role        Role     // written to RolePath unless RoleStage1
 
 	// Extra files, for tools that wrap bay0 (bench boots Debian's modular kernel through a
 	// module loader that then starts bay0). Their directories are made; a name already taken
@@ -63,6 +116,9 @@ func Build(w io.Writer, s Spec) error {
 		dir(d)
 	}
 	file(InitPath, 0o755, s.Bay0)
+	if s.Role != RoleStage1 {
+		file(RolePath, 0o644, []byte(string(s.Role)+"\n"))
+	}
 	for i, k := range s.TrustedKeys {
 		file(path.Join(KeysDir, strconv.Itoa(i)+".pub"), 0o644, k)
 	}
@@ -112,6 +168,9 @@ func (s Spec) validate() error {
 		return fmt.Errorf("%w: no bay0 binary", ErrSpec)
 	case len(s.TrustedKeys) == 0:
 		return fmt.Errorf("%w: no trusted keys: bay0 could verify no Spine", ErrSpec)
+	}
+	if err := s.Role.validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrSpec, err)
 	}
 	for i, k := range s.TrustedKeys {
 		block, rest := pem.Decode(k)

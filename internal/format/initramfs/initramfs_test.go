@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io"
 	"io/fs"
 	"slices"
 	"strings"
@@ -133,4 +134,56 @@ func TestBuildErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRole: a role lands in the role file and reads back; no role writes no file; anything but
+// the three roles is refused when building and when reading.
+func TestRole(t *testing.T) {
+	for _, r := range []Role{RoleStage0, SlotRole("a"), SlotRole("b")} {
+		_, entries := build(t, Spec{Bay0: []byte("bay0"), TrustedKeys: [][]byte{testKey(t, 1)}, Role: r})
+		e, ok := entryMap(entries)[RolePath]
+		if !ok {
+			t.Fatalf("role %q: no %s", r, RolePath)
+		}
+		got, err := ParseRole(e.Data)
+		if err != nil || got != r {
+			t.Errorf("role %q read back as %q, %v", r, got, err)
+		}
+	}
+	_, entries := build(t, Spec{Bay0: []byte("bay0"), TrustedKeys: [][]byte{testKey(t, 1)}})
+	if _, ok := entryMap(entries)[RolePath]; ok {
+		t.Error("stage 1 initramfs has a role file")
+	}
+	if slot, ok := SlotRole("b").Slot(); !ok || slot != "b" {
+		t.Errorf("SlotRole(b).Slot() = %q, %v", slot, ok)
+	}
+	for _, bad := range []Role{"slot c", "stage2", "slot", " stage0"} {
+		if err := Build(io.Discard, Spec{Bay0: []byte("bay0"), TrustedKeys: [][]byte{testKey(t, 1)}, Role: bad}); !errors.Is(err, ErrSpec) {
+			t.Errorf("role %q built: %v", bad, err)
+		}
+		if _, err := ParseRole([]byte(string(bad) + "\n")); !errors.Is(err, ErrRole) {
+			t.Errorf("role %q parsed: %v", bad, err)
+		}
+	}
+	if _, err := ParseRole([]byte("stage0")); !errors.Is(err, ErrRole) {
+		t.Errorf("role without newline parsed: %v", err)
+	}
+}
+
+func FuzzParseRole(f *testing.F) {
+	f.Add([]byte("stage0\n"))
+	f.Add([]byte("slot a\n"))
+	f.Add([]byte("slot c\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseRole(b)
+		if err != nil {
+			return
+		}
+		if string(r)+"\n" != string(b) {
+			t.Fatalf("%q parsed as %q", b, r)
+		}
+		if _, ok := r.Slot(); !ok && r != RoleStage1 && r != RoleStage0 {
+			t.Fatalf("%q parsed as an unknown role", b)
+		}
+	})
 }

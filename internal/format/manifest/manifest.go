@@ -22,6 +22,10 @@ const FormatVersion = 1
 // Constitution is the version of the law a Spine is built under.
 const Constitution = "0.1"
 
+// KernelPath is where a Spine carries its kernel image (bzImage with the EFI stub), relative to
+// the Spine's root.
+const KernelPath = "boot/vmlinuz"
+
 // MaxSize bounds a manifest; anything larger is refused before it is parsed.
 const MaxSize = 64 << 10
 
@@ -31,11 +35,15 @@ var ErrNotCanonical = errors.New("decode manifest: not in canonical form")
 
 // Manifest describes one Spine image.
 type Manifest struct {
-	Format        int      `json:"format"`
-	Name          string   `json:"name"`
-	Version       uint64   `json:"version"`
-	Constitution  string   `json:"constitution"`
-	Kernel        string   `json:"kernel"`
+	Format       int    `json:"format"`
+	Name         string `json:"name"`
+	Version      uint64 `json:"version"`
+	Constitution string `json:"constitution"`
+	Kernel       string `json:"kernel"`
+	// KernelSHA256 is the hash of the kernel image the Spine carries at KernelPath, the kernel
+	// stage 0 starts for this slot; empty for a Spine that carries none (it boots only under a
+	// kernel the host hands QEMU).
+	KernelSHA256  string   `json:"kernel_sha256,omitempty"`
 	BuildTime     int64    `json:"build_time"`
 	HashAlgorithm string   `json:"hash_algorithm"`
 	DataBlockSize uint32   `json:"data_block_size"`
@@ -136,6 +144,8 @@ func (m Manifest) Validate() error {
 		return fmt.Errorf("manifest salt %q is not at most 256 bytes of lower-case hex", m.Salt)
 	case !uuidRE.MatchString(m.UUID):
 		return fmt.Errorf("manifest uuid %q is not a lower-case UUID", m.UUID)
+	case m.KernelSHA256 != "" && (len(m.KernelSHA256) != 64 || !hexRE.MatchString(m.KernelSHA256)):
+		return fmt.Errorf("manifest kernel_sha256 %q is not 64 lower-case hex digits", m.KernelSHA256)
 	}
 	for _, p := range m.Personas {
 		if !nameRE.MatchString(p) {

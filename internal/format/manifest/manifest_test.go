@@ -70,6 +70,29 @@ func TestSources(t *testing.T) {
 	}
 }
 
+// TestKernelSHA256: a Spine that carries its kernel names the image's hash in the signed bytes,
+// right after the release; a malformed hash is refused.
+func TestKernelSHA256(t *testing.T) {
+	m := sample()
+	m.KernelSHA256 = strings.Repeat("ab", 32)
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"kernel":"6.1.0-56-amd64","kernel_sha256":"`+m.KernelSHA256+`","build_time"`)) {
+		t.Errorf("kernel_sha256 not where expected: %s", b)
+	}
+	if got, err := Parse(b); err != nil || !reflect.DeepEqual(got, m) {
+		t.Errorf("Parse = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"AB", strings.Repeat("AB", 32), strings.Repeat("a", 63), strings.Repeat("g", 64)} {
+		m.KernelSHA256 = bad
+		if _, err := m.Marshal(); err == nil || !strings.Contains(err.Error(), "kernel_sha256") {
+			t.Errorf("kernel_sha256 %q: %v", bad, err)
+		}
+	}
+}
+
 func TestParseRefuses(t *testing.T) {
 	swap := func(old, new string) []byte {
 		if !strings.Contains(canonical, old) {
