@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"alpinespine.org/spine/internal/format/manifest"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -167,6 +168,16 @@ func layout(p string, t fs.FileMode) string {
 	case p == "bin" || p == "etc" || p == "etc/spine" || p == policy.TreeRoot:
 		if !isDir {
 			return "must be a directory"
+		}
+		return ""
+	case p == "boot":
+		if !isDir {
+			return "must be a directory"
+		}
+		return ""
+	case p == manifest.KernelPath:
+		if t != 0 {
+			return "must be a regular file"
 		}
 		return ""
 	case p == "bin/bay0" || p == policy.Path:

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,6 +40,10 @@ type Options struct {
 	// Version, when not zero, overrides the configuration's version (release pipelines).
 	Version uint64
 	Kernel  string // kernel release recorded in the manifest
+	// KernelImage, if set, is the kernel image (bzImage) the Spine carries at
+	// manifest.KernelPath, whose hash the manifest records: the kernel stage 0 starts for this
+	// slot, replaced by an update and brought back by a revert like the rest of the Spine.
+	KernelImage string
 	Workers int
 	// Cache is where downloaded inputs are kept between builds (Debian packages under debs/);
 	// "" is kernel.DefaultCacheDir(). It is only looked up when a persona needs it.
@@ -93,6 +98,12 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		return manifest.Manifest{}, fmt.Errorf("the persona sources take %d bytes of the manifest, more than its %d-byte limit allows: list fewer packages",
 			len(b), manifest.MaxSize)
 	}
+	var kernelSum string
+	if opts.KernelImage != "" {
+		if kernelSum, err = placeKernel(opts.KernelImage, root); err != nil {
+			return manifest.Manifest{}, err
+		}
+	}
 	for rel, data := range opts.ForcePastAudit {
 		p := filepath.Join(root, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -135,6 +146,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		Version:      cfg.Version,
 		Constitution: manifest.Constitution,
 		Kernel:       opts.Kernel,
+		KernelSHA256: kernelSum,
 		BuildTime:    fsEpoch,
 		Sources:      staged.Sources,
 	}
@@ -146,6 +158,27 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		return manifest.Manifest{}, err
 	}
 	return m, nil
+}
+
+// placeKernel copies the kernel image into the tree at manifest.KernelPath and returns its
+// sha256.
+func placeKernel(image, root string) (string, error) {
+	b, err := os.ReadFile(image)
+	if err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	if len(b) < 1024 || string(b[0x202:0x206]) != "HdrS" {
+		return "", fmt.Errorf("kernel image %s is not a bzImage (no x86 boot header)", image)
+	}
+	dst := filepath.Join(root, filepath.FromSlash(manifest.KernelPath))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		return "", fmt.Errorf("place kernel image: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // saltAndUUID derives the verity salt and UUID from the inputs when the build is reproducible,

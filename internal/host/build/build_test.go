@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/format/manifest"
 	"alpinespine.org/spine/internal/format/policy"
 	"alpinespine.org/spine/internal/host/squashfs"
 )
@@ -175,6 +178,44 @@ func TestBuild(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(opts.Out)); len(ents) != 1 {
 		t.Errorf("build left more than the image behind: %v", ents)
+	}
+}
+
+// TestBuildCarriesKernel: the kernel image lands at manifest.KernelPath (checked with
+// unsquashfs) and the signed manifest records its hash; something that is not a bzImage is
+// refused before anything is written.
+func TestBuildCarriesKernel(t *testing.T) {
+	ctx := context.Background()
+	dir, opts := project(t, testConfig)
+	kern := make([]byte, 4096)
+	copy(kern[0x202:], "HdrS")
+	copy(kern[1024:], "not really a kernel")
+	opts.KernelImage = filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(opts.KernelImage, kern, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Build(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(kern)
+	if m.KernelSHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("manifest kernel_sha256 %q, want %x", m.KernelSHA256, sum)
+	}
+	got, err := squashfs.Cat(ctx, opts.Out, manifest.KernelPath)
+	if err != nil || !bytes.Equal(got, kern) {
+		t.Errorf("image's %s: %d bytes, %v", manifest.KernelPath, len(got), err)
+	}
+
+	if err := os.WriteFile(opts.KernelImage, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts.Out = filepath.Join(dir, "other.spine")
+	if _, err := Build(ctx, opts); err == nil || !strings.Contains(err.Error(), "not a bzImage") {
+		t.Errorf("a shell script as kernel: %v", err)
+	}
+	if _, err := os.Stat(opts.Out); !os.IsNotExist(err) {
+		t.Errorf("a refused build left %s: %v", opts.Out, err)
 	}
 }
 

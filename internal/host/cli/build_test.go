@@ -32,7 +32,7 @@ func TestBuildConfigStrict(t *testing.T) {
 			cfg := filepath.Join(dir, "spine.toml")
 			writeFile(t, cfg, strings.Replace(demoCfg, tc.old, tc.new, 1), 0o644)
 			out := filepath.Join(dir, "out.img")
-			r := spine(t, epoch, "build", "--config", cfg, "--key", k.key, "--out", out, "--bay0", "/nonexistent")
+			r := spine(t, epoch, "build", "--kernel", "none", "--config", cfg, "--key", k.key, "--out", out, "--bay0", "/nonexistent")
 			if r.code != 1 {
 				t.Fatalf("build: %v", r)
 			}
@@ -64,7 +64,7 @@ func TestBuildDemo(t *testing.T) {
 	mustSpine(t, nil, "verify", "--pub", d.keys.pub, d.img)
 
 	again := filepath.Join(t.TempDir(), "again.img")
-	mustSpine(t, epoch, "build", "--config", "../../../demo/spine.toml", "--key", d.keys.key, "--out", again, "--bay0", bay0(t))
+	mustSpine(t, epoch, "build", "--kernel", "none", "--config", "../../../demo/spine.toml", "--key", d.keys.key, "--out", again, "--bay0", bay0(t))
 	if sum(t, d.img) != sum(t, again) {
 		t.Error("two builds with the same SOURCE_DATE_EPOCH differ")
 	}
@@ -91,7 +91,7 @@ func TestBuildSalt(t *testing.T) {
 	var salts, roots []string
 	for i, env := range []map[string]string{nil, nil, epoch, epoch} {
 		img := filepath.Join(dir, string(rune('a'+i))+".img")
-		mustSpine(t, env, "build", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t))
+		mustSpine(t, env, "build", "--kernel", "none", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t))
 		in := inspect(t, img)
 		salts, roots = append(salts, in.Salt), append(roots, in.RootHash)
 	}
@@ -101,7 +101,7 @@ func TestBuildSalt(t *testing.T) {
 	if salts[2] != salts[3] || roots[2] != roots[3] {
 		t.Errorf("with SOURCE_DATE_EPOCH two builds differ: %v %v", salts[2:], roots[2:])
 	}
-	if r := spine(t, map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, "build", "--config", cfg, "--key", k.key,
+	if r := spine(t, map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, "build", "--kernel", "none", "--config", cfg, "--key", k.key,
 		"--out", filepath.Join(dir, "x.img"), "--bay0", bay0(t)); r.code != 1 || !strings.Contains(r.stderr, "SOURCE_DATE_EPOCH") {
 		t.Errorf("bad SOURCE_DATE_EPOCH: %v", r)
 	}
@@ -110,7 +110,7 @@ func TestBuildSalt(t *testing.T) {
 func TestBuildVersion(t *testing.T) {
 	cfg, k := smallProject(t), sharedKeys(t)
 	img := filepath.Join(t.TempDir(), "v.img")
-	r := mustSpine(t, epoch, "build", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t), "--version", "42")
+	r := mustSpine(t, epoch, "build", "--kernel", "none", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t), "--version", "42")
 	if !strings.Contains(r.stdout, "v42") {
 		t.Errorf("build output: %q", r.stdout)
 	}
@@ -132,7 +132,7 @@ func TestBuildRefusesAudit(t *testing.T) {
 	writeFile(t, filepath.Join(src, "etc/motd"), "hello", 0o666)
 	outDir := t.TempDir()
 	img := filepath.Join(outDir, "bad.img")
-	r := spine(t, epoch, "build", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t))
+	r := spine(t, epoch, "build", "--kernel", "none", "--config", cfg, "--key", k.key, "--out", img, "--bay0", bay0(t))
 	if r.code != 1 {
 		t.Fatalf("build of a bad tree: %v", r)
 	}
@@ -164,7 +164,7 @@ func TestBuildErrors(t *testing.T) {
 		{"missing bay0", []string{"--key", k.key, "--bay0", filepath.Join(dir, "nope")}, "bay0"},
 		{"missing config", []string{"--key", k.key, "--bay0", bay0(t), "--config", filepath.Join(dir, "nope.toml")}, "read config"},
 	} {
-		args := append([]string{"build", "--config", cfg, "--out", filepath.Join(dir, "x.img")}, tc.args...)
+		args := append([]string{"build", "--kernel", "none", "--config", cfg, "--out", filepath.Join(dir, "x.img")}, tc.args...)
 		if r := spine(t, epoch, args...); r.code != 1 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: %v", tc.name, r)
 		}

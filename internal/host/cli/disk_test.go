@@ -122,7 +122,7 @@ func TestDiskUpdateOffline(t *testing.T) {
 	writeFile(t, pass, "a long enough passphrase\n", 0o600)
 	mustSpine(t, nil, "disk", "--a", d.img, "--out", disk, "--passphrase-file", pass, "--kdf", "test")
 	v2 := filepath.Join(dir, "v2.spine")
-	mustSpine(t, epoch, "build", "--config", "../../../demo/spine.toml", "--key", d.keys.key, "--bay0", bay0(t), "--version", "2", "--out", v2)
+	mustSpine(t, epoch, "build", "--kernel", "none", "--config", "../../../demo/spine.toml", "--key", d.keys.key, "--bay0", bay0(t), "--version", "2", "--out", v2)
 	r := mustSpine(t, nil, "disk", "--update", disk, v2, "--pub", d.keys.pub)
 	if !strings.Contains(r.stdout, "staged demo v2 in slot b") {
 		t.Fatalf("spine disk --update: %v", r)

@@ -77,6 +77,7 @@ func buildCmd() command {
 			out := fs.String("out", "", "image file to write")
 			bay0 := fs.String("bay0", "", "static bay0 binary (default: bay0 beside the spine executable)")
 			version := fs.Uint64("version", 0, "override the configuration's version")
+			kern := fs.String("kernel", "spine", "kernel image the Spine carries: \"spine\" (Spine's kernel, built on first use), a bzImage path, or \"none\" (boots only under a kernel the host hands QEMU)")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *cfg == "" || *key == "" || *out == "" || len(args) != 0 {
 					return errUsage
@@ -95,13 +96,14 @@ func buildCmd() command {
 				if err != nil {
 					return err
 				}
-				// The manifest names the release of Spine's kernel, which the installed source decides.
-				src, err := kernel.InstalledSource(ctx)
+				// The Spine carries its kernel: stage 0 starts it, and an update replaces it with
+				// the rest.
+				release, image, err := spineKernel(ctx, env, *kern)
 				if err != nil {
 					return err
 				}
 				m, err := build.Build(ctx, build.Options{Config: *cfg, Key: priv, Bay0: b, Out: *out,
-					Epoch: epoch, Version: *version, Kernel: src.Release()})
+					Epoch: epoch, Version: *version, Kernel: release, KernelImage: image})
 				if err != nil {
 					return err
 				}
@@ -109,6 +111,31 @@ func buildCmd() command {
 				return nil
 			}
 		}}
+}
+
+// spineKernel resolves spine build's --kernel into the release the manifest names and the
+// image the Spine carries ("" for none).
+func spineKernel(ctx context.Context, env *Env, choice string) (release, image string, err error) {
+	switch choice {
+	case "spine":
+		k, err := kernel.Default(ctx, env.Stderr)
+		if err != nil {
+			return "", "", err
+		}
+		return k.Release, k.Image, nil
+	case "none":
+		// The manifest still names the release the installed source builds.
+		src, err := kernel.InstalledSource(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		return src.Release(), "", nil
+	}
+	release, err = kernel.ImageRelease(choice)
+	if err != nil {
+		return "", "", err
+	}
+	return release, choice, nil
 }
 
 func inspectCmd() command {
@@ -149,6 +176,9 @@ func inspectCmd() command {
 				}
 				w := env.Stdout
 				fmt.Fprintf(w, "name:          %s\nversion:       %d\nconstitution:  %s\nkernel:        %s\n", m.Name, m.Version, m.Constitution, m.Kernel)
+				if m.KernelSHA256 != "" {
+					fmt.Fprintf(w, "kernel sha256: %s\n", m.KernelSHA256)
+				}
 				fmt.Fprintf(w, "build time:    %d\npersonas:      %v\n", m.BuildTime, m.Personas)
 				fmt.Fprintf(w, "root hash:     %s\nsalt:          %s\nhash:          %s, %d-byte data blocks, %d-byte hash blocks\n", m.RootHash, m.Salt, m.HashAlgorithm, m.DataBlockSize, m.HashBlockSize)
 				fmt.Fprintf(w, "data:          %d blocks (%d bytes)\nhash area:     %d bytes at offset %d\nimage size:    %d bytes\n", m.DataBlocks, m.DataBlocks*uint64(m.DataBlockSize), m.HashSize, m.HashOffset, im.Footer.ImageSize)

@@ -164,7 +164,7 @@ func demo(t *testing.T) demoImage {
 			return
 		}
 		img := filepath.Join(shared, "demo.img")
-		r := spine(t, epoch, "build", "--config", "../../../demo/spine.toml", "--key", k.key, "--out", img, "--bay0", b)
+		r := spine(t, epoch, "build", "--kernel", "none", "--config", "../../../demo/spine.toml", "--key", k.key, "--out", img, "--bay0", b)
 		if r.code != 0 {
 			demoOnce.err = fmt.Errorf("spine build of the demo: %v", r)
 			return

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -204,4 +205,30 @@ func Default(ctx context.Context, log io.Writer) (Kernel, error) {
 		return Kernel{}, err
 	}
 	return Build(ctx, cache, Options{Log: log})
+}
+
+// ImageRelease reads the release (`uname -r`) from a bzImage's boot header: the kernel_version
+// field points at the version string, whose first word is the release.
+func ImageRelease(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("kernel image: %w", err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 0x210)
+	if _, err := io.ReadFull(f, hdr); err != nil || string(hdr[0x202:0x206]) != "HdrS" {
+		return "", fmt.Errorf("kernel image %s is not a bzImage (no x86 boot header)", path)
+	}
+	off := int64(binary.LittleEndian.Uint16(hdr[0x20e:])) + 0x200
+	buf := make([]byte, 256)
+	n, err := f.ReadAt(buf, off)
+	if n == 0 {
+		return "", fmt.Errorf("kernel image %s: read version string: %v", path, err)
+	}
+	version, _, _ := strings.Cut(string(buf[:n]), "\x00")
+	release, _, _ := strings.Cut(version, " ")
+	if release == "" || strings.ContainsFunc(release, func(r rune) bool { return r < '!' || r > '~' }) {
+		return "", fmt.Errorf("kernel image %s has no readable version string", path)
+	}
+	return release, nil
 }

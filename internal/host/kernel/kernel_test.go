@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,6 +171,36 @@ func TestDefaultCacheDir(t *testing.T) {
 		got, err := DefaultCacheDir()
 		if err != nil || got != tt.want {
 			t.Errorf("SPINE_CACHE=%q XDG_CACHE_HOME=%q HOME=%q: got %q, %v; want %q", tt.spine, tt.xdg, tt.home, got, err, tt.want)
+		}
+	}
+}
+
+// TestImageRelease reads the release from a synthetic boot header, and refuses files that are
+// not bzImages or whose version string is unreadable.
+func TestImageRelease(t *testing.T) {
+	dir := t.TempDir()
+	img := func(version string, magic string) string {
+		b := make([]byte, 0x400)
+		copy(b[0x202:], magic)
+		binary.LittleEndian.PutUint16(b[0x20e:], 0x100) // the string at 0x300
+		copy(b[0x300:], version+"\x00")
+		p := filepath.Join(dir, fmt.Sprintf("img%d", len(version)+len(magic)))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got, err := ImageRelease(img("6.1.192-spine (spine@spine) #1 SMP", "HdrS")); err != nil || got != "6.1.192-spine" {
+		t.Errorf("ImageRelease = %q, %v", got, err)
+	}
+	for name, p := range map[string]string{
+		"no header":      img("6.1.192-spine", "MZ!!"),
+		"empty version":  img("", "HdrS"),
+		"binary version": img("6.1\x01x", "HdrS"),
+		"missing file":   filepath.Join(dir, "none"),
+	} {
+		if _, err := ImageRelease(p); err == nil {
+			t.Errorf("%s: no error", name)
 		}
 	}
 }
