@@ -97,7 +97,7 @@ func diskCmd() command {
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			upd := fs.Bool("update", false, "stage IMG into the inactive slot of a stopped machine's DISK, as bay0 would (needs --pub)")
 			var pubs multi
-			fs.Var(&pubs, "pub", "with --update: trusted public key; repeat for several")
+			fs.Var(&pubs, "pub", "trusted public key (PKIX PEM), for stage 0 and --update; repeat for several")
 			a := fs.String("a", "", "image for slot A (required)")
 			b := fs.String("b", "", "image for slot B (empty slot if not given)")
 			out := fs.String("out", "", "disk image to write")
@@ -141,7 +141,7 @@ func diskCmd() command {
 				if err != nil {
 					return err
 				}
-				esp, espSize, err := boot.files()
+				esp, espSize, err := boot.files(ctx, env, pubs)
 				if err != nil {
 					return err
 				}

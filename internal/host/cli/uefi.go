@@ -7,8 +7,11 @@ import (
 	"os"
 	"strings"
 
+	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/policy"
+	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/provision"
+	"alpinespine.org/spine/internal/host/stage0"
 	"alpinespine.org/spine/internal/host/uefi/authenticode"
 	"alpinespine.org/spine/internal/host/uefi/efivars"
 	"alpinespine.org/spine/internal/host/uefi/fat"
@@ -65,38 +68,85 @@ func WriteUEFIVars(template string, certDER []byte) ([]byte, error) {
 
 // bootFlags are spine disk's flags for the EFI system partition.
 type bootFlags struct {
-	program, key, cert, size *string
+	program, key, cert, size, bay0 *string
 }
 
 func addBootFlags(fs *flag.FlagSet) bootFlags {
 	return bootFlags{
-		program: fs.String("boot-program", "", "UEFI boot program (a PE/EFI binary, e.g. a kernel with its EFI stub) to sign and install as \\"+strings.ReplaceAll(provision.BootProgramPath, "/", "\\")+" on an EFI system partition; needs --uefi-key and --uefi-cert"),
-		key:     fs.String("uefi-key", "", "Secure Boot key that signs the boot program (uefi.key from spine keygen)"),
+		program: fs.String("boot-program", "", "UEFI boot program (a PE/EFI binary) to sign and install as \\"+strings.ReplaceAll(provision.BootProgramPath, "/", "\\")+" instead of stage 0; needs --uefi-key and --uefi-cert"),
+		key:     fs.String("uefi-key", "", "Secure Boot key that signs the boot program (uefi.key from spine keygen); with --uefi-cert, the disk boots by itself through UEFI"),
 		cert:    fs.String("uefi-cert", "", "certificate of --uefi-key (uefi.crt), enrolled in the machine's db"),
 		size:    fs.String("esp-size", "64MiB", "size of the EFI system partition (FAT32, at least 33MiB)"),
+		bay0:    fs.String("bay0", "", "static bay0 built into stage 0 (default: bay0 beside the spine executable)"),
 	}
 }
 
-// files returns the EFI system partition's files (nil without --boot-program) and its size.
-func (f bootFlags) files() ([]fat.File, int64, error) {
-	if *f.program == "" {
-		if *f.key != "" || *f.cert != "" {
-			return nil, 0, fmt.Errorf("--uefi-key and --uefi-cert sign a --boot-program; none given")
+// files returns the EFI system partition's files and its size: nil without --uefi-key and
+// --uefi-cert; else the signed boot program, stage 0 (built with Spine's kernel, bay0 and the
+// trusted keys pubs) unless --boot-program names another.
+func (f bootFlags) files(ctx context.Context, env *Env, pubs []string) ([]fat.File, int64, error) {
+	if *f.key == "" && *f.cert == "" {
+		if *f.program != "" {
+			return nil, 0, fmt.Errorf("--boot-program needs --uefi-key and --uefi-cert: the firmware runs only signed boot programs")
 		}
 		return nil, 0, nil
 	}
 	if *f.key == "" || *f.cert == "" {
-		return nil, 0, fmt.Errorf("--boot-program needs --uefi-key and --uefi-cert: the firmware runs only signed boot programs")
+		return nil, 0, fmt.Errorf("--uefi-key and --uefi-cert go together: the key signs, the certificate is what the firmware trusts")
 	}
 	size, err := policy.ParseSize(*f.size)
 	if err != nil {
 		return nil, 0, err
 	}
-	signed, err := SignBootProgram(*f.program, *f.key, *f.cert)
+	program := *f.program
+	if program == "" {
+		if program, err = f.buildStage0(ctx, env, pubs); err != nil {
+			return nil, 0, err
+		}
+	}
+	signed, err := SignBootProgram(program, *f.key, *f.cert)
 	if err != nil {
 		return nil, 0, err
 	}
 	return []fat.File{{Path: provision.BootProgramPath, Data: signed}}, int64(size), nil
+}
+
+// buildStage0 builds stage 0 in the kernel cache and returns its image's path.
+func (f bootFlags) buildStage0(ctx context.Context, env *Env, pubs []string) (string, error) {
+	if len(pubs) == 0 {
+		return "", fmt.Errorf("stage 0 verifies the slots with the trusted keys: give them with --pub")
+	}
+	if _, err := keys.LoadPublic(pubs...); err != nil {
+		return "", err
+	}
+	var trusted [][]byte
+	for _, p := range pubs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", err
+		}
+		trusted = append(trusted, b)
+	}
+	path := *f.bay0
+	if path == "" {
+		var err error
+		if path, err = besideExecutable("bay0"); err != nil {
+			return "", err
+		}
+	}
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read bay0: %w", err)
+	}
+	cache, err := kernel.DefaultCacheDir()
+	if err != nil {
+		return "", err
+	}
+	k, err := stage0.Build(ctx, cache, stage0.Spec{Bay0: bin, TrustedKeys: trusted}, env.Stderr)
+	if err != nil {
+		return "", fmt.Errorf("build stage 0: %w", err)
+	}
+	return k.Image, nil
 }
 
 // SignBootProgram returns the PE image at path signed with the Secure Boot key pair.

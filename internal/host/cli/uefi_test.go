@@ -120,7 +120,8 @@ func TestDiskBootProgram(t *testing.T) {
 		want string
 	}{
 		{[]string{"--boot-program", helloEFI}, "needs --uefi-key and --uefi-cert"},
-		{[]string{"--uefi-key", key, "--uefi-cert", crt}, "none given"},
+		{[]string{"--uefi-key", key, "--uefi-cert", crt}, "give them with --pub"},
+		{[]string{"--uefi-key", key}, "go together"},
 		{[]string{"--boot-program", pass, "--uefi-key", key, "--uefi-cert", crt}, "not a signable PE"},
 		{[]string{"--boot-program", helloEFI, "--uefi-key", filepath.Join(dir, "spine.key"), "--uefi-cert", crt}, "not an RSA key"},
 		{[]string{"--boot-program", helloEFI, "--uefi-key", key, "--uefi-cert", crt, "--esp-size", "16MiB"}, "EFI system partition"},

@@ -70,7 +70,7 @@ func lock(ctx context.Context, path string, log io.Writer) (func(), error) {
 }
 
 // build builds the kernel in the build tree work and installs the result at dir.
-func build(ctx context.Context, src Source, epoch int64, opts Options, work, dir string) error {
+func build(ctx context.Context, src Source, epoch int64, opts Options, fragment []byte, s0 *Stage0, work, dir string) error {
 	srcDir := filepath.Join(work, "src")
 	objDir := filepath.Join(srcDir, "obj")
 	out := dir + ".tmp"
@@ -96,8 +96,13 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, work, dir
 	start := time.Now()
 	logf(opts.Log, "kernel: building %s %s with spine.config (minutes the first time; the log is %s)", SourcePackage, src.Version, logPath)
 	frag := filepath.Join(work, "spine.config")
-	if err := os.WriteFile(frag, Fragment, 0o644); err != nil {
+	if err := os.WriteFile(frag, fragment, 0o644); err != nil {
 		return fmt.Errorf("kernel: write fragment: %w", err)
+	}
+	if s0 != nil {
+		if err := writeSynced(filepath.Join(objDir, stage0Archive), s0.Initramfs); err != nil {
+			return err
+		}
 	}
 	env := buildEnv(os.Getenv("PATH"), epoch)
 	// Run in the object tree: kbuild then sees the source tree as "..".
@@ -111,7 +116,7 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, work, dir
 	if err != nil {
 		return fmt.Errorf("kernel: read generated .config: %w", err)
 	}
-	if err := CheckConfig(Fragment, full); err != nil {
+	if err := CheckConfig(fragment, full); err != nil {
 		return err
 	}
 	jobs := opts.Jobs

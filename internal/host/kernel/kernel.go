@@ -109,13 +109,55 @@ func (s Source) Release() string {
 	return up + LocalVersion
 }
 
+// Stage0 is what makes a kernel image the signed boot program: an initramfs built into the
+// image and a command line built in that replaces whatever the firmware passes. Signed as a
+// whole, nothing that runs before stage 0's bay0 can be changed without breaking the signature.
+type Stage0 struct {
+	Initramfs []byte // a plain newc archive (initramfs.Archive)
+	Cmdline   string
+}
+
+// stage0Archive is where the build tree keeps the archive to build in, relative to the object
+// tree (kbuild runs there, so the path is the same in every cache).
+const stage0Archive = "stage0.cpio"
+
+// fragment returns the configuration to apply over allnoconfig: Fragment, plus for a stage 0
+// image the built-in initramfs and command line. noinitrd keeps the EFI stub from loading an
+// initrd= file or one offered through the firmware, so the built-in archive is the only one.
+func (s *Stage0) fragment() ([]byte, error) {
+	if s == nil {
+		return Fragment, nil
+	}
+	if len(s.Initramfs) == 0 {
+		return nil, fmt.Errorf("%w: stage 0 needs an initramfs", ErrConfig)
+	}
+	if strings.ContainsAny(s.Cmdline, "\"\\\n") {
+		return nil, fmt.Errorf("%w: stage 0 command line %q has a quote, backslash or newline", ErrConfig, s.Cmdline)
+	}
+	extra := fmt.Sprintf(`
+# Stage 0: the initramfs and the command line are part of the signed image.
+CONFIG_INITRAMFS_SOURCE="%s"
+CONFIG_INITRAMFS_COMPRESSION_NONE=y
+CONFIG_CMDLINE_BOOL=y
+CONFIG_CMDLINE="%s noinitrd"
+CONFIG_CMDLINE_OVERRIDE=y
+`, stage0Archive, s.Cmdline)
+	return append(append([]byte(nil), Fragment...), extra...), nil
+}
+
 // key names a built kernel in the cache: the source version, then a hash of everything else
 // that decides its bytes.
-func key(src Source, epoch int64) string {
+func key(src Source, epoch int64, frag []byte, s *Stage0) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%d\n", recipe, epoch)
-	h.Write(Fragment)
-	return src.Version + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+	h.Write(frag)
+	name := src.Version + "-"
+	if s != nil {
+		fmt.Fprintf(h, "\ninitramfs %d\n", len(s.Initramfs))
+		h.Write(s.Initramfs)
+		name += "stage0-"
+	}
+	return name + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Build returns the kernel built from the installed source and Fragment, building it first if
@@ -123,6 +165,21 @@ func key(src Source, epoch int64) string {
 // takes long the first time (tens of minutes on two busy cores; see the README); it needs
 // linux-source-6.1 and the kernel's build dependencies (scripts/deps.sh installs them).
 func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
+	return buildVariant(ctx, cacheDir, opts, nil)
+}
+
+// BuildStage0 returns Spine's kernel with s built in: the boot program firmware starts. It
+// shares Build's cache, lock and build tree (switching the tree between the two rebuilds only
+// the few objects the built-in initramfs and command line touch, and relinks).
+func BuildStage0(ctx context.Context, cacheDir string, opts Options, s Stage0) (Kernel, error) {
+	return buildVariant(ctx, cacheDir, opts, &s)
+}
+
+func buildVariant(ctx context.Context, cacheDir string, opts Options, s0 *Stage0) (Kernel, error) {
+	frag, err := s0.fragment()
+	if err != nil {
+		return Kernel{}, err
+	}
 	src, err := InstalledSource(ctx)
 	if err != nil {
 		return Kernel{}, err
@@ -136,7 +193,7 @@ func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
 		return Kernel{}, fmt.Errorf("kernel: cache directory: %w", err)
 	}
 	base := filepath.Join(cacheDir, "kernel")
-	k := key(src, epoch)
+	k := key(src, epoch, frag, s0)
 	dir := filepath.Join(base, k)
 	if kern, err := load(dir, src); err == nil {
 		return kern, nil
@@ -156,7 +213,7 @@ func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return Kernel{}, fmt.Errorf("kernel: remove incomplete %s: %w", dir, err)
 	}
-	if err := build(ctx, src, epoch, opts, filepath.Join(base, "build"), dir); err != nil {
+	if err := build(ctx, src, epoch, opts, frag, s0, filepath.Join(base, "build"), dir); err != nil {
 		return Kernel{}, err
 	}
 	return load(dir, src)

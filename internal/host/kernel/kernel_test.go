@@ -99,9 +99,34 @@ func TestBuildEnv(t *testing.T) {
 
 func TestKey(t *testing.T) {
 	src := Source{Version: "6.1.192-2"}
-	k := key(src, 1)
-	if !strings.HasPrefix(k, "6.1.192-2-") || key(src, 1) != k || key(src, 2) == k || key(Source{Version: "6.1.193-1"}, 1) == k {
+	k := key(src, 1, Fragment, nil)
+	if !strings.HasPrefix(k, "6.1.192-2-") || key(src, 1, Fragment, nil) != k || key(src, 2, Fragment, nil) == k || key(Source{Version: "6.1.193-1"}, 1, Fragment, nil) == k {
 		t.Errorf("key does not follow source version and epoch: %q", k)
+	}
+	// A stage 0 image is its own cache entry, one per built-in initramfs and command line.
+	s1 := &Stage0{Initramfs: []byte("archive one"), Cmdline: "console=ttyS0"}
+	f1, err := s1.fragment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 := &Stage0{Initramfs: []byte("archive two"), Cmdline: "console=ttyS0"}
+	f2, _ := s2.fragment()
+	k1 := key(src, 1, f1, s1)
+	if !strings.HasPrefix(k1, "6.1.192-2-stage0-") || k1 == key(src, 1, f2, s2) || k1 == k {
+		t.Errorf("stage 0 keys: %q %q", k1, key(src, 1, f2, s2))
+	}
+	for _, want := range []string{`CONFIG_INITRAMFS_SOURCE="stage0.cpio"`, `CONFIG_CMDLINE="console=ttyS0 noinitrd"`, "CONFIG_CMDLINE_OVERRIDE=y"} {
+		if !strings.Contains(string(f1), want) {
+			t.Errorf("stage 0 fragment lacks %s", want)
+		}
+	}
+	if err := CheckConfig(f1, f1); err != nil {
+		t.Errorf("stage 0 fragment does not parse: %v", err)
+	}
+	for _, bad := range []Stage0{{Cmdline: "console=ttyS0"}, {Initramfs: []byte("x"), Cmdline: `a"b`}, {Initramfs: []byte("x"), Cmdline: "a\nb"}} {
+		if _, err := bad.fragment(); !errors.Is(err, ErrConfig) {
+			t.Errorf("stage 0 %+v: %v", bad, err)
+		}
 	}
 	if got := src.Release(); got != "6.1.192-spine" {
 		t.Errorf("Release() = %q", got)
