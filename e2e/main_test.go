@@ -189,6 +189,8 @@ type spineOpts struct {
 	force map[string][]byte
 	// personas are more [[persona]] tables, after the idle one.
 	personas string
+	// kernel has the Spine carry Spine's kernel, as spine build does: what stage 0 starts.
+	kernel bool
 }
 
 // buildSpine builds a small signed Spine with one persona and returns its path.
@@ -230,8 +232,12 @@ dir = %q
 	}
 	out := filepath.Join(dir, fmt.Sprintf("%s-v%d.spine", o.name, o.version))
 	start := time.Now()
+	var kernelImage string
+	if o.kernel {
+		kernelImage = fx.kernel.Image
+	}
 	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, Out: out,
-		Epoch: 1767225600, Kernel: fx.kernel.Release, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
+		Epoch: 1767225600, Kernel: fx.kernel.Release, KernelImage: kernelImage, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
 		t.Fatalf("build spine: %v", err)
 	}
 	t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))

@@ -7,10 +7,9 @@ package e2e
 // Boot on and nothing from the host but the disk: the firmware runs the boot program on the
 // EFI system partition only if the owner's key signed it.
 //
-// Until our own kernel also carries a built-in initramfs and command line and boots bay0 from
-// the disk, the boot program here is our kernel's image (bzImage with the EFI stub) signed with
-// the owner's key. It proves the chain up to the kernel: its EFI stub runs and reports Secure
-// Boot on. It has no command line, so it prints nothing more on the serial console.
+// The boot program is stage 0: Spine's kernel with bay0 and the trusted keys built in, signed
+// with the owner's key by spine disk. It applies the boot law and starts the chosen slot's own
+// kernel (kexec), which the slot's signed manifest covers.
 
 import (
 	"bytes"
@@ -22,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/cli"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/uefi/authenticode"
@@ -139,29 +141,113 @@ func firmwareMachine(t *testing.T, disk string) vm.Config {
 	return vm.Config{Disk: disk, Firmware: &vm.Firmware{Code: ovmf.Code, Vars: vars}, Timeout: uefiTimeout, Accel: fx.accel}
 }
 
-// The owner's disk, written by spine disk with the boot program signed by the owner's key,
-// starts under Secure Boot: the kernel's EFI stub runs and sees Secure Boot on.
-func TestUEFISecureBootRunsOwnerSigned(t *testing.T) {
-	t.Parallel()
+// ownerDisk writes the disk an owner makes with spine disk: slots a and b, /persist, and
+// stage 0 built from Spine's kernel, bay0 and the trusted key, signed with the owner's key.
+func ownerDisk(t *testing.T, a, b string) string {
+	t.Helper()
 	u := uefiFx(t)
-	img := buildSpine(t, spineOpts{})
-	disk := filepath.Join(t.TempDir(), "disk.img")
-	pass := filepath.Join(t.TempDir(), "pass")
-	if err := os.WriteFile(pass, []byte("owner passphrase\n"), 0o600); err != nil {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	pass := filepath.Join(dir, "pass")
+	if err := os.WriteFile(pass, []byte(e2ePassphrase+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := spineCLI("disk", "--a", img, "--out", disk, "--passphrase-file", pass, "--kdf", "test",
-		"--boot-program", fx.kernel.Image,
-		"--uefi-key", filepath.Join(u.owner, sbkeys.KeyFile), "--uefi-cert", filepath.Join(u.owner, sbkeys.CertFile)); err != nil {
-		t.Fatal(err)
+	args := []string{"disk", "--a", a, "--out", disk, "--passphrase-file", pass, "--kdf", "test",
+		"--pub", filepath.Join(fx.dir, "keys0", keys.PublicFile), "--bay0", fx.bay0,
+		"--uefi-key", filepath.Join(u.owner, sbkeys.KeyFile), "--uefi-cert", filepath.Join(u.owner, sbkeys.CertFile)}
+	if b != "" {
+		args = append(args, "--b", b)
 	}
 	start := time.Now()
-	v := vmtest.Boot(t, firmwareMachine(t, disk))
-	v.WaitFor(t, stubSecureBoot, uefiTimeout)
-	t.Logf("firmware to the signed kernel's EFI stub: %s", time.Since(start).Round(time.Millisecond))
+	if err := spineCLI(args...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("spine disk with stage 0: %s", time.Since(start).Round(time.Millisecond))
+	return disk
+}
+
+// The owner's disk boots by itself: OVMF with Secure Boot on runs stage 0 (signed by the owner),
+// stage 0 applies the boot law, verifies slot a and starts slot a's own kernel, whose bay0
+// verifies the slot again and brings the Spine up. Nothing comes from the host but the disk.
+func TestUEFIDiskBootsByItself(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{kernel: true})
+	disk := ownerDisk(t, img, img)
+	start := time.Now()
+	v := vmtest.Boot(t, answering(firmwareMachine(t, disk)))
+	v.WaitEvent(t, event.Stage1Start, uefiTimeout, kv("role", "stage0"))
+	t.Logf("firmware to stage 0: %s", time.Since(start).Round(time.Millisecond))
+	ks := v.WaitEvent(t, event.KernelStart, uefiTimeout, kv("slot", "a"), kv("release", fx.kernel.Release))
+	if ks.Value("sha256") != fx.kernel.SHA256 {
+		t.Errorf("stage 0 started a kernel with sha256 %s, want Spine's %s", ks.Value("sha256"), fx.kernel.SHA256)
+	}
+	v.WaitEvent(t, event.Stage1Start, bootTimeout, kv("role", "slot a"))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	t.Logf("firmware to slot a up: %s", time.Since(start).Round(time.Millisecond))
 	v.Kill(t)
+	// The slot kernel printed the one kernel boot log of this boot: stage 0's is quiet.
+	if n := v.Count("Linux version " + fx.kernel.Release); n != 1 {
+		t.Errorf("the console shows %d kernel boot logs, want 1 (the slot kernel's)", n)
+	}
 	v.Never(t, bdsFailed)
 	v.Never(t, bdsNoBoot)
+	v.NeverEvent(t, event.SlotFailed)
+}
+
+// A flipped byte in the kernel slot a carries fails slot a in stage 0 (its verification
+// covers every block of the Spine, the kernel included) and the machine comes up on slot b,
+// under slot b's kernel; the record says why slot a is bad.
+func TestUEFIDamagedKernelFallsBack(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{kernel: true})
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kern, err := os.ReadFile(fx.kernel.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bzImage is compressed already, so SquashFS stores its blocks as they are: find a
+	// piece from its middle in the image and flip a byte there.
+	mid := len(kern) / 2
+	at := bytes.Index(b, kern[mid:mid+64])
+	if at < 0 {
+		t.Fatal("the kernel's bytes are not stored as they are in the image")
+	}
+	b[at+32] ^= 0x01
+	disk := ownerDisk(t, img, img)
+	// Slot a gets the damaged copy; the record keeps the good image's size and version.
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := provision.Partition(f, provision.SlotPartition(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, part.Start); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v := vmtest.Boot(t, answering(firmwareMachine(t, disk)))
+	failed := v.WaitEvent(t, event.SlotFailed, uefiTimeout, kv("slot", "a"))
+	if !strings.Contains(failed.Value("reason"), "verification") {
+		t.Errorf("slot a failed for another reason: %q", failed.Value("reason"))
+	}
+	v.WaitEvent(t, event.KernelStart, bootTimeout, kv("slot", "b"))
+	v.WaitEvent(t, event.Stage1Start, bootTimeout, kv("role", "slot b"))
+	waitUp(t, v, "tiny", 1, "b", bootTimeout)
+	v.Kill(t)
+	if got := len(v.Events(event.KernelStart, kv("slot", "a"))); got != 0 {
+		t.Errorf("stage 0 started slot a's damaged kernel %d times", got)
+	}
+	rec := record(t, disk)
+	if rec.Slots[0].State != bootctl.Bad {
+		t.Errorf("slot a after its kernel failed verification: %+v", rec.Slots[0])
+	}
 }
 
 // A boot program the owner did not sign never runs: unsigned, or signed by another owner's key. The firmware
