@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make demo: keys and a /persist passphrase (kept in demo/keys, git-ignored), two demo Spine
-# versions, the initramfs, the machine disk, then a boot under QEMU with the console here.
+# versions, the machine disk with stage 0 signed by the owner's Secure Boot key, the firmware's
+# variable store with that key enrolled, then a boot under QEMU through UEFI firmware with the
+# console here (bay0's and the personas' lines; DEMO_VERBOSE=1 shows the boot logs too).
 #   DEMO_TIMEOUT=90s   stop the machine after a while (non-interactive runs)
 #   DEMO_INTERACTIVE=1 type the /persist passphrase yourself at the machine's prompt
 set -euo pipefail
@@ -15,10 +17,12 @@ fi
 $spine build --config demo/spine.toml --key demo/keys/spine.key --out "$out/demo-v1.spine"
 $spine build --config demo/spine.toml --key demo/keys/spine.key --version 2 --out "$out/demo-v2.spine"
 $spine verify --pub demo/keys/spine.pub "$out/demo-v1.spine"
-$spine initramfs --pub demo/keys/spine.pub --out "$out/initrd.gz"
+# The firmware's NVRAM: Secure Boot on, the owner's certificate enrolled as PK, KEK and db.
+$spine uefi-vars --cert demo/keys/uefi.crt --out "$out/vars.fd"
 # A light KDF keeps the demo's unlock quick under TCG; real machines keep the default.
 $spine disk --a "$out/demo-v1.spine" --out "$out/disk.img" \
-  --passphrase-file demo/keys/passphrase --kdf-memory 32MiB
+  --passphrase-file demo/keys/passphrase --kdf-memory 32MiB \
+  --pub demo/keys/spine.pub --uefi-key demo/keys/uefi.key --uefi-cert demo/keys/uefi.crt
 answer=(--passphrase-file demo/keys/passphrase)
 if [ -n "${DEMO_INTERACTIVE:-}" ]; then
   answer=()
@@ -36,5 +40,14 @@ Booting the demo machine (QEMU, serial console below). In another terminal, try:
 Stop the machine with Ctrl-C.
 
 MSG
-exec $spine vm --disk "$out/disk.img" --initrd "$out/initrd.gz" --ctl "$out/ctl.sock" \
-  --forward 8080:8080 --timeout "${DEMO_TIMEOUT:-0}" "${answer[@]}"
+verbose=()
+[ -n "${DEMO_VERBOSE:-}" ] && verbose=(--verbose)
+status=0
+$spine vm --disk "$out/disk.img" --uefi-vars "$out/vars.fd" --ctl "$out/ctl.sock" \
+  --forward 8080:8080 --timeout "${DEMO_TIMEOUT:-0}" "${answer[@]}" "${verbose[@]}" || status=$?
+# spine vm's status 5 says the timeout stopped the machine: with DEMO_TIMEOUT that is the plan.
+if [ -n "${DEMO_TIMEOUT:-}" ] && [ "$status" -eq 5 ]; then
+  echo "demo: stopped after $DEMO_TIMEOUT, as DEMO_TIMEOUT asked"
+  exit 0
+fi
+exit "$status"

@@ -199,7 +199,7 @@ func vmCmd() command {
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			diskPath := fs.String("disk", "", "machine disk")
 			uefiVars := fs.String("uefi-vars", "", "boot through UEFI firmware (OVMF, Secure Boot, q35 with SMM) with this variable store (spine uefi-vars) as the machine's NVRAM: the disk alone boots, no kernel, initramfs or command line from the host")
-			initrd := fs.String("initrd", "", "initramfs (direct kernel boot, the fast mode without firmware)")
+			initrd := fs.String("initrd", "", "initramfs: boot directly with kernel and initramfs from the host, the fast mode without firmware (tests)")
 			kern := fs.String("kernel", "", "kernel (default: Spine's kernel, built on first use)")
 			ctl := fs.String("ctl", "", "expose the bay0.ctl control port as this unix socket")
 			timeout := fs.Duration("timeout", 0, "stop the machine after this long (0: never)")
@@ -207,14 +207,22 @@ func vmCmd() command {
 			appendArgs := fs.String("append", "", "extra kernel parameters (door-opening ones are refused)")
 			mem := fs.Int("memory", 512, "guest memory in MiB")
 			passFile := fs.String("passphrase-file", "", "answer the guest's /persist passphrase prompt with this file's passphrase (default: type it; the terminal's echo is off while the machine runs)")
+			verbose := fs.Bool("verbose", false, "show the whole console (firmware and kernel boot logs), not only bay0's and the personas' lines")
 			var fwd multi
 			fs.Var(&fwd, "forward", "forward a port of the host's 127.0.0.1 to the guest, HOST:GUEST (guest "+vm.DefaultGuestAddr+") or HOST:GUESTIP:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *diskPath == "" || len(args) != 0 {
 					return errUsage
 				}
+				display := env.Stdout
+				if !*verbose {
+					display = vm.QuietConsole(env.Stdout)
+				}
 				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
-					MaxBoots: *boots, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
+					MaxBoots: *boots, MemoryMiB: *mem, Console: display, Stdin: env.Stdin}
+				if *initrd == "" && *uefiVars == "" {
+					return fmt.Errorf("spine vm boots the disk through UEFI firmware, as hardware does: give --uefi-vars VARS (spine uefi-vars --cert uefi.crt --out VARS); --initrd selects the fast direct kernel boot instead")
+				}
 				if *uefiVars != "" {
 					fw, err := firmware(*uefiVars, *kern, *initrd, *appendArgs)
 					if err != nil {
@@ -247,7 +255,7 @@ func vmCmd() command {
 					ans := vm.NewAnswerer(pass)
 					persist.Wipe(pass)
 					defer ans.Close()
-					cfg.Console, cfg.Stdin = io.MultiWriter(env.Stdout, ans), ans
+					cfg.Console, cfg.Stdin = io.MultiWriter(display, ans), ans
 				} else if in, ok := env.Stdin.(*os.File); ok && isTerminal(in) {
 					// The guest turns its echo off for the prompt; the host terminal must not
 					// echo the passphrase either. Lines still go out on Enter, and ^C still

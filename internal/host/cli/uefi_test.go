@@ -161,7 +161,7 @@ func TestVMFirmwareFlags(t *testing.T) {
 			t.Errorf("vm %v: %v, want %q", c.args, r, c.want)
 		}
 	}
-	if r := spine(t, nil, "vm", "--disk", diskPath); r.code != 2 {
-		t.Errorf("vm without --initrd or --uefi-vars: %v, want usage", r)
+	if r := spine(t, nil, "vm", "--disk", diskPath); r.code != 1 || !strings.Contains(r.stderr, "through UEFI firmware") {
+		t.Errorf("vm without --initrd or --uefi-vars: %v, want the firmware default explained", r)
 	}
 }
