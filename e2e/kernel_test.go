@@ -17,9 +17,10 @@ import (
 // TestKernelSurfacesGone boots Spine's kernel with the escape probe as PID 1 in its "kernel"
 // mode: no persona, no seccomp filter, root with every capability and a full devtmpfs. What the
 // kernel configuration removed must be gone even so: the int 0x80 and x32 entries, io_uring,
-// userfaultfd, bpf, module loading and kexec, /dev/mem and /dev/port, /proc/kcore, SysRq
-// (/proc/sysrq-trigger and the sysctl; the serial-line SysRq depends on it). The machine powers
-// itself off.
+// userfaultfd, bpf, module loading and kexec_load, /dev/mem and /dev/port, /proc/kcore, SysRq
+// (/proc/sysrq-trigger and the sysctl; the serial-line SysRq depends on it). kexec_file_load,
+// which stage 0 needs, is refused even to root once kexec_load_disabled is set, and stays so.
+// The machine powers itself off.
 func TestKernelSurfacesGone(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -61,6 +62,7 @@ func TestKernelSurfacesGone(t *testing.T) {
 		"no io_uring_setup", "no userfaultfd", "no bpf", "no finit_module", "no kexec_load", "no x32 entry",
 		"no int 0x80 entry", "no /dev/mem", "no /dev/port", "no /proc/kcore", "no /proc/sysrq-trigger",
 		"no /proc/sys/kernel/sysrq", "no /proc/modules", "mount /dev",
+		"kexec_file_load refused once disabled", "kexec stays disabled",
 	} {
 		if !v.Saw("probe: kernel: " + check + ": ok") {
 			t.Errorf("the probe never reported %q as ok", check)

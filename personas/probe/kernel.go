@@ -38,6 +38,18 @@ func kernelSurfaces() {
 	gone("finit_module", errno(unix.Syscall(unix.SYS_FINIT_MODULE, ^uintptr(0), 0, 0)))
 	gone("kexec_load", errno(unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0)))
 	gone("x32 entry", errno(unix.RawSyscall(0x40000000|unix.SYS_GETPID, 0, 0, 0)))
+	// kexec_file_load is in the kernel for stage 0; once kexec_load_disabled is set, as the
+	// governor does first thing, even root cannot load a kernel, and the switch cannot be
+	// turned back.
+	if err := os.WriteFile("/proc/sys/kernel/kexec_load_disabled", []byte("1\n"), 0); err != nil {
+		p.report("kernel: kexec can be disabled", true, fmt.Sprint(err))
+	} else {
+		err := errno(unix.Syscall6(unix.SYS_KEXEC_FILE_LOAD, ^uintptr(0), ^uintptr(0), 0, 0, 0, 0))
+		p.report("kernel: kexec_file_load refused once disabled", !errors.Is(err, unix.EPERM), fmt.Sprint(err))
+		err = os.WriteFile("/proc/sys/kernel/kexec_load_disabled", []byte("0\n"), 0)
+		b, _ := os.ReadFile("/proc/sys/kernel/kexec_load_disabled")
+		p.report("kernel: kexec stays disabled", strings.TrimSpace(string(b)) != "1", fmt.Sprintf("%v, now %q", err, strings.TrimSpace(string(b))))
+	}
 	for _, path := range []string{"/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore", "/proc/sysrq-trigger", "/proc/sys/kernel/sysrq", "/proc/modules"} {
 		_, err := os.Lstat(path)
 		p.report("kernel: no "+path, !errors.Is(err, os.ErrNotExist), fmt.Sprint(err))
