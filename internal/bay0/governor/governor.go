@@ -61,7 +61,9 @@ type Governor struct {
 	committed atomic.Bool
 	// asked is set when the machine ends because someone asked (spine ctl reboot).
 	asked atomic.Bool
-	fatal chan error
+	// abrupt is set when the machine ends on a failure: its personas are not asked to stop.
+	abrupt atomic.Bool
+	fatal  chan error
 	// con is the console's single writer: bay0's lines and each persona's go through bounded
 	// queues, so no loop waits on the UART. ring and personaRing keep recent lines for the
 	// logs verb, bay0's apart, so a persona's flood never pushes bay0's own lines out.
@@ -129,11 +131,13 @@ func (g *Governor) emit(e event.Event) {
 // Spine is read-only verity), record (the boot-control record), persist (the passphrase and
 // /persist), personas, control. Each is logged with its duration and must progress within
 // PhaseWindow, or the watchdog goes unfed and names the phase.
-func (g *Governor) Run() error {
-	// Whatever ends the run, the machine now goes down through halt: feed through it, and let
-	// the queued console lines out first, so halt's own lines come after them.
+func (g *Governor) Run() (err error) {
+	// Whatever ends the run, the machine now goes down through halt: feed through it (and
+	// through the personas' graceful stop), and let the queued console lines out first, so
+	// halt's own lines come after them.
 	defer func() {
-		g.health.Only(LoopHalt, haltBudget, time.Now())
+		g.health.Only(LoopHalt, haltBudget+g.stopBudget(), time.Now())
+		g.stopPersonasGracefully(err)
 		g.con.Flush(2 * time.Second)
 	}()
 	if err := g.phase("system", mountSystem); err != nil {
@@ -318,6 +322,7 @@ func (g *Governor) mainLoop() error {
 	for {
 		select {
 		case err := <-g.fatal:
+			g.abrupt.Store(true)
 			return err
 		case req := <-g.requests:
 			g.asked.Store(true)

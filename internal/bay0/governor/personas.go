@@ -2,6 +2,7 @@ package governor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -67,6 +68,37 @@ func (g *Governor) startPersonas() error {
 		return sup.Run(ctx)
 	})
 	return nil
+}
+
+// stopBudget bounds the personas' graceful stop when the machine goes down: the longest
+// stop_timeout of the policy, the kill and cleanup after it, and a margin.
+func (g *Governor) stopBudget() time.Duration {
+	var longest time.Duration
+	for _, p := range g.policy.Personas {
+		longest = max(longest, time.Duration(p.StopTimeout))
+	}
+	return longest + persona.DestroyTimeout + 2*time.Second
+}
+
+// stopPersonasGracefully asks every persona to end (its stop signal, then its stop_timeout,
+// then cgroup.kill), all at once, when the machine ends on purpose: an operator's reboot,
+// power off or update, or a trial that missed its deadline. A failure (err nil after a panic,
+// or an error from a supervised loop) goes down at once, as the reset doctrine wants. It runs
+// on the halting goroutine, which the watchdog is fed for (Run's LoopHalt budget).
+func (g *Governor) stopPersonasGracefully(err error) {
+	var pe *halt.PowerError
+	if g.personas == nil || err == nil || g.abrupt.Load() || !errors.As(err, &pe) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.stopBudget())
+	defer cancel()
+	start := time.Now()
+	if err := g.personas.Shutdown(ctx); err != nil {
+		g.logf("personas not all stopped after %s: %v; killing what is left", time.Since(start).Round(time.Millisecond), err)
+		return
+	}
+	g.logf("personas stopped in %s", time.Since(start).Round(time.Millisecond))
+	g.emit(event.New(event.PersonasDown).Int("ms", time.Since(start).Milliseconds()))
 }
 
 // persistRoot is /persist when it is mounted as it must be, and "" otherwise: personas with
