@@ -60,7 +60,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 	st := control.StatusInfo{
 		Spine: g.boot.Manifest.Name, Version: g.boot.Manifest.Version, Slot: bootctl.SlotName(g.boot.Slot),
 		MinVersion: rec.MinVersion, UptimeMS: uint64(time.Since(g.started).Milliseconds()),
-		PersistMounted: persist.Mounted(), LastReset: g.lastReset,
+		PersistMounted: persist.Mounted(), LastReset: g.lastReset, RSSKiB: int64(selfRSS()),
 	}
 	if g.wd != nil {
 		st.Watchdog = control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(g.wd.Timeout().Milliseconds())}
