@@ -47,7 +47,8 @@ demo: deps build
 	@scripts/demo.sh
 
 bench: deps build
-	$(GO) run ./bench
+	@mkdir -p .cache
+	$(GO) run ./bench --json .cache/bench.json
 
 fuzz:
 	@scripts/fuzz.sh

@@ -185,7 +185,6 @@ type machine struct {
 	disk            string
 	personas        int
 	key, pub        string
-	v2Size          int64
 	bay0            string
 	v1, v2          string
 }
@@ -248,11 +247,6 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 			return m, err
 		}
 	}
-	st, err := os.Stat(m.v2)
-	if err != nil {
-		return m, err
-	}
-	m.v2Size = st.Size()
 	m.disk = filepath.Join(dir, "disk.img")
 	err = provision.Create(provision.Options{Out: m.disk, A: img, PersistSize: 64 << 20, Seed: "bench",
 		Passphrase: []byte(benchPassphrase), KDF: persistfmt.TestKDF()})

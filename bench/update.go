@@ -13,6 +13,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
@@ -91,9 +92,17 @@ func benchUpdate(ctx context.Context, cfg config, dir string) error {
 	if err != nil {
 		return err
 	}
-	cfg.emit(timed("update-staging-online", online, "dd conv=fdatasync", d, fmt.Sprintf(
-		"the %.1f MiB demo Spine v2 sent over virtio-serial to a TCG guest that writes, reads back past the cache and verifies (no SHA-NI under TCG); dd as above, on the host, for scale; no floor",
-		float64(m.v2Size)/(1<<20))))
+	disk, err := fresh("dd-v2.img")
+	if err != nil {
+		return err
+	}
+	d2, _, n, err := ddIntoSlot(disk, m.v2)
+	if err != nil {
+		return err
+	}
+	cfg.emit(timed("update-staging-online", online, "dd conv=fdatasync on the host", d2, fmt.Sprintf(
+		"the %.1f MiB demo Spine v2 sent over virtio-serial to a TCG guest that writes, reads back past the cache and verifies (no SHA-NI under TCG); dd of the same file into a fresh disk file's slot on the host, for scale; one run; no floor",
+		float64(n)/(1<<20))))
 	return nil
 }
 
@@ -129,7 +138,7 @@ func ddIntoSlot(disk, img string) (write, readBack time.Duration, size int64, er
 	return write, time.Since(start), st.Size(), nil
 }
 
-// onlineUpdate boots the demo machine, waits for its commit and times one update.
+// onlineUpdate boots the demo machine, waits until it takes updates and times one update.
 func onlineUpdate(ctx context.Context, m machine) (time.Duration, error) {
 	dir := filepath.Dir(m.disk)
 	disk := filepath.Join(dir, "online.img")
@@ -144,7 +153,8 @@ func onlineUpdate(ctx context.Context, m machine) (time.Duration, error) {
 		return 0, err
 	}
 	defer func() { _ = mach.Kill(); _, _ = mach.Wait() }()
-	if _, err := mach.WaitFor("committed: good", 3*time.Minute); err != nil {
+	// A freshly provisioned disk's slot is committed: bay0 says so as soon as it is up.
+	if _, err := mach.WaitForEvent(event.Committed, nil, 3*time.Minute); err != nil {
 		return 0, fmt.Errorf("online update: %w", err)
 	}
 	c, err := ctlclient.Dial(sock)
