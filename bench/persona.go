@@ -287,6 +287,26 @@ func crunConfig(tree string, cgroups bool) ([]byte, error) {
 	}
 	ids := []map[string]int{{"containerID": 0, "hostID": int(persona.IDRange(1)), "size": persona.IDBlock}}
 	none := []string{}
+	linux := map[string]any{
+		"uidMappings": ids, "gidMappings": ids,
+		"namespaces": []map[string]string{{"type": "user"}, {"type": "pid"}, {"type": "mount"}, {"type": "network"},
+			{"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}},
+		"resources": map[string]any{
+			"memory": map[string]int64{"limit": 64 << 20, "swap": 64 << 20},
+			"cpu":    map[string]int64{"quota": 100000, "period": 100000},
+			"pids":   map[string]int64{"limit": 32},
+		},
+		"cgroupsPath":   "/crunbench",
+		"maskedPaths":   []string{"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/sysrq-trigger", "/proc/timer_list", "/proc/timer_stats"},
+		"readonlyPaths": []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"},
+		"seccomp": map[string]any{
+			"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "architectures": []string{"SCMP_ARCH_X86_64"},
+			"syscalls": []map[string]any{
+				{"names": names, "action": "SCMP_ACT_ALLOW"},
+				{"names": []string{"clone3"}, "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+			},
+		},
+	}
 	cfg := map[string]any{
 		"ociVersion": "1.0.2",
 		"process": map[string]any{
@@ -302,29 +322,9 @@ func crunConfig(tree string, cgroups bool) ([]byte, error) {
 			{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "noexec", "size=16m"}},
 			{"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "noexec", "size=1m"}},
 		},
-		"linux": map[string]any{
-			"uidMappings": ids, "gidMappings": ids,
-			"namespaces": []map[string]string{{"type": "user"}, {"type": "pid"}, {"type": "mount"}, {"type": "network"},
-				{"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}},
-			"resources": map[string]any{
-				"memory": map[string]int64{"limit": 64 << 20, "swap": 64 << 20},
-				"cpu":    map[string]int64{"quota": 100000, "period": 100000},
-				"pids":   map[string]int64{"limit": 32},
-			},
-			"cgroupsPath":   "/crunbench",
-			"maskedPaths":   []string{"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/sysrq-trigger", "/proc/timer_list", "/proc/timer_stats"},
-			"readonlyPaths": []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"},
-			"seccomp": map[string]any{
-				"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "architectures": []string{"SCMP_ARCH_X86_64"},
-				"syscalls": []map[string]any{
-					{"names": names, "action": "SCMP_ACT_ALLOW"},
-					{"names": []string{"clone3"}, "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-				},
-			},
-		},
+		"linux": linux,
 	}
 	if !cgroups {
-		linux := cfg["linux"].(map[string]any)
 		delete(linux, "resources")
 		delete(linux, "cgroupsPath")
 	}
