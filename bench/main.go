@@ -143,6 +143,8 @@ func run(ctx context.Context, out io.Writer, quick bool, names []string) ([]resu
 			return m, mErr
 		},
 		emit: func(r result) {
+			// Other work on the machine slows every side, not always alike: say how much.
+			r.Conditions += "; load average " + loadAverage()
 			rows = append(rows, r)
 			floor := "-"
 			if r.Floor > 0 {
