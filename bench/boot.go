@@ -68,7 +68,7 @@ func benchBoot(ctx context.Context, cfg config, dir string) error {
 		}
 		ours, kdf, kdfDesc, rss = append(ours, b.up-b.kdf), b.kdf, b.kdfDesc, b.rss
 		steady = max(steady, b.steadyRSS)
-		t, err := bootTrivial(ctx, m)
+		t, err := bootTrivial(ctx, m, dir)
 		if err != nil {
 			return err
 		}
@@ -166,9 +166,10 @@ func bootDemo(ctx context.Context, m machine, dir string, steadyAfter time.Durat
 
 // bootTrivial boots the trivial init on the demo machine's kernel and returns the kernel uptime
 // it printed.
-func bootTrivial(ctx context.Context, m machine) (time.Duration, error) {
+func bootTrivial(ctx context.Context, m machine, dir string) (time.Duration, error) {
 	// The same devices as the demo's boots, so that the kernel probes the same hardware.
-	tm, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.trivial, Disk: m.disk, Net: true, Timeout: time.Minute})
+	tm, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.trivial, Disk: m.disk, Net: true,
+		CtlSocket: filepath.Join(dir, "trivial.sock"), Timeout: time.Minute})
 	if err != nil {
 		return 0, err
 	}
