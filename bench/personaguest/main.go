@@ -1,11 +1,12 @@
-// Command personaguest times persona starts (see bench/persona.go). As /init of the benchmark's
-// guest it times persona.Start (every namespace, the cgroup leaf with limits, the seccomp
-// filter) against `crun run` of the same tree with the same namespaces, limits and an allowlist
-// profile, and against the floor, `unshare -U -p -m -n -i -u -C --fork` of the same workload,
-// alternating, in the same kernel, and prints one result line. Run on the build host as
-// `personaguest host TREE BUNDLE CRUN CRUN-ROOT UNSHARE RUNS`, it does the same without cgroups on any
-// side (the host's controllers are cgroup v1). Copied to /bin/true in the tree, it is also the
-// workload, which exits at once.
+// Command personaguest times persona starts against `crun run` and the `unshare` floor, on the
+// build host or as /init of the benchmark's guest (see bench/persona.go). In the guest it times
+// persona.Start (every namespace, the cgroup leaf with limits, the seccomp filter) against
+// `crun run` of the same tree with the same namespaces, limits and an allowlist profile, and
+// against the floor, `unshare -U -p -m -n -i -u -C --fork` of the same workload, alternating,
+// in the same kernel, and prints one result line. Run on the build host as
+// `personaguest host TREE BUNDLE CRUN CRUN-ROOT UNSHARE RUNS`, it does the same without cgroups
+// on any side (the host's controllers are cgroup v1). Copied to /bin/true in the tree, it is
+// also the workload, which exits at once.
 package main
 
 import (
