@@ -55,7 +55,8 @@ demo: deps build kernel
 	@scripts/demo.sh
 
 bench: deps build kernel
-	$(GO) run ./bench
+	@mkdir -p .cache
+	$(GO) run ./bench --json .cache/bench.json
 
 fuzz:
 	@scripts/fuzz.sh

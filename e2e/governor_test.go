@@ -144,7 +144,9 @@ func TestPhaseHangResetsAndTrialFallsBack(t *testing.T) {
 			v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "hang-"+point))
 			hungAt := time.Now()
 			stuck := v.WaitEvent(t, event.WatchdogStarving, bootTimeout)
-			want := map[string]string{"unlock": "boot silent", "personas": "boot silent", "control": "control silent"}[point]
+			// The reason names the phase that hung (the prompt loop is in the persist phase).
+			want := map[string]string{"unlock": governor.PhaseLoop("persist") + " silent",
+				"personas": governor.PhaseLoop("personas") + " silent", "control": governor.LoopControl + " silent"}[point]
 			wantContains(t, stuck, "reason", want)
 			v.WaitBoot(t, bootTimeout)
 			resetWithin(t, time.Since(hungAt), governor.PhaseWindow+timeout)

@@ -1,8 +1,12 @@
-// Command personaguest is /init of the persona benchmark's guest (see bench/persona.go): it
-// times persona starts (persona.Start: every namespace, the cgroup leaf with limits, the
-// seccomp filter) against `crun run` of the same tree with the same namespaces, limits and an
-// allowlist profile, alternating, in the same kernel, and prints one result line. Copied to
-// /bin/true in the tree, it is also the workload, which exits at once.
+// Command personaguest times persona starts against `crun run` and the `unshare` floor, on the
+// build host or as /init of the benchmark's guest (see bench/persona.go). In the guest it times
+// persona.Start (every namespace, the cgroup leaf with limits, the seccomp filter) against
+// `crun run` of the same tree with the same namespaces, limits and an allowlist profile, and
+// against the floor, `unshare -U -p -m -n -i -u -C --fork` of the same workload, alternating,
+// in the same kernel, and prints one result line. Run on the build host as
+// `personaguest host TREE BUNDLE CRUN CRUN-ROOT UNSHARE RUNS`, it does the same without cgroups
+// on any side (the host's controllers are cgroup v1). Copied to /bin/true in the tree, it is
+// also the workload, which exits at once.
 package main
 
 import (
@@ -24,10 +28,20 @@ import (
 
 // Paths of the guest's initramfs, laid out by bench/persona.go.
 const (
-	tree   = "/personas/bench"
-	bundle = "/bundle"
-	crun   = "/usr/bin/crun"
+	guestTree   = "/personas/bench"
+	guestBundle = "/bundle"
+	guestCrun   = "/usr/bin/crun"
+	guestShare  = "/usr/bin/unshare"
 )
+
+// setup is where the tree and the tools are, and how many launches to time.
+type setup struct {
+	tree, bundle, crun, crunRoot, unshare string
+	runs                                  int
+	// cgroupParent is where our leaves go; "" starts without a cgroup (persona.StartUnbounded)
+	// and runs crun with its cgroup manager disabled.
+	cgroupParent string
+}
 
 func main() {
 	if filepath.Base(os.Args[0]) == "true" {
@@ -36,7 +50,21 @@ func main() {
 	if personainit.Inside() && len(os.Args) > 1 && os.Args[1] == persona.InitArg {
 		personainit.Main(os.Args[2:])
 	}
-	if err := run(); err != nil {
+	if a := os.Args; len(a) == 8 && a[1] == "host" {
+		n, err := strconv.Atoi(a[7])
+		if err == nil {
+			err = hostMounts()
+		}
+		if err == nil {
+			err = measure(setup{tree: a[2], bundle: a[3], crun: a[4], crunRoot: a[5], unshare: a[6], runs: n})
+		}
+		if err != nil {
+			fmt.Printf("BENCH-ERROR %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := guest(); err != nil {
 		fmt.Printf("BENCH-ERROR %v\n", err)
 	}
 	// PID 1 must not return; the host reads the line and ends the machine.
@@ -45,7 +73,21 @@ func main() {
 	}
 }
 
-func run() error {
+// hostMounts keeps this process's mounts (in a mount namespace of its own) from the host's and
+// mounts a cgroup2 hierarchy, without controllers, over the host's cgroup v1 ones: crun refuses
+// to start beside v1 hierarchies even with its cgroup manager disabled.
+func hostMounts() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil {
+		return fmt.Errorf("mount cgroup2: %w", err)
+	}
+	return nil
+}
+
+// guest prepares the guest's file systems and cgroups, then measures.
+func guest() error {
 	if err := leaveRootfs(); err != nil {
 		return err
 	}
@@ -68,51 +110,83 @@ func run() error {
 	if err := persona.PrepareCgroups(parent); err != nil {
 		return err
 	}
-	filter, err := seccomp.Compile(seccomp.Options{})
-	if err != nil {
-		return err
-	}
-	fb, _ := filter.MarshalBinary()
-	spec := persona.Spec{Name: "bench", Tree: tree, Exec: []string{"/bin/true"}, UID: persona.IDRange(0), GID: persona.IDRange(0),
+	return measure(setup{tree: guestTree, bundle: guestBundle, crun: guestCrun, crunRoot: "/run/crun", unshare: guestShare,
+		runs: n, cgroupParent: parent})
+}
+
+// measure times s.runs launches of each side, alternating, after a few warm-up rounds, and
+// prints the result line bench/persona.go parses.
+func measure(s setup) error {
+	spec := persona.Spec{Name: "bench", Tree: s.tree, Exec: []string{"/bin/true"}, UID: persona.IDRange(0), GID: persona.IDRange(0),
 		Limits: persona.Limits{CPUMax: "100000 100000", MemoryMax: 64 << 20, PidsMax: 32}, TmpSize: 16 << 20, RunSize: 1 << 20,
-		Seccomp: fb, Self: "/proc/self/exe", CgroupParent: parent}
-	ours := func() (time.Duration, time.Duration, error) {
-		start := time.Now()
-		in, err := persona.Start(spec, persona.SelfWaiting{}, io.Discard)
+		Self: "/proc/self/exe", CgroupParent: s.cgroupParent}
+	start := persona.Start
+	crunArgs := []string{"--cgroup-manager=cgroupfs"}
+	if s.cgroupParent == "" {
+		start, crunArgs = persona.StartUnbounded, []string{"--cgroup-manager=disabled"}
+	}
+	// Ours is timed from compiling the filter (bay0 compiles it at run time; crun compiles its
+	// profile on every run) to the instance destroyed, as crun run ends with the container
+	// deleted.
+	ours := func(int) (time.Duration, time.Duration, error) {
+		t0 := time.Now()
+		filter, err := seccomp.Compile(seccomp.Options{})
+		if err != nil {
+			return 0, 0, err
+		}
+		sp := spec
+		if sp.Seccomp, err = filter.MarshalBinary(); err != nil {
+			return 0, 0, err
+		}
+		in, err := start(sp, persona.SelfWaiting{}, io.Discard)
 		if err != nil {
 			return 0, 0, err
 		}
 		if ws := <-in.Exited(); !ws.Exited() || ws.ExitStatus() != 0 {
 			return 0, 0, fmt.Errorf("persona workload: %v", ws)
 		}
-		d := time.Since(start)
-		return d, in.Startup(), in.Destroy()
+		if err := in.Destroy(); err != nil {
+			return 0, 0, err
+		}
+		return time.Since(t0), in.Startup(), nil
 	}
-	theirs := func(i int) (time.Duration, error) {
-		start := time.Now()
-		cmd := exec.Command(crun, "--cgroup-manager=cgroupfs", "--root=/run/crun", "run", "--bundle", bundle, fmt.Sprintf("c%d", i))
-		out, err := cmd.CombinedOutput()
+	command := func(name string, args ...string) (time.Duration, time.Duration, error) {
+		t0 := time.Now()
+		out, err := exec.Command(name, args...).CombinedOutput()
 		if err != nil {
-			return 0, fmt.Errorf("crun: %w: %s", err, out)
+			return 0, 0, fmt.Errorf("%s: %w: %s", name, err, out)
 		}
-		return time.Since(start), nil
+		return time.Since(t0), 0, nil
 	}
-	var o, s, c []time.Duration
-	for i := -5; i < n; i++ { // five warm-up rounds
-		d, up, err := ours()
-		if err != nil {
-			return err
-		}
-		e, err := theirs(i + 5)
-		if err != nil {
-			return err
-		}
-		if i >= 0 {
-			o, s, c = append(o, d), append(s, up), append(c, e)
+	crun := func(i int) (time.Duration, time.Duration, error) {
+		args := append(slices.Clone(crunArgs), "--root="+s.crunRoot, "run", "--bundle", s.bundle, fmt.Sprintf("c%d", i))
+		return command(s.crun, args...)
+	}
+	floor := func(int) (time.Duration, time.Duration, error) {
+		return command(s.unshare, "-U", "-p", "-m", "-n", "-i", "-u", "-C", "--fork", filepath.Join(s.tree, "bin/true"))
+	}
+	sides := []func(int) (time.Duration, time.Duration, error){ours, crun, floor}
+	times := make([][]time.Duration, len(sides))
+	var execs []time.Duration
+	warm := min(5, s.runs)
+	for i := -warm; i < s.runs; i++ {
+		for k, side := range sides {
+			d, up, err := side(i + warm)
+			if err != nil {
+				return err
+			}
+			if i < 0 {
+				continue
+			}
+			times[k] = append(times[k], d)
+			if k == 0 {
+				execs = append(execs, up)
+			}
 		}
 	}
-	fmt.Printf("BENCH-RESULT runs %d ours %d %d exec %d %d crun %d %d\n", n,
-		pct(o, 50), pct(o, 95), pct(s, 50), pct(s, 95), pct(c, 50), pct(c, 95))
+	fmt.Printf("BENCH-RESULT runs %d ours %d %d exec %d %d crun %d %d floor %d %d\n", s.runs,
+		pct(times[0], 50), pct(times[0], 95), pct(execs, 50), pct(execs, 95),
+		pct(times[1], 50), pct(times[1], 95), pct(times[2], 50), pct(times[2], 95))
 	return nil
 }
 

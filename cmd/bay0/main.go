@@ -35,7 +35,9 @@ func main() {
 	// Kernel command line words reach init as arguments and environment; none of them is
 	// obeyed. Only the argument stage 1 itself passes selects the governor.
 	booting := len(os.Args) < 2 || os.Args[1] != "governor" || os.Args[0] != "/bin/bay0"
-	var hooks []halt.Hook
+	// hooks are asked for when the machine goes down: the governor's depend on how far its boot
+	// got.
+	hooks := func() []halt.Hook { return nil }
 	defer func() {
 		if r := recover(); r != nil {
 			action := halt.Reboot
@@ -43,7 +45,7 @@ func main() {
 				action = halt.PowerOff
 			}
 			fmt.Fprintf(console, "bay0: panic: %v\n%s", r, debug.Stack())
-			halt.Now(console, action, fmt.Sprintf("panic: %v", r), hooks...)
+			halt.Now(console, action, fmt.Sprintf("panic: %v", r), hooks()...)
 		}
 	}()
 	var err error
@@ -52,9 +54,9 @@ func main() {
 	} else {
 		g := governor.New(console)
 		// The reason is recorded first, then /persist is closed.
-		hooks = append(g.HaltHooks(), persist.CloseHook(console))
+		hooks = func() []halt.Hook { return append(g.HaltHooks(), persist.CloseHook(console)) }
 		err = g.Run()
 	}
 	action, reason := halt.Decide(err, booting)
-	halt.Now(console, action, reason, hooks...)
+	halt.Now(console, action, reason, hooks()...)
 }

@@ -449,6 +449,8 @@ type StatusInfo struct {
 	// from committing (a trial reverts when its deadline passes with anything missing).
 	Committed bool     `json:"committed"`
 	Missing   []string `json:"missing,omitempty"`
+	// RSSKiB is bay0's resident set size in KiB, as it is now (no forced free).
+	RSSKiB int64 `json:"rss_kib,omitempty"`
 	// Boot is the boot's timeline: each phase of stage 1 and the governor with its duration.
 	Boot []BootPhase `json:"boot,omitempty"`
 }

@@ -18,6 +18,7 @@ import (
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/handoff"
 	"alpinespine.org/spine/internal/format/keys"
 )
 
@@ -25,20 +26,22 @@ import (
 // goroutine, one at a time.
 type ctlHandler struct {
 	g *Governor
+	r *running
 }
 
-// serveControl serves the bay0.ctl port until it fails; a machine without the port has no
-// control channel, which is a property of the machine, not a degraded mode.
-func (g *Governor) serveControl() error {
-	port, err := control.OpenPort("/sys", "bay0.ctl")
+// serveControl is the control phase: it serves the bay0.ctl port on the running system until
+// it fails; a machine without the port has no control channel, which is a property of the
+// machine, not a degraded mode.
+func (g *Governor) serveControl(r *running) error {
+	port, name, err := g.kernel.ControlPort()
 	if err != nil {
 		g.logf("control: no channel: %v", err)
 		g.emit(event.New(event.ControlAbsent).With("reason", err.Error()))
 		return nil
 	}
 	g.health.Beat(LoopControl, time.Now())
-	g.logf("control: serving on %s", port.Name())
-	g.emit(event.New(event.ControlServing).With("port", port.Name()))
+	g.logf("control: serving on %s", name)
+	g.emit(event.New(event.ControlServing).With("port", name))
 	// The channel's progress comes right after each answer is written: a reboot or power
 	// off asked for on it is carried out from there, once its answer has left.
 	progress := func() {
@@ -48,30 +51,28 @@ func (g *Governor) serveControl() error {
 		}
 	}
 	g.goSafe("control channel", func() error {
-		return control.Serve(context.Background(), port, &ctlHandler{g: g}, progress)
+		return control.Serve(context.Background(), port, &ctlHandler{g: g, r: r}, progress)
 	})
 	return nil
 }
 
 func (h *ctlHandler) Status() (control.StatusInfo, error) {
-	g := h.g
+	g, r := h.g, h.r
 	g.hangAt("control")
-	rec := g.state.snapshot()
+	rec := r.record.snapshot()
 	st := control.StatusInfo{
-		Spine: g.boot.Manifest.Name, Version: g.boot.Manifest.Version, Slot: bootctl.SlotName(g.boot.Slot),
+		Spine: r.boot.Manifest.Name, Version: r.boot.Manifest.Version, Slot: bootctl.SlotName(r.boot.Slot),
 		MinVersion: rec.MinVersion, UptimeMS: uint64(time.Since(g.started).Milliseconds()),
-		PersistMounted: persist.Mounted(), LastReset: g.lastReset,
+		PersistMounted: persist.Mounted(), LastReset: r.lastReset, RSSKiB: int64(selfRSS()),
+		Watchdog: control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(r.dog.dev.Timeout().Milliseconds())},
 	}
-	if g.wd != nil {
-		st.Watchdog = control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(g.wd.Timeout().Milliseconds())}
-		if fed := g.lastFeed.Load(); fed != 0 {
-			since := uint64(time.Since(time.Unix(0, fed)).Milliseconds())
-			st.Watchdog.SinceFeedMS = &since
-		}
+	if fed := r.dog.lastFeed.Load(); fed != 0 {
+		since := uint64(time.Since(time.Unix(0, fed)).Milliseconds())
+		st.Watchdog.SinceFeedMS = &since
 	}
-	st.Committed = g.committed.Load()
+	st.Committed = r.committed.Load()
 	if !st.Committed {
-		st.Missing = g.missing(time.Now())
+		st.Missing = g.missing(r, time.Now())
 	}
 	for _, p := range g.timeline.get() {
 		st.Boot = append(st.Boot, control.BootPhase{Name: p.Name, MS: p.MS})
@@ -80,11 +81,9 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		st.Slots = append(st.Slots, control.SlotInfo{Slot: bootctl.SlotName(i), State: s.State.String(),
 			Version: s.Version, TriesLeft: s.TriesLeft, Reason: s.Reason})
 	}
-	if g.personas != nil {
-		for _, p := range g.personas.Status() {
-			if len(p.Denied) > 0 {
-				st.Denied = append(st.Denied, "persona "+p.Name+": denied syscall "+strings.Join(p.Denied, "; "))
-			}
+	for _, p := range r.personas.sup.Status() {
+		if len(p.Denied) > 0 {
+			st.Denied = append(st.Denied, "persona "+p.Name+": denied syscall "+strings.Join(p.Denied, "; "))
 		}
 	}
 	return st, nil
@@ -92,7 +91,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 
 func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	var out []control.PersonaInfo
-	for _, s := range h.g.personas.Status() {
+	for _, s := range h.r.personas.sup.Status() {
 		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
 			LastExit: s.LastExit, Denied: s.Denied, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
 				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)}})
@@ -116,9 +115,9 @@ func (h *ctlHandler) persona(verb func(context.Context, string) error, name stri
 	return verb(ctx, name)
 }
 
-func (h *ctlHandler) Replace(name string) error { return h.persona(h.g.personas.Replace, name) }
-func (h *ctlHandler) Stop(name string) error    { return h.persona(h.g.personas.Stop, name) }
-func (h *ctlHandler) Start(name string) error   { return h.persona(h.g.personas.Start, name) }
+func (h *ctlHandler) Replace(name string) error { return h.persona(h.r.personas.sup.Replace, name) }
+func (h *ctlHandler) Stop(name string) error    { return h.persona(h.r.personas.sup.Stop, name) }
+func (h *ctlHandler) Start(name string) error   { return h.persona(h.r.personas.sup.Start, name) }
 
 // Reboot and Poweroff only ask: the main loop ends the machine once the answer is out.
 func (h *ctlHandler) Reboot() error {
@@ -135,15 +134,15 @@ func (h *ctlHandler) Poweroff() error {
 // written, then update.Stager writes, reads back and verifies it, and only then marks it for
 // trial and makes it primary; a failure restores the slot from the running Spine.
 func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Reader, progress func()) (any, error) {
-	g := h.g
-	if !g.committed.Load() {
-		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(g.policy.Governor.HealthWindow))
+	g, r := h.g, h.r
+	if !r.committed.Load() {
+		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(r.policy.Governor.HealthWindow))
 	}
-	target, err := update.Target(g.state.snapshot(), g.boot.Slot)
+	target, err := update.Target(r.record.snapshot(), r.boot.Slot)
 	if err != nil {
 		return nil, err
 	}
-	trusted, err := g.trustedKeys()
+	trusted, err := trustedKeys(r.boot)
 	if err != nil {
 		return nil, err
 	}
@@ -160,8 +159,8 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	if err != nil {
 		return nil, fmt.Errorf("size of %s: %w", dev, err)
 	}
-	rec := g.state.snapshot()
-	m, ft, err := req.Offer.Check(trusted, update.Floor{Running: g.boot.Manifest.Version, MinVersion: rec.MinVersion, SlotSize: slotSize})
+	rec := r.record.snapshot()
+	m, ft, err := req.Offer.Check(trusted, update.Floor{Running: r.boot.Manifest.Version, MinVersion: rec.MinVersion, SlotSize: slotSize})
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +172,7 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	if err := ready(); err != nil {
 		return nil, err
 	}
-	st, done, err := g.stager(target, slot, dev)
+	st, done, err := g.stager(r.boot, r.record, target, slot, dev)
 	if err != nil {
 		return nil, err
 	}
@@ -195,9 +194,9 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 }
 
 // trustedKeys are the keys stage 1 verified this Spine with.
-func (g *Governor) trustedKeys() ([]ed25519.PublicKey, error) {
+func trustedKeys(boot handoff.Handoff) ([]ed25519.PublicKey, error) {
 	var out []ed25519.PublicKey
-	for _, pem := range g.boot.Keys {
+	for _, pem := range boot.Keys {
 		k, err := keys.ParsePublic(pem)
 		if err != nil {
 			return nil, fmt.Errorf("trusted key from stage 1: %w", err)

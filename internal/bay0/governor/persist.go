@@ -42,17 +42,32 @@ type unsealer interface {
 // Progress: the prompt's read counts as waiting for a person (the watchdog is fed however long
 // the person takes), every other step must end within the phase's window, and the key
 // derivation within KDFBudget: a hung prompt loop or derivation stops the feeding.
-func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr progress) error {
-	off := func(format string, args ...any) error {
-		return &halt.PowerError{Action: halt.PowerOff, Reason: "persist: " + fmt.Sprintf(format, args...)}
+func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr progress) (unlocked, error) {
+	u, err := unlock(console, pol, sys, pr)
+	if err != nil {
+		return unlocked{}, &halt.PowerError{Action: halt.PowerOff, Reason: "persist: " + err.Error()}
 	}
+	return u, nil
+}
+
+// unlocked is /persist as the persist phase leaves it.
+type unlocked struct {
+	// root is where it is mounted; mount is its line of mountinfo.
+	root  string
+	mount persist.MountEntry
+	// boots is how many boots /persist has seen, this one included.
+	boots uint64
+}
+
+// unlock is unlockWith before a failure is made a power off.
+func unlock(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr progress) (unlocked, error) {
 	dev, err := sys.Find()
 	if err != nil {
-		return off("%v: there is no /persist to boot with", err)
+		return unlocked{}, fmt.Errorf("%w: there is no /persist to boot with", err)
 	}
 	c, err := sys.Open(dev)
 	if err != nil {
-		return off("%v", err)
+		return unlocked{}, err
 	}
 	defer c.Close()
 	for _, n := range c.Notes() {
@@ -61,7 +76,7 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr 
 	}
 	t, err := sys.Terminal(console)
 	if err != nil {
-		return off("%v", err)
+		return unlocked{}, err
 	}
 	term := waitingTerminal{Terminal: t, pr: pr}
 	var vol *persist.Volume
@@ -79,49 +94,37 @@ func unlockWith(console io.ReadWriter, pol policy.Policy, sys persistSystem, pr 
 	var ae *persist.AttemptsError
 	switch {
 	case errors.As(err, &ae):
-		return off("%v", err)
+		return unlocked{}, err
 	case err != nil:
-		return off("unlock: %v", err)
+		return unlocked{}, fmt.Errorf("unlock: %w", err)
 	}
 	fmt.Fprintf(console, "%s (%s, key derived in %s)\n", persist.UnlockedLine, vol.KDF, derive.Round(time.Millisecond))
 	fmt.Fprintln(console, event.New(event.PersistUnlocked).With("kdf", vol.KDF.Type).Int("derive_ms", derive.Milliseconds()))
 	mapped, err := sys.Activate(vol) // wipes the key, whatever happens
 	vol.Wipe()
 	if err != nil {
-		return off("%v", err)
+		return unlocked{}, err
 	}
 	e, err := sys.Mount(mapped)
 	if err != nil {
-		return off("%v", err)
+		return unlocked{}, err
 	}
 	fmt.Fprintln(console, persist.MountedLine)
 	fmt.Fprintf(console, "bay0: persist: mountinfo: %s\n", e.Line)
 	fmt.Fprintln(console, event.New(event.PersistMounted).With("mountinfo", e.Line))
 	n, err := sys.CountBoot()
 	if err != nil {
-		return off("%v", err)
+		return unlocked{}, err
 	}
 	fmt.Fprintf(console, "bay0: persist: boot %d\n", n)
 	fmt.Fprintln(console, event.New(event.PersistBoot).Uint("count", n))
-	return nil
+	return unlocked{root: persist.Root, mount: e, boots: n}, nil
 }
 
 // KDFBudget bounds one key derivation (argon2id is tuned to about a second on the host that
 // formatted /persist; a slow machine or TCG takes a few times that). A derivation that takes
 // longer stops the watchdog's feeding.
 const KDFBudget = 60 * time.Second
-
-// progress is how a boot phase reports that it is alive.
-type progress struct {
-	// beat: a step is done; the phase is held to its window again.
-	beat func()
-	// waiting: blocked on a person until the next beat.
-	waiting func()
-	// allow: the next step may take up to d before the next beat.
-	allow func(d time.Duration)
-	// hangAt is the fault-injection point of a test build.
-	hangAt func(point string)
-}
 
 // waitingTerminal marks each read of the prompt's answer as waiting for a person.
 type waitingTerminal struct {

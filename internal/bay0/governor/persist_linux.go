@@ -9,14 +9,9 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/format/disk"
-	"alpinespine.org/spine/internal/format/policy"
 )
 
-// unlockPersist asks for the passphrase, opens the persist partition and mounts /persist.
-func unlockPersist(console io.ReadWriter, pol policy.Policy, pr progress) error {
-	return unlockWith(console, pol, linuxPersist{}, pr)
-}
-
+// linuxPersist is the kernel side of unlocking /persist.
 type linuxPersist struct{}
 
 func (linuxPersist) Find() (string, error) { return disk.FindBlockDevice("/sys", persist.Partition) }

@@ -90,10 +90,13 @@ func TestUnlockPersist(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			con := console{&c.f.out}
-			err := unlockWith(con, pol, &c.f, progress{beat: func() {}, waiting: func() {}, allow: func(time.Duration) {}, hangAt: func(string) {}})
+			u, err := unlockWith(con, pol, &c.f, progress{beat: func() {}, waiting: func() {}, allow: func(time.Duration) {}, hangAt: func(string) {}})
 			if c.off == "" {
 				if err != nil {
 					t.Fatalf("unlock: %v", err)
+				}
+				if u.root != persist.Root || u.boots != 1 || !strings.Contains(u.mount.Line, " /persist ") {
+					t.Errorf("unlocked = %+v, want /persist mounted, boot 1", u)
 				}
 				for _, want := range []string{persist.UnlockedLine + " (argon2id 8MiB t=4 p=1, key derived in", persist.MountedLine, "mountinfo: 40 22", "bay0: persist: boot 1"} {
 					if !strings.Contains(c.f.out.String(), want) {

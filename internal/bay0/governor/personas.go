@@ -2,36 +2,37 @@ package governor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
-	"alpinespine.org/spine/internal/bay0/denial"
 	"alpinespine.org/spine/internal/bay0/halt"
-	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/supervise"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/policy"
 )
 
 // cgroupParent holds one cgroup v2 leaf per running persona.
 const cgroupParent = "/sys/fs/cgroup/personas"
 
-// startPersonas makes PID 1's reaper (before any child exists) and launches every persona of
-// the policy under supervision, in policy order. The supervisor's loop is a supervised loop:
-// it beats for the watchdog, and its end or panic ends the machine.
-func (g *Governor) startPersonas() error {
-	g.reaper = newReaper()
-	if err := persona.PrepareCgroups(cgroupParent); err != nil {
-		return err
-	}
-	// Refused system calls are logged by the kernel and reported by the supervisor.
-	if err := denial.EnableLogging(); err != nil {
-		return err
-	}
-	kmsg, err := denial.OpenKernelLog()
+// personas is what the personas phase started: PID 1's reaper, the only waiter for children,
+// and the persona supervisor, running until stop.
+type personas struct {
+	reaper *reaper
+	sup    *supervise.Supervisor
+	stop   func()
+}
+
+// startPersonas is the personas phase: it makes PID 1's reaper (before any child exists) and
+// launches every persona of the policy under supervision, in policy order, with /persist at
+// persistRoot. The supervisor's loop is a supervised loop: it beats for the watchdog, and its
+// end or panic ends the machine.
+func (g *Governor) startPersonas(pol policy.Policy, persistRoot string) (*personas, error) {
+	kmsg, r, err := g.kernel.PersonaHost()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sup, err := supervise.New(supervise.Config{
 		KernelLog: kmsg,
@@ -39,23 +40,22 @@ func (g *Governor) startPersonas() error {
 		Output: func(name string) io.Writer {
 			return io.MultiWriter(g.con.Source("persona "+name, 0), g.personaRing)
 		},
-		Launcher:     supervise.Kernel{Spawner: g.reaper},
+		Launcher:     supervise.Kernel{Spawner: r},
 		SpineRoot:    "/",
-		PersistRoot:  persistRoot(),
+		PersistRoot:  persistRoot,
 		CgroupParent: cgroupParent,
 		Beat:         g.health.Beater(LoopSupervisor),
 		Containment:  g.containmentFailed,
-	}, g.policy)
+	}, pol)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g.personas = sup
 	// From here on the console is drained asynchronously: the prompt is behind us.
 	g.con.Start()
 	g.hangAt("personas")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	g.stopPersonas = func() {
+	stop := func() {
 		cancel()
 		select {
 		case <-done:
@@ -66,16 +66,48 @@ func (g *Governor) startPersonas() error {
 		defer close(done)
 		return sup.Run(ctx)
 	})
+	return &personas{reaper: r, sup: sup, stop: stop}, nil
+}
+
+// quiesce is the personas' halt duty. The supervisor would replace the personas halt has just
+// killed: stop it, then kill whatever it started meanwhile, so nothing holds /persist when it
+// is closed.
+func (p *personas) quiesce(halt.Action, string) error {
+	p.stop()
+	halt.KillAll(2 * time.Second)
 	return nil
 }
 
-// persistRoot is /persist when it is mounted as it must be, and "" otherwise: personas with
-// data = true then refuse to start.
-func persistRoot() string {
-	if persist.Mounted() {
-		return persist.Root
+// stopBudget bounds the personas' graceful stop when the machine goes down: the longest
+// stop_timeout of the policy, the kill and cleanup after it, and a margin.
+func stopBudget(pol policy.Policy) time.Duration {
+	var longest time.Duration
+	for _, p := range pol.Personas {
+		longest = max(longest, time.Duration(p.StopTimeout))
 	}
-	return ""
+	return longest + persona.DestroyTimeout + 2*time.Second
+}
+
+// stopPersonasGracefully asks every persona to end (its stop signal, then its stop_timeout,
+// then cgroup.kill), all at once, when the machine ends on purpose: an operator's reboot,
+// power off or update, or a trial that missed its deadline. A failure (err nil after a panic,
+// or an error from a supervised loop) goes down at once, as the reset doctrine wants. It runs
+// on the halting goroutine, which the watchdog is fed for (Run's LoopHalt budget). ps is nil
+// when the machine ends before the personas phase.
+func (g *Governor) stopPersonasGracefully(ps *personas, pol policy.Policy, err error) {
+	var pe *halt.PowerError
+	if ps == nil || err == nil || g.abrupt.Load() || !errors.As(err, &pe) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopBudget(pol))
+	defer cancel()
+	start := time.Now()
+	if err := ps.sup.Shutdown(ctx); err != nil {
+		g.logf("personas not all stopped after %s: %v; killing what is left", time.Since(start).Round(time.Millisecond), err)
+		return
+	}
+	g.logf("personas stopped in %s", time.Since(start).Round(time.Millisecond))
+	g.emit(event.New(event.PersonasDown).Int("ms", time.Since(start).Milliseconds()))
 }
 
 // containmentFailed ends the machine: bay0 cannot confirm that a persona's processes are gone,

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/handoff"
 )
 
 // records serialises every change of the boot-control record made by the governor. The
@@ -62,4 +64,38 @@ func (r *records) set(f func(bootctl.Record) bootctl.Record) error {
 func (r *records) store(f func(bootctl.Record) (bootctl.Record, error)) error {
 	_, err := r.change(f)
 	return err
+}
+
+// openedRecord is the boot-control record as the record phase leaves it.
+type openedRecord struct {
+	record *records
+	// lastReset is why the previous boot ended, as recorded then.
+	lastReset string
+	// committed: the running slot is the good primary one, committed by an earlier boot.
+	committed bool
+}
+
+// openRecord is the record phase: it opens the boot-control record, reports why the last boot
+// ended, and records the unclean-reset sentinel that a clean end will overwrite.
+func (g *Governor) openRecord(boot handoff.Handoff) (openedRecord, error) {
+	dev, err := g.kernel.Record()
+	if err != nil {
+		return openedRecord{}, err
+	}
+	rec := &records{dev: dev}
+	if err := rec.load(); err != nil {
+		return openedRecord{}, err
+	}
+	r := rec.snapshot()
+	if r.LastReset != "" {
+		g.logf("last reset: %s", r.LastReset)
+		g.emit(event.New(event.LastReset).With("reason", r.LastReset))
+	}
+	// A good primary slot was committed by an earlier boot: it takes updates from the start,
+	// whatever its personas do, so an operator can always update out of it.
+	committed := r.Slots[boot.Slot].State == bootctl.Good && r.Primary == boot.Slot
+	if err := rec.set(func(r bootctl.Record) bootctl.Record { return bootctl.MarkReset(r, bootctl.UncleanReset) }); err != nil {
+		return openedRecord{}, err
+	}
+	return openedRecord{record: rec, lastReset: r.LastReset, committed: committed}, nil
 }

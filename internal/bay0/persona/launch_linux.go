@@ -60,7 +60,10 @@ func (SelfWaiting) Spawn(start func() (int, error)) (<-chan unix.WaitStatus, err
 
 // Instance is one launch of a persona whose workload is running.
 type Instance struct {
-	pid     int
+	pid int
+	// pidfd names the workload itself, so a signal never reaches a process that reused its
+	// pid after it was reaped; -1 if it could not be opened.
+	pidfd   int
 	cgroup  *Cgroup
 	startup time.Duration
 	exited  <-chan unix.WaitStatus
@@ -96,9 +99,30 @@ func (in *Instance) Memory() (MemoryStat, error) {
 	return in.cgroup.Memory()
 }
 
+// Signal sends sig to the workload, the init of the persona's PID namespace. The kernel
+// delivers it only if the workload handles it (pid_namespaces(7)): a workload that ignores its
+// stop signal is killed when its grace period ends. A workload that already ended is not an
+// error.
+func (in *Instance) Signal(sig unix.Signal) error {
+	var err error
+	if in.pidfd >= 0 {
+		err = unix.PidfdSendSignal(in.pidfd, sig, nil, 0)
+	} else {
+		err = unix.Kill(in.pid, sig)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal %d to persona pid %d: %w", sig, in.pid, err)
+	}
+	return nil
+}
+
 // Destroy kills everything of the instance and removes its cgroup. Its mount namespace, and so
 // its tmpfs /tmp and /run, die with its last process.
 func (in *Instance) Destroy() error {
+	if in.pidfd >= 0 {
+		unix.Close(in.pidfd)
+		in.pidfd = -1
+	}
 	if in.cgroup == nil {
 		if err := unix.Kill(in.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("kill %d: %w", in.pid, err)
@@ -212,16 +236,26 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	}
 	argv := []string{"bay0", InitArg, fmt.Sprintf("--config-fd=%d", ConfigFD)}
 	started := time.Now()
-	var pid int
+	pid, pidfd := 0, -1
 	exited, err := sp.Spawn(func() (int, error) {
 		var err error
 		pid, err = syscall.ForkExec(s.Self, argv, attr)
+		if err == nil {
+			// The spawner cannot reap the child yet: the pid is still ours.
+			pidfd, _ = unix.PidfdOpen(pid, 0)
+		}
 		return pid, err
 	})
 	if err != nil {
 		return nil, fail("", fmt.Errorf("clone: %w", err))
 	}
 	forked = true
+	pidfdOwned := false
+	defer func() {
+		if !pidfdOwned && pidfd >= 0 {
+			unix.Close(pidfd)
+		}
+	}()
 	for _, f := range childEnds {
 		f.Close()
 	}
@@ -262,7 +296,8 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		}
 		return nil, fail(stage, err)
 	}
-	return &Instance{pid: pid, cgroup: cg, startup: time.Since(started), exited: exited}, nil
+	pidfdOwned = true
+	return &Instance{pid: pid, pidfd: pidfd, cgroup: cg, startup: time.Since(started), exited: exited}, nil
 }
 
 // detachedData returns a detached bind mount of the persona's data directory (open_tree),

@@ -18,6 +18,9 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/format/policy"
 )
@@ -77,6 +80,10 @@ type Spec struct {
 	CgroupParent string
 	// Uplink, if not nil, gives the persona a macvlan device on the machine's network card.
 	Uplink *Uplink
+	// StopSignal asks the workload to end; StopTimeout is how long it has before its cgroup
+	// is killed.
+	StopSignal  unix.Signal
+	StopTimeout time.Duration
 }
 
 // UplinkName is the name of the persona's uplink device inside its network namespace.
@@ -218,6 +225,8 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 		Seccomp:      filter,
 		Self:         "/proc/self/exe",
 		CgroupParent: "/sys/fs/cgroup/personas",
+		StopSignal:   unix.Signal(p.Signal()),
+		StopTimeout:  time.Duration(p.StopTimeout),
 	}
 	if p.Data {
 		if persistRoot == "" {

@@ -37,6 +37,8 @@ type Instance interface {
 	OOMKills() int64
 	// Memory samples the instance's memory pressure.
 	Memory() (persona.MemoryStat, error)
+	// Signal sends sig to the workload (its stop signal, to ask it to end).
+	Signal(sig unix.Signal) error
 	// Destroy kills whatever is left of the instance and removes its cgroup.
 	Destroy() error
 }
@@ -160,8 +162,12 @@ type Supervisor struct {
 	started   chan startResult
 	exits     chan *launch
 	destroyed chan destroyResult
-	progress  atomic.Int64
-	snap      atomic.Pointer[[]Status]
+	// closing: Shutdown was asked; nothing starts any more, and the replies in shutdown wait
+	// until every instance is gone.
+	closing  bool
+	shutdown []chan error
+	progress atomic.Int64
+	snap     atomic.Pointer[[]Status]
 }
 
 type entry struct {
@@ -373,7 +379,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.cfg.Beat != nil {
 			s.cfg.Beat()
 		}
-		if booting == "" && len(queue) > 0 {
+		s.endShutdown()
+		if booting == "" && len(queue) > 0 && !s.closing {
 			booting, queue = queue[0], queue[1:]
 			if e := s.ps[booting]; e.state == Waiting && e.retryAt.IsZero() {
 				s.launch(booting)
@@ -396,7 +403,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case d := <-s.destroyed:
 			s.onDestroyed(d)
 		case r := <-s.reqs:
-			r.reply <- s.onRequest(r)
+			if r.verb == "shutdown" {
+				s.beginShutdown(r.reply)
+			} else {
+				r.reply <- s.onRequest(r)
+			}
 		case r := <-s.denials:
 			s.onDenial(r)
 		case <-tick.C:
@@ -421,6 +432,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // previous instance is still being destroyed, the start waits for it.
 func (s *Supervisor) launch(name string) {
 	e := s.ps[name]
+	if s.closing {
+		e.state, e.retryAt = Stopped, time.Time{}
+		return
+	}
 	e.gen++
 	e.state, e.retryAt, e.pending = Starting, time.Time{}, ""
 	if e.destroying {
@@ -463,9 +478,9 @@ func (s *Supervisor) onStarted(r startResult) {
 	s.emit(event.New(event.PersonaStarted).With("name", r.name).Int("pid", int64(r.inst.PID())).Int("startup_us", r.inst.Startup().Microseconds()))
 	switch e.pending {
 	case "stop":
-		s.stop(r.name, Stopped)
+		s.stop(r.name, Stopped, true)
 	case "replace":
-		s.stop(r.name, Waiting)
+		s.stop(r.name, Waiting, true)
 		s.launch(r.name)
 	}
 }
@@ -481,7 +496,7 @@ func (s *Supervisor) onExit(l *launch) {
 	e.lastExit = reason
 	s.logf("bay0: persona %s exited: %s", l.name, reason)
 	s.emit(event.New(event.PersonaExited).With("name", l.name).With("reason", reason))
-	s.destroy(l.name, l, "")
+	s.destroy(l.name, l, "", false)
 	s.afterEnd(l.name, time.Since(e.upSince))
 }
 
@@ -492,15 +507,30 @@ type destroyResult struct {
 	reason string // why it ended, for an instance stopped on request
 	was    string // the entry's last exit when the destroy began: a newer one is kept
 	err    error
+	// stop is how a graceful stop went; nil when the instance was killed outright.
+	stop *stopReport
+}
+
+// stopReport says how an instance answered its stop signal.
+type stopReport struct {
+	signal unix.Signal
+	took   time.Duration
+	ended  bool // it ended by itself within its grace period; otherwise it was killed
 }
 
 // destroy kills and removes what is left of an ended instance off the loop (it may take up to
-// persona.DestroyTimeout and a second more); the result comes back on s.destroyed.
-func (s *Supervisor) destroy(name string, l *launch, onRequest string) {
+// persona.DestroyTimeout and a second more); the result comes back on s.destroyed. When
+// graceful, the workload is first sent its stop signal and given its stop timeout to end.
+func (s *Supervisor) destroy(name string, l *launch, onRequest string, graceful bool) {
 	e := s.ps[name]
 	e.destroying = true
 	limits, was := e.spec.Limits, e.lastExit
+	sig, grace := e.spec.StopSignal, e.spec.StopTimeout
 	go func() {
+		var stop *stopReport
+		if graceful && sig != 0 && grace > 0 {
+			stop = s.askToEnd(l, sig, grace)
+		}
 		oom := l.inst.OOMKills()
 		err := l.inst.Destroy()
 		if fault.Kind() == "containment" {
@@ -511,7 +541,7 @@ func (s *Supervisor) destroy(name string, l *launch, onRequest string) {
 		case <-time.After(time.Second):
 			err = errors.Join(err, errors.New("no exit status a second after the kill"))
 		}
-		d := destroyResult{name: name, was: was, err: err}
+		d := destroyResult{name: name, was: was, err: err, stop: stop}
 		if onRequest != "" {
 			d.reason = Reason(l.ws, oom, limits) + onRequest
 		}
@@ -522,11 +552,40 @@ func (s *Supervisor) destroy(name string, l *launch, onRequest string) {
 	}()
 }
 
+// askToEnd sends the workload its stop signal and waits up to grace for it to end.
+func (s *Supervisor) askToEnd(l *launch, sig unix.Signal, grace time.Duration) *stopReport {
+	start := time.Now()
+	r := &stopReport{signal: sig}
+	if err := l.inst.Signal(sig); err == nil {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-l.done:
+			r.ended = true
+		case <-t.C:
+		}
+	}
+	r.took = time.Since(start)
+	return r
+}
+
 func (s *Supervisor) onDestroyed(d destroyResult) {
 	e := s.ps[d.name]
 	e.destroying = false
 	if d.reason != "" && e.lastExit == d.was {
 		e.lastExit = d.reason
+	}
+	if st := d.stop; st != nil {
+		name := unix.SignalName(st.signal)
+		ev := event.New(event.PersonaEnded).With("name", d.name).With("signal", name).Int("ms", st.took.Milliseconds())
+		if st.ended {
+			s.logf("bay0: persona %s ended %s after %s", d.name, st.took.Round(time.Millisecond), name)
+			ev = ev.With("killed", "false")
+		} else {
+			s.logf("bay0: persona %s did not end within %s of %s: killed", d.name, st.took.Round(time.Millisecond), name)
+			ev = ev.With("killed", "true")
+		}
+		s.emit(ev)
 	}
 	if d.err != nil {
 		e.lastExit += "; cleanup: " + d.err.Error()
@@ -535,7 +594,9 @@ func (s *Supervisor) onDestroyed(d destroyResult) {
 	}
 	if e.deferred {
 		e.deferred = false
-		if e.state == Starting {
+		if s.closing {
+			e.state = Stopped
+		} else if e.state == Starting {
 			s.spawn(d.name)
 		}
 	}
@@ -545,7 +606,7 @@ func (s *Supervisor) onDestroyed(d destroyResult) {
 func (s *Supervisor) afterEnd(name string, ran time.Duration) {
 	e := s.ps[name]
 	switch {
-	case e.pending == "stop":
+	case e.pending == "stop" || s.closing:
 		e.state = Stopped
 	case e.pending == "replace":
 		s.launch(name)
@@ -581,7 +642,7 @@ func (s *Supervisor) onRequest(r request) error {
 	case "stop":
 		switch e.state {
 		case Running:
-			s.stop(r.name, Stopped)
+			s.stop(r.name, Stopped, true)
 			s.logf("bay0: persona %s stopped", r.name)
 			s.emit(event.New(event.PersonaStopped).With("name", r.name))
 		case Starting:
@@ -592,7 +653,7 @@ func (s *Supervisor) onRequest(r request) error {
 	case "replace":
 		switch e.state {
 		case Running:
-			s.stop(r.name, Waiting)
+			s.stop(r.name, Waiting, true)
 			s.logf("bay0: persona %s replaced", r.name)
 			s.emit(event.New(event.PersonaReplaced).With("name", r.name))
 			e.delay = 0
@@ -609,13 +670,53 @@ func (s *Supervisor) onRequest(r request) error {
 	return nil
 }
 
-// stop ends the running instance of name: its whole cgroup is killed and removed, and its
-// exit status collected, off the loop; the next launch of name waits for that.
-func (s *Supervisor) stop(name string, then State) {
+// stop ends the running instance of name, off the loop: when graceful, its workload is sent
+// its stop signal and given its stop timeout to end; then its whole cgroup is killed and
+// removed, and its exit status collected. The next launch of name waits for that.
+func (s *Supervisor) stop(name string, then State, graceful bool) {
 	e := s.ps[name]
 	l := e.cur
 	e.cur, e.state, e.retryAt = nil, then, time.Time{}
-	s.destroy(name, l, " (on request)")
+	s.destroy(name, l, " (on request)", graceful)
+}
+
+// Shutdown stops every persona at once, as Stop does (stop signal, grace, kill), and returns
+// once all are gone, or when ctx ends. Nothing starts after it: the machine is going down.
+func (s *Supervisor) Shutdown(ctx context.Context) error { return s.ask(ctx, "shutdown", "") }
+
+func (s *Supervisor) beginShutdown(reply chan error) {
+	s.closing = true
+	s.shutdown = append(s.shutdown, reply)
+	for _, n := range s.names {
+		e := s.ps[n]
+		switch {
+		case e.state == Running && e.cur != nil:
+			s.stop(n, Stopped, true)
+			s.logf("bay0: persona %s stopping: the machine is going down", n)
+		case e.state == Starting && e.deferred:
+			e.deferred, e.state = false, Stopped // not spawned yet: never will be
+		case e.state == Starting:
+			e.pending = "stop" // its start is in flight; stopped once it is up
+		case e.state == Waiting:
+			e.state, e.retryAt = Stopped, time.Time{}
+		}
+	}
+}
+
+// endShutdown answers Shutdown once no instance is left or on its way.
+func (s *Supervisor) endShutdown() {
+	if len(s.shutdown) == 0 {
+		return
+	}
+	for _, n := range s.names {
+		if e := s.ps[n]; e.destroying || e.cur != nil || e.state == Starting {
+			return
+		}
+	}
+	for _, r := range s.shutdown {
+		r <- nil
+	}
+	s.shutdown = nil
 }
 
 // onDenial attributes a refused system call to the persona whose uid range holds the record's
@@ -665,7 +766,7 @@ func (s *Supervisor) samplePressure(now time.Time) {
 		}
 		s.logf("bay0: persona %s %s; replacing it", n, verdict)
 		s.emit(event.New(event.PersonaStuck).With("name", n).With("reason", verdict.String()))
-		s.stop(n, Waiting)
+		s.stop(n, Waiting, false)
 		e.lastExit = "replaced: " + verdict.String()
 		e.restarts++
 		e.delay = 0

@@ -32,6 +32,26 @@ type fakeInstance struct {
 	created time.Time
 	mu      sync.Mutex
 	events  int64
+	// signals are the signals sent to the workload; it ends on one unless ignore is set.
+	signals []unix.Signal
+	ignore  bool
+}
+
+func (f *fakeInstance) Signal(sig unix.Signal) error {
+	f.mu.Lock()
+	f.signals = append(f.signals, sig)
+	ignore := f.ignore
+	f.mu.Unlock()
+	if !ignore {
+		f.exit(unix.WaitStatus(sig))
+	}
+	return nil
+}
+
+func (f *fakeInstance) signalled() []unix.Signal {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]unix.Signal(nil), f.signals...)
 }
 
 func (f *fakeInstance) Memory() (persona.MemoryStat, error) {
@@ -388,6 +408,9 @@ func TestThrashingPersonaIsReplaced(t *testing.T) {
 	if calm != 1 {
 		t.Errorf("the calm neighbour was launched %d times", calm)
 	}
+	if sig := l.instances["thrash"][0].signalled(); len(sig) != 0 {
+		t.Errorf("a persona stuck at memory.max was sent %v before its kill", sig)
+	}
 }
 
 func TestStallWatch(t *testing.T) {
@@ -569,5 +592,103 @@ func TestContainmentFailureIsReported(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a failed destroy was not reported")
+	}
+}
+
+// TestStopAsksFirst: a stop sends the workload its stop signal first; one that ends within its
+// grace period is not killed, and its cgroup is still removed.
+func TestStopAsksFirst(t *testing.T) {
+	l := newFakeLauncher()
+	p := pentry("db", 0)
+	p.StopSignal = "INT"
+	s, console := start(t, l, testPolicy(t, p))
+	waitState(t, s, "db", Running)
+	in := l.latest("db")
+	if err := s.Stop(context.Background(), "db"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, "db", Stopped)
+	<-in.destroyed
+	waitConsole(t, console, "event=persona-ended name=db signal=SIGINT")
+	if got := in.signalled(); len(got) != 1 || got[0] != unix.SIGINT {
+		t.Errorf("signals sent: %v, want [SIGINT]", got)
+	}
+	if c := console.String(); !strings.Contains(c, "killed=false") || !strings.Contains(c, "bay0: persona db ended") {
+		t.Errorf("console:\n%s", c)
+	}
+}
+
+// TestStopKillsAfterGrace: a workload that ignores its stop signal is killed when its
+// stop_timeout ends, not before, and a replacement waits for that.
+func TestStopKillsAfterGrace(t *testing.T) {
+	l := newFakeLauncher()
+	p := pentry("web", 0)
+	p.StopTimeout = policy.Duration(300 * time.Millisecond)
+	s, console := start(t, l, testPolicy(t, p))
+	waitState(t, s, "web", Running)
+	in := l.latest("web")
+	in.ignore = true
+	asked := time.Now()
+	if err := s.Replace(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	<-in.destroyed
+	if d := time.Since(asked); d < 300*time.Millisecond {
+		t.Errorf("killed after %s, before its 300ms stop_timeout", d)
+	}
+	l.waitLaunches(t, "web", 2)
+	waitState(t, s, "web", Running)
+	waitConsole(t, console, "event=persona-ended name=web signal=SIGTERM")
+	if c := console.String(); !strings.Contains(c, "killed=true") || !strings.Contains(c, "did not end within") {
+		t.Errorf("console:\n%s", c)
+	}
+}
+
+// TestShutdownStopsEveryone: Shutdown stops all personas at once, returns when they are gone,
+// and nothing starts again; a persona stuck at its memory limit is never asked, only killed.
+func TestShutdownStopsEveryone(t *testing.T) {
+	l := newFakeLauncher()
+	a, b := pentry("a", 0), pentry("b", 1)
+	a.StopTimeout = policy.Duration(400 * time.Millisecond)
+	b.StopTimeout = policy.Duration(400 * time.Millisecond)
+	s, _ := start(t, l, testPolicy(t, a, b))
+	waitState(t, s, "a", Running)
+	waitState(t, s, "b", Running)
+	ia, ib := l.latest("a"), l.latest("b")
+	ia.ignore, ib.ignore = true, true
+	asked := time.Now()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Both graces run side by side: well under the sum of the two.
+	if d := time.Since(asked); d < 400*time.Millisecond || d > 780*time.Millisecond {
+		t.Errorf("shutdown took %s, want one grace period of 400ms", d)
+	}
+	for _, in := range []*fakeInstance{ia, ib} {
+		select {
+		case <-in.destroyed:
+		default:
+			t.Errorf("instance %d not destroyed when Shutdown returned", in.pid)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := len(l.instances["a"]) + len(l.instances["b"]); n != 2 {
+		t.Errorf("%d launches after shutdown, want none past the first two", n-2)
+	}
+	if err := s.Start(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := waitState(t, s, "a", Stopped); st.Pid != 0 {
+		t.Errorf("a started after shutdown: %+v", st)
+	}
+}
+
+func waitConsole(t *testing.T, c *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(c.String(), want); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("console never said %q:\n%s", want, c)
+		}
 	}
 }

@@ -57,12 +57,14 @@ const (
 	ControlServing   Kind = "control-serving"   // port
 	ControlAbsent    Kind = "control-absent"    // reason
 	PersonasUp       Kind = "personas-up"       // uptime rss_kib
+	PersonasDown     Kind = "personas-down"     // ms (every persona stopped before the machine goes down)
 	Committed        Kind = "slot-committed"    // slot version min_version
 	PersonaRefused   Kind = "persona-refused"   // name reason
 	PersonaFailed    Kind = "persona-failed"    // name reason (could not start)
 	PersonaStarted   Kind = "persona-started"   // name pid startup_us
 	PersonaExited    Kind = "persona-exited"    // name reason
 	PersonaStopped   Kind = "persona-stopped"   // name
+	PersonaEnded     Kind = "persona-ended"     // name signal ms killed (a stop: how the workload answered its stop signal)
 	PersonaReplaced  Kind = "persona-replaced"  // name
 	PersonaCleanup   Kind = "persona-cleanup"   // name reason (cleanup failed)
 	PersonaStuck     Kind = "persona-stuck"     // name reason (stuck at memory.max: replaced)

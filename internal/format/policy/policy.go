@@ -107,6 +107,11 @@ type Persona struct {
 	// MemoryStall is how long the persona may stay stuck on memory at its memory.max before it
 	// is replaced (default DefaultMemoryStall).
 	MemoryStall Duration `toml:"memory_stall,omitempty" json:"memory_stall,omitempty"`
+	// StopSignal is the signal that asks the workload to end when it is stopped, replaced or
+	// the machine goes down (default "SIGTERM", or the OCI image's StopSignal); StopTimeout is
+	// how long it has to end before its whole cgroup is killed (default DefaultStopTimeout).
+	StopSignal  string   `toml:"stop_signal,omitempty" json:"stop_signal,omitempty"`
+	StopTimeout Duration `toml:"stop_timeout,omitempty" json:"stop_timeout,omitempty"`
 }
 
 // Defaults filled in by Validate where the policy is silent.
@@ -123,7 +128,11 @@ const (
 	DefaultTmpSize     = Size(16 << 20)
 	DefaultRunSize     = Size(1 << 20)
 	DefaultMemoryStall = 10 * time.Second
-	DefaultDataSize    = Size(8 << 20)
+	DefaultStopTimeout = 10 * time.Second
+	// MaxStopTimeout bounds stop_timeout: the machine's shutdown waits for the slowest persona,
+	// and the watchdog is fed through it for a bounded time only.
+	MaxStopTimeout  = 2 * time.Minute
+	DefaultDataSize = Size(8 << 20)
 	// MinDataSize is the smallest data_size: room for a few files and directories.
 	MinDataSize = Size(64 << 10)
 )
@@ -289,6 +298,24 @@ func (q *Persona) validate() error {
 	}
 	if t := time.Duration(q.MemoryStall); t < time.Second || t > time.Hour {
 		return fmt.Errorf("memory_stall %s is outside 1s..1h", t)
+	}
+	return q.validateStop()
+}
+
+func (q *Persona) validateStop() error {
+	if q.StopSignal == "" {
+		q.StopSignal = "SIGTERM"
+	}
+	sig, err := ParseSignal(q.StopSignal)
+	if err != nil {
+		return fmt.Errorf("stop_signal: %w", err)
+	}
+	q.StopSignal = SignalName(sig)
+	if q.StopTimeout == 0 {
+		q.StopTimeout = Duration(DefaultStopTimeout)
+	}
+	if t := time.Duration(q.StopTimeout); t < 100*time.Millisecond || t > MaxStopTimeout {
+		return fmt.Errorf("stop_timeout %s is outside 100ms..%s", t, MaxStopTimeout)
 	}
 	return nil
 }

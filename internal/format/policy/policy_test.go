@@ -51,7 +51,7 @@ func TestParseDefaults(t *testing.T) {
 	q := p.Personas[0]
 	want := Persona{Name: "web", Exec: []string{"/bin/web"}, CPUs: 0.5, Memory: 64 << 20, Pids: 32,
 		TmpSize: DefaultTmpSize, RunSize: DefaultRunSize, Network: "none", Restart: "always",
-		MemoryStall: Duration(DefaultMemoryStall)}
+		MemoryStall: Duration(DefaultMemoryStall), StopSignal: "SIGTERM", StopTimeout: Duration(DefaultStopTimeout)}
 	if !reflect.DeepEqual(q, want) {
 		t.Errorf("persona = %+v\nwant      %+v", q, want)
 	}
@@ -140,6 +140,10 @@ func TestParseRefuses(t *testing.T) {
 			strings.Replace(minimal, `"web"`, `"api"`, 1) + "network = \"uplink\"\naddress = \"10.0.2.15/16\"\n", "both have the uplink address 10.0.2.15"},
 		{"protocol", minimal + "protocols = [\"dccp\"]\n", "protocols"},
 		{"memory stall", minimal + "memory_stall = \"100ms\"\n", "memory_stall"},
+		{"stop signal", minimal + "stop_signal = \"SIGRTMIN+3\"\n", "stop_signal: signal \"SIGRTMIN+3\""},
+		{"stop signal kill", minimal + "stop_signal = \"KILL\"\n", "stop_signal"},
+		{"stop signal number", minimal + "stop_signal = \"19\"\n", "stop_signal"},
+		{"stop timeout", minimal + "stop_timeout = \"10m\"\n", "stop_timeout 10m0s is outside 100ms..2m0s"},
 		{"passphrase attempts", "[governor]\npassphrase_attempts = 11\n" + minimal, "passphrase_attempts"},
 		{"watchdog", "[governor]\nwatchdog_timeout = \"100ms\"\n" + minimal, "watchdog_timeout"},
 		{"health window", "[governor]\nhealth_window = \"2h\"\n" + minimal, "health_window"},
@@ -155,6 +159,20 @@ func TestParseRefuses(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestStopSignal: a stop signal is written the way OCI images and operators write it and is
+// baked under its one canonical name.
+func TestStopSignal(t *testing.T) {
+	for in, want := range map[string]string{"SIGTERM": "SIGTERM", "int": "SIGINT", "SigQuit": "SIGQUIT", "2": "SIGINT", "SIGWINCH": "SIGWINCH"} {
+		p := parse(t, minimal+"stop_signal = \""+in+"\"\nstop_timeout = \"90s\"\n")
+		if q := p.Personas[0]; q.StopSignal != want || time.Duration(q.StopTimeout) != 90*time.Second {
+			t.Errorf("stop_signal %q: got %q, %s", in, q.StopSignal, time.Duration(q.StopTimeout))
+		}
+	}
+	if n := parse(t, minimal).Personas[0].Signal(); n != 15 {
+		t.Errorf("default stop signal %d, want 15", n)
 	}
 }
 
@@ -370,6 +388,12 @@ func FuzzParse(f *testing.F) {
 	b, _ := p.Marshal()
 	f.Add(b)
 	f.Add([]byte(`{"governor":{"watchdog_timeout":"1s"},"persona":[]}`))
+	full, err := parseTOML(minimal + "stop_signal = \"INT\"\nstop_timeout = \"30s\"\n")
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, _ = full.Marshal()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(bytes.NewReader(data))
 		if err != nil {

@@ -349,9 +349,16 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // imageDefaults merges an image's config into a persona's policy entry: the image's
 // Entrypoint+Cmd where the policy sets no exec (a bare command name is looked up on the image's
 // PATH, since the policy wants an absolute path), its Env under the policy's (the policy wins
-// for a variable both set) and its WorkingDir where the policy sets none.
+// for a variable both set), its WorkingDir where the policy sets none and its StopSignal where
+// the policy sets no stop_signal.
 func imageDefaults(q policy.Persona, img ocitree.Image, t *tree.Tree) (policy.Persona, error) {
 	env := mergeEnv(img.Env, q.Env)
+	if q.StopSignal == "" && img.StopSignal != "" {
+		if _, err := policy.ParseSignal(img.StopSignal); err != nil {
+			return q, fmt.Errorf("image %s: StopSignal: %w; set stop_signal in the policy", img.Digest, err)
+		}
+		q.StopSignal = img.StopSignal
+	}
 	if q.Workdir == "" && img.WorkingDir != "" {
 		q.Workdir = path.Join("/", img.WorkingDir)
 	}

@@ -47,7 +47,7 @@ var ociImage = ocitest.Image{
 		},
 	},
 	Config: ocitest.Config{Entrypoint: []string{"server"}, Cmd: []string{"--port", "80"},
-		Env: []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=image"}, WorkingDir: "/srv/www", User: "nobody"},
+		Env: []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=image"}, WorkingDir: "/srv/www", User: "nobody", StopSignal: "SIGQUIT"},
 	Ref: "latest",
 }
 
@@ -136,14 +136,15 @@ func TestBuildOCIPersona(t *testing.T) {
 	}
 	p := pol.Personas[0]
 	if !reflect.DeepEqual(p.Exec, []string{"/usr/bin/server", "--port", "80"}) || p.Workdir != "/srv/www" ||
-		!reflect.DeepEqual(p.Env, []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=policy", "EXTRA=1"}) {
+		!reflect.DeepEqual(p.Env, []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=policy", "EXTRA=1"}) ||
+		p.StopSignal != "SIGQUIT" {
 		t.Errorf("baked persona %+v", p)
 	}
 }
 
 // TestBuildOCIPolicyWins: exec and workdir set in the policy are not replaced by the image's.
 func TestBuildOCIPolicyWins(t *testing.T) {
-	cfg := strings.Replace(ociConfig, "env = ", "exec = [\"/bin/app\", \"-x\"]\nworkdir = \"/\"\nenv = ", 1)
+	cfg := strings.Replace(ociConfig, "env = ", "exec = [\"/bin/app\", \"-x\"]\nworkdir = \"/\"\nstop_signal = \"INT\"\nenv = ", 1)
 	dir, opts := project(t, cfg)
 	if _, err := ocitest.Write(filepath.Join(dir, "image"), ociImage); err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func TestBuildOCIPolicyWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := st.Policy.Personas[0]
-	if !reflect.DeepEqual(p.Exec, []string{"/bin/app", "-x"}) || p.Workdir != "/" {
+	if !reflect.DeepEqual(p.Exec, []string{"/bin/app", "-x"}) || p.Workdir != "/" || p.StopSignal != "SIGINT" {
 		t.Errorf("staged persona %+v", p)
 	}
 }
@@ -176,6 +177,8 @@ func TestBuildOCIErrors(t *testing.T) {
 			b[len(b)/2] ^= 1
 			write(t, p, string(b), 0o644)
 		}, nil, []string{`persona "app"`, `source oci "image"`, "layer sha256:", "does not match its digest"}},
+		{"stop signal", nil, func(im *ocitest.Image) { im.Config.StopSignal = "SIGRTMIN+3" },
+			[]string{`persona "app"`, "StopSignal", `"SIGRTMIN+3"`, "set stop_signal in the policy"}},
 		{"no entrypoint", nil, func(im *ocitest.Image) { im.Config.Entrypoint, im.Config.Cmd = nil, nil },
 			[]string{`persona "app"`, "no entrypoint or cmd"}},
 		{"entrypoint not on PATH", nil, func(im *ocitest.Image) { im.Config.Entrypoint = []string{"nginx"} },

@@ -77,6 +77,8 @@ type Image struct {
 	// User is the image's user. A persona always runs as the root of its own user namespace
 	// without capabilities, so it is reported, not applied.
 	User string
+	// StopSignal is the signal the image asks to be stopped with ("" for SIGTERM).
+	StopSignal string
 }
 
 // Unpack applies the layers of the selected image of the layout at path to dst, in order and
@@ -125,7 +127,7 @@ func Unpack(ctx context.Context, path string, dst *tree.Tree, opts Options) (Ima
 	}
 	c := cf.Config
 	return Image{Digest: desc.Digest.String(), Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env,
-		WorkingDir: c.WorkingDir, User: c.User}, nil
+		WorkingDir: c.WorkingDir, User: c.User, StopSignal: c.StopSignal}, nil
 }
 
 // selectImage picks the image named by ref (or the only one) from index.json, descending into

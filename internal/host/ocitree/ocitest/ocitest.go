@@ -42,6 +42,7 @@ type Config struct {
 	Env        []string `json:"Env,omitempty"`
 	WorkingDir string   `json:"WorkingDir,omitempty"`
 	User       string   `json:"User,omitempty"`
+	StopSignal string   `json:"StopSignal,omitempty"`
 }
 
 // Image is one image to write.
