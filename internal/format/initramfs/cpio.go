@@ -30,6 +30,7 @@ const (
 	modeDir      = 0o040000
 	modeFile     = 0o100000
 	modeSymlink  = 0o120000
+	modeChar     = 0o020000
 )
 
 // Header field positions, in c_magic's order after the magic.
@@ -61,12 +62,19 @@ var (
 	ErrMode = errors.New("initramfs: unsupported mode")
 )
 
-// Entry is one file, directory or symbolic link of an archive.
+// Entry is one file, directory, symbolic link or character device of an archive.
 type Entry struct {
 	Name     string      // relative, slash-separated: "etc/bay0/keys/0.pub"
-	Mode     fs.FileMode // fs.ModeDir, fs.ModeSymlink or 0 (regular file), plus permissions
+	Mode     fs.FileMode // fs.ModeDir, fs.ModeSymlink, fs.ModeDevice|fs.ModeCharDevice or 0 (regular file), plus permissions
 	Data     []byte      // contents of a regular file
 	Linkname string      // target of a symbolic link
+	Major    uint32      // device numbers of a character device
+	Minor    uint32
+}
+
+// isCharDevice reports whether m is a character device's mode.
+func isCharDevice(m fs.FileMode) bool {
+	return m.Type() == fs.ModeDevice|fs.ModeCharDevice
 }
 
 // tree tracks the names of an archive, for the Writer and for List alike: a
@@ -92,7 +100,8 @@ func (t tree) add(name string, mode fs.FileMode) error {
 // and their order: mtime, uid, gid and device numbers are 0 and inode numbers
 // count from 1. Names are relative ("etc/bay0"); each entry's parent directory
 // must have been added before it (nothing is added implicitly). Hard links,
-// device nodes and setuid/setgid/sticky bits cannot be written.
+// block devices and setuid/setgid/sticky bits cannot be written; character
+// devices only through AddCharDevice (the console a kernel opens for /init).
 type Writer struct {
 	w      io.Writer
 	n      int64 // bytes written
@@ -121,6 +130,14 @@ func (w *Writer) AddFile(name string, mode fs.FileMode, data []byte) error {
 		return fmt.Errorf("%w: file %q: %v", ErrMode, name, mode)
 	}
 	return w.add(Entry{Name: name, Mode: mode, Data: data})
+}
+
+// AddCharDevice adds a character device node with the given permissions and numbers.
+func (w *Writer) AddCharDevice(name string, mode fs.FileMode, major, minor uint32) error {
+	if mode&^fs.ModePerm != 0 {
+		return fmt.Errorf("%w: device %q: %v", ErrMode, name, mode)
+	}
+	return w.add(Entry{Name: name, Mode: fs.ModeDevice | fs.ModeCharDevice | mode, Major: major, Minor: minor})
 }
 
 // AddSymlink adds a symbolic link (mode 0777) pointing to target.
@@ -153,7 +170,11 @@ func (w *Writer) add(e Entry) error {
 			return fmt.Errorf("initramfs: file %q: %d bytes is too large", e.Name, len(data))
 		}
 	default:
-		return fmt.Errorf("%w: %q: %v", ErrMode, e.Name, e.Mode)
+		if !isCharDevice(e.Mode) {
+			return fmt.Errorf("%w: %q: %v", ErrMode, e.Name, e.Mode)
+		}
+		mode = modeChar
+		data = nil
 	}
 	if err := w.names.add(e.Name, e.Mode); err != nil {
 		return err
@@ -169,6 +190,9 @@ func (w *Writer) add(e Entry) error {
 	f[fNlink] = nlink
 	f[fFilesize] = uint32(len(data))
 	f[fNamesize] = uint32(len(e.Name) + 1)
+	if mode == modeChar {
+		f[fRdevMajor], f[fRdevMinor] = e.Major, e.Minor
+	}
 	if err := w.writeEntry(f, e.Name, data); err != nil {
 		return fmt.Errorf("initramfs: write %q: %w", e.Name, err)
 	}
@@ -288,7 +312,11 @@ func parse(b []byte) ([]Entry, error) {
 		if !allZero(b[dataOff+int(size) : next]) {
 			return nil, fmt.Errorf("%w: non-zero padding after the data of %q", ErrFormat, name)
 		}
-		for _, i := range []int{fUID, fGID, fMtime, fDevMajor, fDevMinor, fRdevMajor, fRdevMinor, fCheck} {
+		zero := []int{fUID, fGID, fMtime, fDevMajor, fDevMinor, fCheck}
+		if f[fMode]&modeTypeMask != modeChar {
+			zero = append(zero, fRdevMajor, fRdevMinor)
+		}
+		for _, i := range zero {
 			if f[i] != 0 {
 				return nil, fmt.Errorf("%w: %q: non-zero header field %d", ErrFormat, name, i)
 			}
@@ -328,6 +356,12 @@ func parse(b []byte) ([]Entry, error) {
 			}
 			e.Mode |= fs.ModeSymlink
 			e.Linkname = string(data)
+		case modeChar:
+			if f[fNlink] != 1 || size != 0 {
+				return nil, fmt.Errorf("%w: bad character device %q", ErrFormat, name)
+			}
+			e.Mode |= fs.ModeDevice | fs.ModeCharDevice
+			e.Major, e.Minor = f[fRdevMajor], f[fRdevMinor]
 		default:
 			return nil, fmt.Errorf("%w: %q: file type %#o", ErrMode, name, mode&modeTypeMask)
 		}

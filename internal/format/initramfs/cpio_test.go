@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -19,6 +20,7 @@ import (
 func sampleEntries() []Entry {
 	return []Entry{
 		{Name: "dev", Mode: fs.ModeDir | 0o755},
+		{Name: "dev/console", Mode: fs.ModeDevice | fs.ModeCharDevice | 0o600, Major: 5, Minor: 1},
 		{Name: "etc", Mode: fs.ModeDir | 0o755},
 		{Name: "etc/bay0", Mode: fs.ModeDir | 0o700},
 		{Name: "etc/bay0/a", Mode: 0o644, Data: []byte("a")},
@@ -42,6 +44,8 @@ func writeArchive(t testing.TB, entries []Entry) []byte {
 			err = w.AddDir(e.Name, e.Mode.Perm())
 		case fs.ModeSymlink:
 			err = w.AddSymlink(e.Name, e.Linkname)
+		case fs.ModeDevice | fs.ModeCharDevice:
+			err = w.AddCharDevice(e.Name, e.Mode.Perm(), e.Major, e.Minor)
 		default:
 			err = w.AddFile(e.Name, e.Mode, e.Data)
 		}
@@ -139,6 +143,11 @@ func TestWriterWithCpio(t *testing.T) {
 		case 0:
 			if data, err := os.ReadFile(p); err != nil || !bytes.Equal(data, e.Data) {
 				t.Errorf("%s: contents differ (%v)", e.Name, err)
+			}
+		case fs.ModeDevice | fs.ModeCharDevice:
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if !ok || uint32(st.Rdev>>8&0xfff) != e.Major || uint32(st.Rdev&0xff) != e.Minor {
+				t.Errorf("%s: device numbers differ: %+v", e.Name, fi.Sys())
 			}
 		}
 	}

@@ -6,6 +6,7 @@
 // The output is reproducible: the same Spec gives the same bytes. Layout:
 //
 //	dev/ proc/ sys/ run/ newroot/           empty mount points
+//	dev/console                             the console node (c 5 1) the kernel opens for /init
 //	init                                    bay0 (0755)
 //	etc/bay0/keys/0.pub, 1.pub, ...         trusted keys, PEM
 //	etc/bay0/role                           what bay0 is here for, unless plain stage 1 (see Role)
@@ -31,6 +32,8 @@ const (
 	InitPath = "init"
 	KeysDir  = "etc/bay0/keys"
 	RolePath = "etc/bay0/role"
+	// ConsolePath is the console device node (character 5:1).
+	ConsolePath = "dev/console"
 )
 
 // Role says what bay0 does as /init of an initramfs. Three are possible:
@@ -130,6 +133,10 @@ func Archive(w io.Writer, s Spec) error {
 	for _, d := range []string{"dev", "proc", "sys", "run", "newroot", KeysDir} {
 		dir(d)
 	}
+	// The kernel opens /dev/console for /init before anything is mounted. Its own default
+	// archive has the node; an archive built into the kernel replaces that default, so this
+	// one carries it (without it /init starts with no stdin, stdout or stderr).
+	entries[ConsolePath] = Entry{Name: ConsolePath, Mode: fs.ModeDevice | fs.ModeCharDevice | 0o600, Major: 5, Minor: 1}
 	file(InitPath, 0o755, s.Bay0)
 	if s.Role != RoleStage1 {
 		file(RolePath, 0o644, []byte(string(s.Role)+"\n"))
@@ -155,9 +162,12 @@ func Archive(w io.Writer, s Spec) error {
 	for _, n := range names {
 		e := entries[n]
 		var err error
-		if e.Mode.IsDir() {
+		switch {
+		case e.Mode.IsDir():
 			err = cw.AddDir(n, e.Mode)
-		} else {
+		case isCharDevice(e.Mode):
+			err = cw.AddCharDevice(n, e.Mode.Perm(), e.Major, e.Minor)
+		default:
 			err = cw.AddFile(n, e.Mode, e.Data)
 		}
 		if err != nil {
@@ -220,6 +230,8 @@ func (e Entry) String() string {
 		return fmt.Sprintf("%v %s/", e.Mode, e.Name)
 	case e.Mode&fs.ModeSymlink != 0:
 		return fmt.Sprintf("%v %s -> %s", e.Mode, e.Name, e.Linkname)
+	case isCharDevice(e.Mode):
+		return fmt.Sprintf("%v %s (%d, %d)", e.Mode, e.Name, e.Major, e.Minor)
 	}
 	return fmt.Sprintf("%v %s (%d bytes)", e.Mode, e.Name, len(e.Data))
 }

@@ -62,7 +62,7 @@ func TestBuild(t *testing.T) {
 		t.Fatal("two builds of the same spec differ")
 	}
 	want := []string{
-		"dev", "etc", "etc/bay0", "etc/bay0/keys", "etc/bay0/keys/0.pub", "etc/bay0/keys/1.pub",
+		"dev", "dev/console", "etc", "etc/bay0", "etc/bay0/keys", "etc/bay0/keys/0.pub", "etc/bay0/keys/1.pub",
 		"init", "newroot", "proc", "run", "sys",
 	}
 	if got := names(entries); !slices.Equal(got, want) {
@@ -74,6 +74,9 @@ func TestBuild(t *testing.T) {
 	}
 	if e := m["etc/bay0/keys/1.pub"]; !bytes.Equal(e.Data, s.TrustedKeys[1]) || e.Mode != 0o644 {
 		t.Errorf("key 1: %v", e)
+	}
+	if e := m[ConsolePath]; e.Mode != fs.ModeDevice|fs.ModeCharDevice|0o600 || e.Major != 5 || e.Minor != 1 {
+		t.Errorf("console: %v %d:%d", e.Mode, e.Major, e.Minor)
 	}
 	for _, e := range entries {
 		if e.Mode.IsDir() && e.Mode != fs.ModeDir|0o755 {
