@@ -42,15 +42,10 @@ func (linuxKernel) MountSystem() error {
 
 // disableKexec closes kexec for the rest of this boot (one way: the kernel refuses to clear
 // it). Stage 0 needed kexec_file_load to start this kernel; once a Spine runs, loading another
-// kernel would replace the verified one without a boot through stage 0's law. A kernel built
-// without kexec has no switch to turn.
+// kernel would replace the verified one without a boot through stage 0's law. Spine's kernel
+// always has the switch: a kernel without it fails the boot rather than run with kexec open.
 func disableKexec() error {
-	const path = "/proc/sys/kernel/kexec_load_disabled"
-	err := os.WriteFile(path, []byte("1\n"), 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if err := os.WriteFile("/proc/sys/kernel/kexec_load_disabled", []byte("1\n"), 0); err != nil {
 		return fmt.Errorf("disable kexec: %w", err)
 	}
 	return nil
