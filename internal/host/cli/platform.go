@@ -210,13 +210,14 @@ func vmCmd() command {
 			appendArgs := fs.String("append", "", "extra kernel parameters (door-opening ones are refused)")
 			mem := fs.Int("memory", 512, "guest memory in MiB")
 			passFile := fs.String("passphrase-file", "", "answer the guest's /persist passphrase prompt with this file's passphrase (default: type it; the terminal's echo is off while the machine runs)")
+			outbound := fs.Bool("outbound", false, "let the machine's network card, and so the personas with an uplink, reach the host's network and beyond (QEMU user networking without restrict=on; DNS at 10.0.2.3); off, nothing inside reaches out")
 			var fwd multi
 			fs.Var(&fwd, "forward", "forward a port of the host's 127.0.0.1 to the guest, HOST:GUEST (guest "+vm.DefaultGuestAddr+") or HOST:GUESTIP:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *diskPath == "" || len(args) != 0 {
 					return errUsage
 				}
-				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
+				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout, Outbound: *outbound,
 					MaxBoots: *boots, MemoryMiB: *mem, Console: env.Stdout, Stdin: env.Stdin}
 				if *uefiVars != "" {
 					fw, err := firmware(*uefiVars, *kern, *initrd, *appendArgs)
