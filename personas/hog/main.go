@@ -8,6 +8,8 @@
 //	          larger than memory.max: it thrashes on its own file pages and never OOMs
 //	readlater FILE  on its first start marks /data and exits; on the next it reads FILE whole,
 //	          so a test can damage FILE's blocks on the disk in between
+//	deaf      ignores SIGTERM (its stop signal) and runs on, as a workload that never ends
+//	          when asked does
 //
 // Every report is one line "hog: MODE: ..." on stdout, which the governor puts on the console.
 package main
@@ -15,6 +17,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
@@ -43,6 +46,12 @@ func main() {
 		}
 		mib, _ := strconv.Atoi(os.Args[2])
 		thrash(mib, os.Args[3])
+	case "deaf":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("hog: deaf: ignoring SIGTERM")
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "readlater":
 		if len(os.Args) != 3 {
 			fmt.Println("hog: usage: hog readlater FILE")
@@ -50,7 +59,7 @@ func main() {
 		}
 		readLater(os.Args[2])
 	default:
-		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge|thrash|readlater")
+		fmt.Println("hog: usage: hog forkbomb|memory|cpu|forge|thrash|readlater|deaf")
 	}
 }
 

@@ -261,6 +261,18 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	}
 	childEnds = nil
 	cfg := s.Config()
+	// Raising a hard limit takes CAP_SYS_RESOURCE in the initial user namespace, which only
+	// the governor has: it sets them on the child, which waits for its config; persona-init
+	// sets them again just before the exec (the Go runtime would otherwise put back the open
+	// files limit it found at its start).
+	for _, r := range s.Rlimits {
+		lim := unix.Rlimit{Cur: r.Value, Max: r.Value}
+		if err := unix.Prlimit(pid, r.Resource, &lim, nil); err != nil {
+			cfgW.Close()
+			logR.Close()
+			return nil, fail("rlimits", fmt.Errorf("prlimit %d: %w", r.Resource, err))
+		}
+	}
 	if s.Uplink != nil {
 		// persona-init waits for its config, so the device is there before it looks.
 		device, err := attachUplink(pid, s.Name)
@@ -306,7 +318,9 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 // locked; persona-init attaches it at /data with move_mount.
 func detachedData(s Spec) (*os.File, error) {
 	root, name := filepath.Split(s.DataDir)
-	if _, err := persist.EnsureSubtree(root, persist.Subtree{Name: name, UID: int(s.UID), GID: int(s.GID), Limit: s.DataSize}); err != nil {
+	// /data belongs to the user the workload runs as.
+	uid, gid := s.RunAs.Host(s.UID)
+	if _, err := persist.EnsureSubtree(root, persist.Subtree{Name: name, UID: int(uid), GID: int(gid), Limit: s.DataSize}); err != nil {
 		return nil, err
 	}
 	fd, err := unix.OpenTree(unix.AT_FDCWD, s.DataDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/netip"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -64,9 +65,17 @@ type Spec struct {
 	Workdir string
 	// UID and GID are the first host ids of the persona's range (IDRange); inside, they are 0.
 	UID, GID uint32
-	Limits   Limits
-	TmpSize  int64
-	RunSize  int64
+	// RunAs is the user the workload runs as, inside the persona (0:0 is its root).
+	RunAs IDs
+	// ShmSize bounds the persona's tmpfs /dev/shm.
+	ShmSize int64
+	// Rlimits are the workload's resource limits, soft = hard.
+	Rlimits []Rlimit
+	// DNS are the name servers of a generated /etc/resolv.conf.
+	DNS     []string
+	Limits  Limits
+	TmpSize int64
+	RunSize int64
 	// DataDir is the host directory mounted at /data (e.g. /persist/web); "" for none.
 	DataDir  string
 	DataExec bool
@@ -210,7 +219,12 @@ func Siblings(pol policy.Policy, self string) []string {
 // spineRoot is where the Spine is mounted ("/" in the governor); persistRoot is the mounted
 // /persist or "" when there is none, in which case a persona that wants /data is refused.
 func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter []byte) (Spec, error) {
+	uid, gid, err := p.IDs()
+	if err != nil {
+		return Spec{}, fmt.Errorf("persona %q: %w", p.Name, err)
+	}
 	s := Spec{
+		RunAs:        IDs{UID: uid, GID: gid},
 		Name:         p.Name,
 		Tree:         path.Join(spineRoot, p.Tree()),
 		Exec:         p.Exec,
@@ -226,6 +240,9 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 		Self:         "/proc/self/exe",
 		CgroupParent: "/sys/fs/cgroup/personas",
 		StopSignal:   unix.Signal(p.Signal()),
+		ShmSize:      int64(p.ShmSize),
+		Rlimits:      RlimitsOf(p),
+		DNS:          p.DNS,
 		StopTimeout:  time.Duration(p.StopTimeout),
 	}
 	if p.Data {
@@ -244,6 +261,15 @@ func NewSpec(p policy.Persona, index int, spineRoot, persistRoot string, filter 
 	}
 	return s, nil
 }
+
+// IDs are a uid and a gid inside a persona's user namespace, below IDBlock.
+type IDs struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+// Host returns the host ids that ids map to in a persona whose range starts at base.
+func (ids IDs) Host(base uint32) (uid, gid uint32) { return base + ids.UID, base + ids.GID }
 
 // ErrNoPersist refuses a persona with data = true on a machine whose /persist is not mounted.
 var ErrNoPersist = errors.New("data = true but /persist is not mounted")
@@ -267,13 +293,86 @@ type Config struct {
 	// Uplink says that the parent put a macvlan device named Uplink.Device in the persona's
 	// network namespace, and how to configure it; nil for loopback only.
 	Uplink *Uplink `json:"uplink,omitempty"`
+	// User is who the workload runs as, when not the persona's root.
+	User *IDs `json:"user,omitempty"`
+	// ShmSize bounds /dev/shm; Rlimits are set just before the exec; DNS fills a generated
+	// /etc/resolv.conf.
+	ShmSize int64    `json:"shm_size"`
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+	DNS     []string `json:"dns,omitempty"`
+}
+
+// Rlimit is one resource limit (setrlimit(2)), soft and hard alike.
+type Rlimit struct {
+	Resource int    `json:"resource"`
+	Value    uint64 `json:"value"`
+}
+
+// RlimitsOf returns a policy entry's rlimits in resource order.
+func RlimitsOf(p policy.Persona) []Rlimit {
+	var out []Rlimit
+	for name, v := range p.Rlimits {
+		if r, ok := policy.Rlimits[name]; ok {
+			out = append(out, Rlimit{Resource: r, Value: v})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
+	return out
+}
+
+// HostsFile is the /etc/hosts of a persona whose tree has none: localhost, and the persona's
+// name at its uplink addresses (at the loopback address without an uplink).
+func HostsFile(name string, u *Uplink) string {
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	named := false
+	if u != nil {
+		for _, s := range []string{u.Address, u.Address6} {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				fmt.Fprintf(&b, "%s\t%s\n", p.Addr(), name)
+				named = true
+			}
+		}
+	}
+	if !named {
+		fmt.Fprintf(&b, "127.0.1.1\t%s\n", name)
+	}
+	return b.String()
+}
+
+// ResolvConf is the /etc/resolv.conf of a persona whose tree has none ("" without servers).
+func ResolvConf(dns []string) string {
+	var b strings.Builder
+	for _, s := range dns {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	return b.String()
 }
 
 // Config renders the Config of one launch of s.
 func (s Spec) Config() Config {
 	return Config{Version: ConfigVersion, Name: s.Name, Tree: s.Tree, Exec: s.Exec, Env: s.Env,
 		Workdir: s.Workdir, TmpSize: s.TmpSize, RunSize: s.RunSize, Data: s.DataDir != "", Seccomp: s.Seccomp,
-		Uplink: s.Uplink}
+		Uplink: s.Uplink, User: s.user(), ShmSize: s.shmSize(), Rlimits: s.Rlimits, DNS: s.DNS}
+}
+
+// shmSize is ShmSize, or for a Spec made by hand without one, the policy's default.
+func (s Spec) shmSize() int64 {
+	if s.ShmSize > 0 {
+		return s.ShmSize
+	}
+	if s.Limits.MemoryMax > 0 {
+		return min(int64(policy.DefaultShmSize), s.Limits.MemoryMax)
+	}
+	return int64(policy.DefaultShmSize)
+}
+
+func (s Spec) user() *IDs {
+	if s.RunAs == (IDs{}) {
+		return nil
+	}
+	u := s.RunAs
+	return &u
 }
 
 // Encode writes c as one JSON document.
@@ -310,6 +409,17 @@ func DecodeConfig(r io.Reader) (Config, error) {
 	if err := c.validate(); err != nil {
 		return Config{}, fmt.Errorf("persona config: %w", err)
 	}
+	// An empty list and an absent one mean the same; keep one form, so a config decodes to
+	// the value it was encoded from.
+	if len(c.Env) == 0 {
+		c.Env = nil
+	}
+	if len(c.Rlimits) == 0 {
+		c.Rlimits = nil
+	}
+	if len(c.DNS) == 0 {
+		c.DNS = nil
+	}
 	return c, nil
 }
 
@@ -325,10 +435,12 @@ func (c Config) validate() error {
 		return errors.New("exec must start with an absolute path")
 	case c.Workdir != "" && !path.IsAbs(c.Workdir):
 		return fmt.Errorf("workdir %q is not absolute", c.Workdir)
-	case c.TmpSize <= 0 || c.RunSize <= 0:
-		return errors.New("tmp and run sizes must be positive")
+	case c.TmpSize <= 0 || c.RunSize <= 0 || c.ShmSize <= 0:
+		return errors.New("tmp, run and shm sizes must be positive")
 	case len(c.Seccomp) == 0:
 		return errors.New("no seccomp program")
+	case c.User != nil && (c.User.UID >= IDBlock || c.User.GID >= IDBlock):
+		return fmt.Errorf("user %d:%d is outside the persona's %d ids", c.User.UID, c.User.GID, IDBlock)
 	}
 	if c.Uplink != nil {
 		if _, err := c.Uplink.Parse(); err != nil {
@@ -336,6 +448,16 @@ func (c Config) validate() error {
 		}
 		if d := c.Uplink.Device; d == "" || len(d) > 15 || strings.ContainsAny(d, "/: \x00") {
 			return fmt.Errorf("bad uplink device name %q", d)
+		}
+	}
+	for _, r := range c.Rlimits {
+		if r.Resource < 0 || r.Resource >= 16 {
+			return fmt.Errorf("rlimit resource %d is not one of Linux's", r.Resource)
+		}
+	}
+	for _, s := range c.DNS {
+		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+			return fmt.Errorf("dns server %q is not an IP address", s)
 		}
 	}
 	for _, s := range append(append([]string{}, c.Exec...), c.Env...) {

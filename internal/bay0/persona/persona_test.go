@@ -16,7 +16,8 @@ import (
 
 func samplePolicy() policy.Persona {
 	return policy.Persona{Name: "web", Exec: []string{"/bin/web", ":8080"}, Env: []string{"A=1"}, CPUs: 0.5,
-		Memory: 64 << 20, Pids: 32, TmpSize: 16 << 20, RunSize: 1 << 20, Data: true, Network: "none", Restart: "always"}
+		Memory: 64 << 20, Pids: 32, TmpSize: 16 << 20, RunSize: 1 << 20, ShmSize: 8 << 20, Data: true, Network: "none", Restart: "always",
+		Rlimits: map[string]uint64{"nofile": 65536, "core": 0}}
 }
 
 func TestNewSpec(t *testing.T) {
@@ -49,6 +50,43 @@ func TestNewSpec(t *testing.T) {
 	p.Address = "10.0.2.15"
 	if _, err := NewSpec(p, 0, "/", "/persist", nil); err == nil {
 		t.Error("an uplink address without a prefix length was accepted")
+	}
+	p = samplePolicy()
+	if s.Config().User != nil {
+		t.Errorf("no user, but the config has %+v", s.Config().User)
+	}
+	p.User = "104:110"
+	if s, err = NewSpec(p, 1, "/", "/persist", nil); err != nil || s.RunAs != (IDs{104, 110}) || *s.Config().User != s.RunAs {
+		t.Errorf("user 104:110: %+v %v", s.RunAs, err)
+	}
+	if uid, gid := s.RunAs.Host(s.UID); uid != IDRange(1)+104 || gid != IDRange(1)+110 {
+		t.Errorf("host ids of 104:110 in persona 1: %d:%d", uid, gid)
+	}
+	p.User = "postgres"
+	if _, err := NewSpec(p, 1, "/", "/persist", nil); !errors.Is(err, policy.ErrUserName) {
+		t.Errorf("a user name bay0 cannot resolve: %v", err)
+	}
+}
+
+// TestEnvironmentFiles: what a tree without its own /etc/hosts and /etc/resolv.conf gets, and
+// the rlimits in the order they are set.
+func TestEnvironmentFiles(t *testing.T) {
+	if got := HostsFile("web", &Uplink{Address: "10.0.2.15/24", Address6: "fd00::15/64"}); got !=
+		"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.0.2.15\tweb\nfd00::15\tweb\n" {
+		t.Errorf("hosts with an uplink:\n%s", got)
+	}
+	if got := HostsFile("job", nil); !strings.HasSuffix(got, "\n127.0.1.1\tjob\n") {
+		t.Errorf("hosts without an uplink:\n%s", got)
+	}
+	if got := ResolvConf([]string{"10.0.2.3", "fd00::3"}); got != "nameserver 10.0.2.3\nnameserver fd00::3\n" {
+		t.Errorf("resolv.conf:\n%s", got)
+	}
+	s, err := NewSpec(samplePolicy(), 0, "/", "/persist", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Rlimit{{unix.RLIMIT_CORE, 0}, {unix.RLIMIT_NOFILE, 65536}}; !reflect.DeepEqual(s.Rlimits, want) || s.ShmSize != 8<<20 {
+		t.Errorf("rlimits %v, shm %d", s.Rlimits, s.ShmSize)
 	}
 }
 
@@ -113,6 +151,9 @@ func TestSiblings(t *testing.T) {
 }
 
 func TestIDRangesDoNotOverlap(t *testing.T) {
+	if policy.MaxID+1 != IDBlock {
+		t.Errorf("the policy allows ids up to %d, a persona's namespace maps %d", policy.MaxID, IDBlock)
+	}
 	for i := range 100 {
 		if IDRange(i+1)-IDRange(i) != IDBlock || IDRange(i) < IDBase {
 			t.Fatalf("range %d overlaps its neighbour", i)
@@ -153,6 +194,8 @@ func sampleConfig() Config {
 	s, _ := NewSpec(p, 0, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
 	c := s.Config()
 	c.Uplink.Device = "up42"
+	c.User = &IDs{UID: 104, GID: 110}
+	c.DNS = []string{"10.0.2.3"}
 	return c
 }
 
@@ -172,7 +215,7 @@ func TestConfigRoundTrip(t *testing.T) {
 }
 
 func TestDecodeConfigRejects(t *testing.T) {
-	good := `{"version":1,"name":"web","tree":"/personas/web","exec":["/bin/web"],"tmp_size":1,"run_size":1,"seccomp":"AQIDBAUGBwg="}`
+	good := `{"version":1,"name":"web","tree":"/personas/web","exec":["/bin/web"],"tmp_size":1,"run_size":1,"shm_size":1,"seccomp":"AQIDBAUGBwg="}`
 	if _, err := DecodeConfig(strings.NewReader(good)); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
@@ -189,6 +232,10 @@ func TestDecodeConfigRejects(t *testing.T) {
 		"empty":        ``,
 		"bad uplink":   strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15","device":"up1"},"seccomp"`, 1),
 		"no device":    strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15/24"},"seccomp"`, 1),
+		"zero shm":     strings.Replace(good, `"shm_size":1`, `"shm_size":0`, 1),
+		"rlimit":       strings.Replace(good, `"seccomp"`, `"rlimits":[{"resource":16,"value":1}],"seccomp"`, 1),
+		"dns":          strings.Replace(good, `"seccomp"`, `"dns":["ns.example"],"seccomp"`, 1),
+		"user range":   strings.Replace(good, `"seccomp"`, `"user":{"uid":65536,"gid":0},"seccomp"`, 1),
 	} {
 		if _, err := DecodeConfig(strings.NewReader(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -297,5 +344,21 @@ func TestCopyLinesBudget(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "persona p: (") || !strings.Contains(out.String(), "lines dropped: over the console budget)\n") {
 		t.Errorf("no drop report:\n%s", out.String()[max(0, out.Len()-400):])
+	}
+}
+
+// TestRlimitNumbers: the policy's table of rlimit names matches the kernel's numbers.
+func TestRlimitNumbers(t *testing.T) {
+	want := map[string]int{"as": unix.RLIMIT_AS, "core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU, "data": unix.RLIMIT_DATA,
+		"fsize": unix.RLIMIT_FSIZE, "locks": unix.RLIMIT_LOCKS, "memlock": unix.RLIMIT_MEMLOCK, "msgqueue": unix.RLIMIT_MSGQUEUE,
+		"nofile": unix.RLIMIT_NOFILE, "nproc": unix.RLIMIT_NPROC, "sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK}
+	if !reflect.DeepEqual(policy.Rlimits, want) {
+		t.Errorf("policy.Rlimits = %v, want %v", policy.Rlimits, want)
+	}
+	for name, n := range map[string]int{"SIGTERM": int(unix.SIGTERM), "SIGINT": int(unix.SIGINT), "SIGQUIT": int(unix.SIGQUIT),
+		"SIGHUP": int(unix.SIGHUP), "SIGUSR1": int(unix.SIGUSR1), "SIGWINCH": int(unix.SIGWINCH), "SIGPWR": int(unix.SIGPWR)} {
+		if got, err := policy.ParseSignal(name); err != nil || got != n {
+			t.Errorf("policy.ParseSignal(%s) = %d %v, want %d", name, got, err, n)
+		}
 	}
 }

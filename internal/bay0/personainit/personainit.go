@@ -6,7 +6,7 @@
 //
 // The order is fixed (see Run): uplink (if any, while the governor's /proc can still set its
 // network namespace's sysctls) -> mounts -> masked and read-only /proc paths -> hostname ->
-// loopback -> no_new_privs -> capabilities -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
+// loopback -> no_new_privs -> capabilities (and the policy's user) -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
 // forbids; fds are closed last so that no fd of the governor's world reaches the workload
 // (CVE-2024-21626 leaked a host directory fd into runc containers).
 package personainit
@@ -68,7 +68,8 @@ func Run(args []string) (stage string, err error) {
 		{"hostname", func() error { return setHostname(cfg.Name) }},
 		{"loopback", loopbackUp},
 		{"workdir", func() error { return enterWorkdir(cfg.Workdir) }},
-		{"privileges", dropPrivileges},
+		{"rlimits", func() error { return setRlimits(cfg.Rlimits) }},
+		{"privileges", func() error { return dropPrivileges(cfg.User) }},
 		{"seccomp", func() error { return seccomp.Install(filter) }},
 		{"close fds", closeExtraFDs},
 	}
@@ -144,6 +145,25 @@ func reserved(name string, data bool) bool {
 // (0o1777 for a sticky /tmp).
 func tmpfsData(size int64, mode uint32) string {
 	return fmt.Sprintf("size=%d,mode=%o", size, mode)
+}
+
+// etcFiles are the files persona-init writes into the persona's /etc when its tree has none of
+// that name: /etc/hosts always, /etc/resolv.conf when the policy names servers.
+func etcFiles(cfg persona.Config) map[string]string {
+	files := map[string]string{"hosts": persona.HostsFile(cfg.Name, cfg.Uplink)}
+	if len(cfg.DNS) > 0 {
+		files["resolv.conf"] = persona.ResolvConf(cfg.DNS)
+	}
+	return files
+}
+
+// owner renders the tmpfs options that give a mount's root to the workload's user ("" for
+// the persona's root).
+func owner(u *persona.IDs) string {
+	if u == nil {
+		return ""
+	}
+	return fmt.Sprintf(",uid=%d,gid=%d", u.UID, u.GID)
 }
 
 // InitialUIDMap reports whether a /proc/PID/uid_map is the initial user namespace's, the

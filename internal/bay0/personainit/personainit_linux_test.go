@@ -37,6 +37,19 @@ func workload() {
 	host, _ := os.Hostname()
 	fmt.Printf("hostname %s\n", host)
 	fmt.Printf("pid %d\n", os.Getpid())
+	fmt.Printf("ids %d:%d\n", os.Getuid(), os.Getgid())
+	var run unix.Stat_t
+	_ = unix.Stat("/run", &run)
+	fmt.Printf("run owner %d:%d\n", run.Uid, run.Gid)
+	var nofile unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
+	fmt.Printf("nofile %d %d\n", nofile.Cur, nofile.Max)
+	fmt.Printf("write shm: %v\n", os.WriteFile("/dev/shm/x", []byte("x"), 0o600))
+	hosts, err := os.ReadFile("/etc/hosts")
+	fmt.Printf("hosts %q %v\n", hosts, err)
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	fmt.Printf("resolv %q %v\n", resolv, err)
+	fmt.Printf("write etc: %v\n", os.WriteFile("/etc/hosts", nil, 0o644) != nil)
 	st, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(st), "\n") {
 		if strings.HasPrefix(l, "CapEff") || strings.HasPrefix(l, "CapBnd") || strings.HasPrefix(l, "NoNewPrivs") || strings.HasPrefix(l, "Seccomp:") {
@@ -144,7 +157,8 @@ func testConfig(t *testing.T) persona.Config {
 	fb, _ := filter.MarshalBinary()
 	return persona.Config{Version: persona.ConfigVersion, Name: "hosttest", Tree: tree,
 		Exec: []string{"/bin/workload", "-test.run=^$"}, Env: []string{workloadEnv + "=1"},
-		TmpSize: 1 << 20, RunSize: 1 << 20, Seccomp: fb}
+		TmpSize: 1 << 20, RunSize: 1 << 20, ShmSize: 1 << 20, Seccomp: fb,
+		Rlimits: []persona.Rlimit{{Resource: unix.RLIMIT_NOFILE, Value: 4242}}}
 }
 
 func TestLaunchOnHost(t *testing.T) {
@@ -157,7 +171,9 @@ func TestLaunchOnHost(t *testing.T) {
 		"NoNewPrivs: 1", "Seccomp: 2", "write root: true", "write tree: true", "write tmp: <nil>",
 		"mount: operation not permitted", "kcore bytes 0",
 		"env " + workloadEnv + "=1,PATH=/usr/local/bin:/usr/bin:/bin,HOME=/",
-		"root [bin dev hello proc run sbin tmp]",
+		"root [bin dev etc hello proc run sbin tmp]", "ids 0:0", "run owner 0:0", "nofile 4242 4242", "write shm: <nil>",
+		`hosts "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\thosttest\n" <nil>`,
+		"resolv \"\" open /etc/resolv.conf: no such file or directory", "write etc: true",
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("workload output lacks %q:\n%s", want, out)
@@ -171,6 +187,45 @@ func TestLaunchOnHost(t *testing.T) {
 	fds = fds[:strings.IndexByte(fds, '\n')]
 	if strings.Contains(fds, "pipe:") || strings.Contains(fds, "/tmp") || strings.Contains(fds, "/sys") {
 		t.Errorf("the workload inherited an fd: %s", fds)
+	}
+}
+
+// TestLaunchAsUser: with a user, the workload runs as that uid and gid inside the namespace,
+// still with no capabilities at all, and /run is its own.
+func TestLaunchAsUser(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.User = &persona.IDs{UID: 104, GID: 110}
+	out, err := launch(t, cfg)
+	if err != nil {
+		t.Fatalf("launch: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ids 104:110", "run owner 104:110", "write shm: <nil>", "CapEff: 0000000000000000", "CapBnd: 0000000000000000",
+		"NoNewPrivs: 1", "Seccomp: 2", "write tmp: <nil>", "mount: operation not permitted"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("workload output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestLaunchGeneratesOnlyMissingEtc: the tree's own /etc files win; a generated resolv.conf
+// sits beside them, read-only like them.
+func TestLaunchGeneratesOnlyMissingEtc(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DNS = []string{"10.0.2.3", "fd00::3"}
+	if err := os.MkdirAll(filepath.Join(cfg.Tree, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Tree, "etc", "hosts"), []byte("10.1.1.1 own\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := launch(t, cfg)
+	if err != nil {
+		t.Fatalf("launch: %v\n%s", err, out)
+	}
+	for _, want := range []string{`hosts "10.1.1.1 own\n" <nil>`, `resolv "nameserver 10.0.2.3\nnameserver fd00::3\n" <nil>`, "write etc: true"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("workload output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

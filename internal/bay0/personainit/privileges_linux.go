@@ -71,9 +71,11 @@ func enterWorkdir(dir string) error {
 	return nil
 }
 
-// dropPrivileges sets no_new_privs, locks the securebits, and empties every capability set:
-// bounding, ambient, then effective, permitted and inheritable.
-func dropPrivileges() error {
+// dropPrivileges sets no_new_privs, locks the securebits, empties the bounding and ambient
+// sets, becomes the policy's user (if any: its gid, then its uid, while CAP_SETGID and
+// CAP_SETUID are still effective; SECBIT_NO_SETUID_FIXUP keeps them across the switch), and
+// then empties the effective, permitted and inheritable sets.
+func dropPrivileges(user *persona.IDs) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
@@ -94,10 +96,40 @@ func dropPrivileges() error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
+	if user != nil {
+		if err := becomeUser(*user); err != nil {
+			return err
+		}
+	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("drop capabilities: %w", err)
+	}
+	return nil
+}
+
+// setRlimits sets each limit, soft and hard, for the workload to inherit.
+func setRlimits(rs []persona.Rlimit) error {
+	for _, r := range rs {
+		// unix.Setrlimit goes through the syscall package, which then no longer restores the
+		// open files limit the Go runtime found at its start.
+		if err := unix.Setrlimit(r.Resource, &unix.Rlimit{Cur: r.Value, Max: r.Value}); err != nil {
+			return fmt.Errorf("setrlimit %d to %d: %w", r.Resource, r.Value, err)
+		}
+	}
+	return nil
+}
+
+// becomeUser sets the real, effective and saved gid, then uid, of this thread only: it is the
+// thread that execs, and execve replaces every other one. Supplementary groups stay empty:
+// setgroups is denied in the namespace and the governor has none.
+func becomeUser(u persona.IDs) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
+		return fmt.Errorf("setresgid %d: %w", u.GID, e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
+		return fmt.Errorf("setresuid %d: %w", u.UID, e)
 	}
 	return nil
 }

@@ -40,24 +40,42 @@ func setupRoot(cfg persona.Config) error {
 		return fmt.Errorf("mount root tmpfs: %w", err)
 	}
 	treePath := fmt.Sprintf("/proc/self/fd/%d", tree.Fd())
+	gen := missingEtc(treePath, etcFiles(cfg))
+	hasEtc := false
 	for _, e := range entries {
 		if reserved(e.Name(), cfg.Data) {
 			continue
 		}
-		if err := bindEntry(filepath.Join(treePath, e.Name()), filepath.Join(r, e.Name()), e.Type()); err != nil {
+		src, dst := filepath.Join(treePath, e.Name()), filepath.Join(r, e.Name())
+		var err error
+		if e.Name() == "etc" && e.IsDir() && len(gen) > 0 {
+			hasEtc = true
+			err = buildEtc(src, dst, gen)
+		} else {
+			err = bindEntry(src, dst, e.Type())
+		}
+		if err != nil {
 			return fmt.Errorf("tree entry %s: %w", e.Name(), err)
+		}
+	}
+	if !hasEtc && len(gen) > 0 {
+		if _, err := os.Lstat(filepath.Join(treePath, "etc")); errors.Is(err, os.ErrNotExist) {
+			if err := buildEtc("", filepath.Join(r, "etc"), gen); err != nil {
+				return fmt.Errorf("/etc: %w", err)
+			}
 		}
 	}
 	if err := mountAt(r, "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}
-	if err := setupDev(filepath.Join(r, "dev")); err != nil {
+	if err := setupDev(filepath.Join(r, "dev"), cfg.ShmSize); err != nil {
 		return err
 	}
 	if err := mountAt(r, "tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, tmpfsData(cfg.TmpSize, 0o1777)); err != nil {
 		return err
 	}
-	if err := mountAt(r, "run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, tmpfsData(cfg.RunSize, 0o755)); err != nil {
+	// /run is the workload's own: it belongs to the user it runs as.
+	if err := mountAt(r, "run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, tmpfsData(cfg.RunSize, 0o755)+owner(cfg.User)); err != nil {
 		return err
 	}
 	if cfg.Data {
@@ -100,6 +118,50 @@ func bindEntry(src, dst string, t os.FileMode) error {
 	return readOnly(dst, true)
 }
 
+// missingEtc keeps the files of gen that the tree's /etc lacks: the tree's own always win.
+func missingEtc(tree string, gen map[string]string) map[string]string {
+	out := map[string]string{}
+	for name, body := range gen {
+		if _, err := os.Lstat(filepath.Join(tree, "etc", name)); errors.Is(err, os.ErrNotExist) {
+			out[name] = body
+		}
+	}
+	return out
+}
+
+// buildEtc makes the persona's /etc in the root's tmpfs: each entry of the tree's /etc (src;
+// "" when the tree has none) bound read-only as the top level is, beside the generated files.
+// The Spine is read-only, so the files cannot be added to the tree's /etc itself; they live in
+// this instance's root tmpfs, which is made read-only with the rest of the root before the
+// pivot.
+func buildEtc(src, dst string, gen map[string]string) error {
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return fmt.Errorf("make /etc: %w", err)
+	}
+	if src != "" {
+		d, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		entries, err := d.ReadDir(-1)
+		d.Close()
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := bindEntry(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()), e.Type()); err != nil {
+				return fmt.Errorf("%s: %w", e.Name(), err)
+			}
+		}
+	}
+	for name, body := range gen {
+		if err := os.WriteFile(filepath.Join(dst, name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("write /etc/%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // mountAt makes root/name and mounts a fresh filesystem there.
 func mountAt(root, name, fstype string, flags uintptr, data string) error {
 	dst := filepath.Join(root, name)
@@ -113,8 +175,10 @@ func mountAt(root, name, fstype string, flags uintptr, data string) error {
 }
 
 // setupDev makes a minimal read-only /dev: a few harmless nodes bound from the governor's
-// /dev (a user namespace cannot mknod) and the usual links into /proc.
-func setupDev(dev string) error {
+// /dev (a user namespace cannot mknod), the usual links into /proc, and /dev/shm, a tmpfs of
+// shmSize bytes for POSIX shared memory. A tmpfs's pages are charged to the memory cgroup of
+// whoever writes them, the persona, so /dev/shm counts against its memory.max.
+func setupDev(dev string, shmSize int64) error {
 	if err := os.Mkdir(dev, 0o755); err != nil {
 		return fmt.Errorf("make /dev: %w", err)
 	}
@@ -136,6 +200,9 @@ func setupDev(dev string) error {
 		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
 			return fmt.Errorf("link /dev/%s: %w", name, err)
 		}
+	}
+	if err := mountAt(dev, "shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, tmpfsData(shmSize, 0o1777)); err != nil {
+		return err
 	}
 	return readOnly(dev, false)
 }

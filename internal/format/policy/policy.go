@@ -112,6 +112,21 @@ type Persona struct {
 	// how long it has to end before its whole cgroup is killed (default DefaultStopTimeout).
 	StopSignal  string   `toml:"stop_signal,omitempty" json:"stop_signal,omitempty"`
 	StopTimeout Duration `toml:"stop_timeout,omitempty" json:"stop_timeout,omitempty"`
+	// User is who the workload runs as inside its persona: "NAME", "UID", "NAME:GROUP" or
+	// "UID:GID" as the operator writes it (default: the OCI image's User, else root). spine
+	// build resolves names in the persona's own /etc/passwd and /etc/group and bakes
+	// "UID:GID"; bay0 takes only numbers. Whoever it is, the workload has no capabilities and
+	// its ids are mapped to the persona's private host range.
+	User string `toml:"user,omitempty" json:"user,omitempty"`
+	// ShmSize bounds the persona's tmpfs /dev/shm (POSIX shared memory), counted against its
+	// memory like every tmpfs it writes; default the smaller of DefaultShmSize and memory.
+	ShmSize Size `toml:"shm_size,omitempty" json:"shm_size,omitempty"`
+	// Rlimits are the workload's resource limits (setrlimit(2)), soft and hard, by name without
+	// RLIMIT_: "nofile" (default DefaultNofile), "core", "stack"... (see Rlimits).
+	Rlimits map[string]uint64 `toml:"rlimits,omitempty" json:"rlimits,omitempty"`
+	// DNS lists the name servers written to the persona's /etc/resolv.conf when its tree has
+	// none (at most 3, as glibc reads); it needs an uplink.
+	DNS []string `toml:"dns,omitempty" json:"dns,omitempty"`
 }
 
 // Defaults filled in by Validate where the policy is silent.
@@ -129,6 +144,14 @@ const (
 	DefaultRunSize     = Size(1 << 20)
 	DefaultMemoryStall = 10 * time.Second
 	DefaultStopTimeout = 10 * time.Second
+	DefaultShmSize     = Size(64 << 20)
+	// DefaultNofile is the open files limit, soft and hard, of a workload whose policy sets
+	// none: enough for Redis's 10000 clients, PostgreSQL and nginx without a warning.
+	DefaultNofile = 65536
+	// MaxNofile is the kernel's default fs.nr_open, the most a process may have open.
+	MaxNofile = 1 << 20
+	// MaxDNS is how many name servers glibc's resolver reads (MAXNS).
+	MaxDNS = 3
 	// MaxStopTimeout bounds stop_timeout: the machine's shutdown waits for the slowest persona,
 	// and the watchdog is fed through it for a bounded time only.
 	MaxStopTimeout  = 2 * time.Minute
@@ -299,7 +322,120 @@ func (q *Persona) validate() error {
 	if t := time.Duration(q.MemoryStall); t < time.Second || t > time.Hour {
 		return fmt.Errorf("memory_stall %s is outside 1s..1h", t)
 	}
-	return q.validateStop()
+	if err := q.validateStop(); err != nil {
+		return err
+	}
+	if err := q.ValidateUser(); err != nil {
+		return err
+	}
+	if q.ShmSize == 0 {
+		q.ShmSize = min(DefaultShmSize, q.Memory)
+	}
+	if q.ShmSize < 64<<10 || q.ShmSize > q.Memory {
+		return fmt.Errorf("shm_size %d is outside 64KiB..memory (%d bytes): /dev/shm is counted against memory", q.ShmSize, q.Memory)
+	}
+	if err := q.validateRlimits(); err != nil {
+		return err
+	}
+	return q.validateDNS()
+}
+
+// Rlimits are the resource limits a policy may set, by their setrlimit(2) names without
+// RLIMIT_, with their x86-64 numbers. RLIMIT_NICE and RLIMIT_RTPRIO are left out: raised, they
+// would let a persona take CPU time from the governor and its neighbours, past its cpu.max.
+var Rlimits = map[string]int{
+	"as": 9, "core": 4, "cpu": 0, "data": 2, "fsize": 1, "locks": 10, "memlock": 8, "msgqueue": 12,
+	"nofile": 7, "nproc": 6, "sigpending": 11, "stack": 3,
+}
+
+func (q *Persona) validateRlimits() error {
+	if q.Rlimits == nil {
+		q.Rlimits = map[string]uint64{}
+	}
+	if _, ok := q.Rlimits["nofile"]; !ok {
+		q.Rlimits["nofile"] = DefaultNofile
+	}
+	for name, v := range q.Rlimits {
+		if _, ok := Rlimits[name]; !ok {
+			names := make([]string, 0, len(Rlimits))
+			for n := range Rlimits {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return fmt.Errorf("rlimits: %q is not one of %s", name, strings.Join(names, ", "))
+		}
+		if name == "nofile" && (v < 64 || v > MaxNofile) {
+			return fmt.Errorf("rlimits: nofile %d is outside 64..%d (fs.nr_open)", v, MaxNofile)
+		}
+	}
+	return nil
+}
+
+func (q *Persona) validateDNS() error {
+	if len(q.DNS) == 0 {
+		return nil
+	}
+	if q.Network != "uplink" {
+		return errors.New(`dns needs network = "uplink": without it the persona reaches no name server`)
+	}
+	if len(q.DNS) > MaxDNS {
+		return fmt.Errorf("dns lists %d servers; the resolver reads only the first %d", len(q.DNS), MaxDNS)
+	}
+	for _, s := range q.DNS {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			return fmt.Errorf("dns server %q is not an IP address", s)
+		}
+	}
+	return nil
+}
+
+// ValidateUser checks the form of User (names are resolved by spine build, not here).
+func (q Persona) ValidateUser() error {
+	if q.User != "" && !userRE.MatchString(q.User) {
+		return fmt.Errorf("user %q is not NAME, UID, NAME:GROUP or UID:GID", q.User)
+	}
+	if _, _, err := q.IDs(); err != nil && !errors.Is(err, ErrUserName) {
+		return err
+	}
+	return nil
+}
+
+// MaxID is the largest uid or gid inside a persona: its user namespace maps 65536 ids.
+const MaxID = 65535
+
+// userRE is what a user setting may look like: a name or a number, and optionally a group
+// name or number.
+var userRE = regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10})(:([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}))?$`)
+
+// ErrUserName says that a user setting holds a name, which only spine build can resolve.
+var ErrUserName = errors.New("user is a name: spine build resolves names to ids in the persona's /etc/passwd")
+
+// IDs returns the uid and gid the workload runs as inside its persona (0, 0 when User is
+// empty). A user with no group has the gid of its uid. A name gives ErrUserName.
+func (q Persona) IDs() (uid, gid uint32, err error) {
+	if q.User == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGroup := strings.Cut(q.User, ":")
+	if !hasGroup {
+		g = u
+	}
+	ids := [2]uint32{}
+	for i, s := range []string{u, g} {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			if s != "" && (s[0] < '0' || s[0] > '9') {
+				return 0, 0, fmt.Errorf("%w: %q", ErrUserName, q.User)
+			}
+			return 0, 0, fmt.Errorf("user %q: %w", q.User, err)
+		}
+		if n > MaxID {
+			return 0, 0, fmt.Errorf("user %q: id %d is above %d, the last id of a persona's namespace", q.User, n, MaxID)
+		}
+		ids[i] = uint32(n)
+	}
+	return ids[0], ids[1], nil
 }
 
 func (q *Persona) validateStop() error {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"github.com/pelletier/go-toml/v2"
 	"reflect"
 	"strings"
@@ -17,6 +18,9 @@ cpus = 0.5
 memory = "64MiB"
 pids = 32
 `
+
+// uplink gives the minimal persona an uplink.
+const uplink = "network = \"uplink\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n"
 
 func parse(t *testing.T, s string) Policy {
 	t.Helper()
@@ -51,7 +55,8 @@ func TestParseDefaults(t *testing.T) {
 	q := p.Personas[0]
 	want := Persona{Name: "web", Exec: []string{"/bin/web"}, CPUs: 0.5, Memory: 64 << 20, Pids: 32,
 		TmpSize: DefaultTmpSize, RunSize: DefaultRunSize, Network: "none", Restart: "always",
-		MemoryStall: Duration(DefaultMemoryStall), StopSignal: "SIGTERM", StopTimeout: Duration(DefaultStopTimeout)}
+		MemoryStall: Duration(DefaultMemoryStall), StopSignal: "SIGTERM", StopTimeout: Duration(DefaultStopTimeout),
+		ShmSize: DefaultShmSize, Rlimits: map[string]uint64{"nofile": DefaultNofile}}
 	if !reflect.DeepEqual(q, want) {
 		t.Errorf("persona = %+v\nwant      %+v", q, want)
 	}
@@ -140,6 +145,16 @@ func TestParseRefuses(t *testing.T) {
 			strings.Replace(minimal, `"web"`, `"api"`, 1) + "network = \"uplink\"\naddress = \"10.0.2.15/16\"\n", "both have the uplink address 10.0.2.15"},
 		{"protocol", minimal + "protocols = [\"dccp\"]\n", "protocols"},
 		{"memory stall", minimal + "memory_stall = \"100ms\"\n", "memory_stall"},
+		{"user form", minimal + "user = \"Post gres\"\n", `user "Post gres" is not NAME, UID, NAME:GROUP or UID:GID`},
+		{"user range", minimal + "user = \"70000\"\n", "id 70000 is above 65535"},
+		{"group range", minimal + "user = \"1:65536\"\n", "id 65536 is above 65535"},
+		{"shm size", minimal + "shm_size = \"1GiB\"\n", "shm_size 1073741824 is outside 64KiB..memory"},
+		{"rlimit name", minimal + "rlimits = { rtprio = 99 }\n", `rlimits: "rtprio" is not one of as, core, cpu`},
+		{"rlimit nofile", minimal + "rlimits = { nofile = 2000000 }\n", "nofile 2000000 is outside 64..1048576"},
+		{"rlimit value", minimal + "rlimits = { core = -1 }\n", "negative"},
+		{"dns without uplink", minimal + "dns = [\"10.0.2.3\"]\n", `dns needs network = "uplink"`},
+		{"dns not ip", minimal + uplink + "dns = [\"ns1.example\"]\n", `dns server "ns1.example" is not an IP address`},
+		{"dns too many", minimal + uplink + "dns = [\"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\", \"::1\"]\n", "dns lists 4 servers"},
 		{"stop signal", minimal + "stop_signal = \"SIGRTMIN+3\"\n", "stop_signal: signal \"SIGRTMIN+3\""},
 		{"stop signal kill", minimal + "stop_signal = \"KILL\"\n", "stop_signal"},
 		{"stop signal number", minimal + "stop_signal = \"19\"\n", "stop_signal"},
@@ -173,6 +188,38 @@ func TestStopSignal(t *testing.T) {
 	}
 	if n := parse(t, minimal).Personas[0].Signal(); n != 15 {
 		t.Errorf("default stop signal %d, want 15", n)
+	}
+}
+
+// TestUser: the forms an operator writes are accepted; bay0 takes only the numbers spine
+// build bakes.
+func TestUser(t *testing.T) {
+	for _, tc := range []struct {
+		user     string
+		uid, gid uint32
+		name     bool
+	}{
+		{"", 0, 0, false}, {"postgres", 0, 0, true}, {"104", 104, 104, false}, {"104:110", 104, 110, false},
+		{"postgres:ssl-cert", 0, 0, true}, {"0:postgres", 0, 0, true}, {"www-data", 0, 0, true}, {"65535:0", 65535, 0, false},
+	} {
+		q := parse(t, minimal+"user = \""+tc.user+"\"\n").Personas[0]
+		uid, gid, err := q.IDs()
+		if tc.name != errors.Is(err, ErrUserName) || !tc.name && (err != nil || uid != tc.uid || gid != tc.gid) {
+			t.Errorf("user %q: IDs %d:%d %v", tc.user, uid, gid, err)
+		}
+	}
+}
+
+// TestPersonaEnvironment: /dev/shm, rlimits and dns as written, with their defaults.
+func TestPersonaEnvironment(t *testing.T) {
+	q := parse(t, minimal+uplink+"shm_size = \"8MiB\"\nrlimits = { core = 0, stack = 16777216 }\ndns = [\"10.0.2.3\"]\n").Personas[0]
+	if q.ShmSize != 8<<20 || !reflect.DeepEqual(q.Rlimits, map[string]uint64{"core": 0, "stack": 16 << 20, "nofile": DefaultNofile}) ||
+		!reflect.DeepEqual(q.DNS, []string{"10.0.2.3"}) {
+		t.Errorf("persona %+v", q)
+	}
+	small := parse(t, strings.Replace(minimal, `"64MiB"`, `"16MiB"`, 1)+"rlimits = { nofile = 1024 }\n").Personas[0]
+	if small.ShmSize != 16<<20 || small.Rlimits["nofile"] != 1024 {
+		t.Errorf("shm_size defaults to memory when memory is below 64MiB, nofile as set: %+v", small)
 	}
 }
 
@@ -388,7 +435,8 @@ func FuzzParse(f *testing.F) {
 	b, _ := p.Marshal()
 	f.Add(b)
 	f.Add([]byte(`{"governor":{"watchdog_timeout":"1s"},"persona":[]}`))
-	full, err := parseTOML(minimal + "stop_signal = \"INT\"\nstop_timeout = \"30s\"\n")
+	full, err := parseTOML(minimal + uplink + "user = \"104:110\"\nstop_signal = \"INT\"\nstop_timeout = \"30s\"\n" +
+		"shm_size = \"8MiB\"\nrlimits = { nofile = 1024, core = 0 }\ndns = [\"10.0.2.3\", \"fd00::3\"]\n")
 	if err != nil {
 		f.Fatal(err)
 	}

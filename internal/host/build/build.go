@@ -296,6 +296,7 @@ func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache strin
 	}
 	defer t.Close()
 	var sources []manifest.Source
+	imageUser := ""
 	if src.OCI != "" {
 		img, err := ocitree.Unpack(ctx, cfg.resolve(src.OCI), t, ocitree.Options{Ref: src.Ref, TempDir: filepath.Dir(spine)})
 		if err != nil {
@@ -304,6 +305,7 @@ func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache strin
 		if q, err = imageDefaults(q, img, t); err != nil {
 			return q, nil, fmt.Errorf("persona %q: source oci %q: %w", q.Name, src.OCI, err)
 		}
+		imageUser = img.User
 		sources = append(sources, manifest.Source{Persona: q.Name, Kind: "oci", Ref: img.Digest})
 	}
 	if len(src.Debian) > 0 {
@@ -339,6 +341,14 @@ func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache strin
 	}
 	if _, mode, err := t.Lookup(q.Exec[0]); err != nil || !mode.IsRegular() {
 		return q, nil, fmt.Errorf("persona %q: exec %q is not in its tree", q.Name, q.Exec[0])
+	}
+	if q, err = applyUser(q, imageUser, t); err != nil {
+		return q, nil, fmt.Errorf("persona %q: %w", q.Name, err)
+	}
+	// bay0 writes /etc/resolv.conf from dns only into a tree that has none: a dns setting
+	// that would be ignored is refused.
+	if _, _, err := t.Lookup("/etc/resolv.conf"); err == nil && len(q.DNS) > 0 {
+		return q, nil, fmt.Errorf("persona %q: dns is set, but its tree has its own /etc/resolv.conf, which wins: remove one", q.Name)
 	}
 	return q, sources, nil
 }

@@ -35,6 +35,8 @@ var ociImage = ocitest.Image{
 			{Name: "var/lib/dpkg/status", Body: "Package: base"},
 			{Name: "tmp/", Type: tar.TypeDir, Mode: 0o1777},
 			{Name: "etc/scratch", Body: "rw", Mode: 0o666},
+			{Name: "etc/passwd", Body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
+			{Name: "etc/group", Body: "root:x:0:\nnogroup:x:65534:\nwww:x:33:\n"},
 			{Name: "dev/null", Type: tar.TypeChar, Mode: 0o666},
 			{Name: "etc/old.conf", Body: "old"},
 			{Name: "srv/www/old.html", Body: "old"},
@@ -109,6 +111,8 @@ func TestBuildOCIPersona(t *testing.T) {
 		"bin":                "Lrwxrwxrwx", // the dir source's bin/app went through it
 		"etc":                "drwxr-xr-x",
 		"etc/scratch":        "-rw-r--r--",
+		"etc/passwd":         "-rw-r--r--",
+		"etc/group":          "-rw-r--r--",
 		"sbin":               "drwxr-xr-x", // init pruned
 		"srv":                "drwxr-xr-x",
 		"srv/www":            "drwxr-xr-x",
@@ -136,15 +140,15 @@ func TestBuildOCIPersona(t *testing.T) {
 	}
 	p := pol.Personas[0]
 	if !reflect.DeepEqual(p.Exec, []string{"/usr/bin/server", "--port", "80"}) || p.Workdir != "/srv/www" ||
-		!reflect.DeepEqual(p.Env, []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=policy", "EXTRA=1"}) ||
-		p.StopSignal != "SIGQUIT" {
+		!reflect.DeepEqual(p.Env, []string{"PATH=/usr/bin:/bin", "GREETING=image", "MODE=policy", "EXTRA=1", "HOME=/nonexistent"}) ||
+		p.StopSignal != "SIGQUIT" || p.User != "65534:65534" {
 		t.Errorf("baked persona %+v", p)
 	}
 }
 
 // TestBuildOCIPolicyWins: exec and workdir set in the policy are not replaced by the image's.
 func TestBuildOCIPolicyWins(t *testing.T) {
-	cfg := strings.Replace(ociConfig, "env = ", "exec = [\"/bin/app\", \"-x\"]\nworkdir = \"/\"\nstop_signal = \"INT\"\nenv = ", 1)
+	cfg := strings.Replace(ociConfig, "env = ", "exec = [\"/bin/app\", \"-x\"]\nworkdir = \"/\"\nstop_signal = \"INT\"\nuser = \"1000:www\"\nenv = ", 1)
 	dir, opts := project(t, cfg)
 	if _, err := ocitest.Write(filepath.Join(dir, "image"), ociImage); err != nil {
 		t.Fatal(err)
@@ -159,7 +163,8 @@ func TestBuildOCIPolicyWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := st.Policy.Personas[0]
-	if !reflect.DeepEqual(p.Exec, []string{"/bin/app", "-x"}) || p.Workdir != "/" || p.StopSignal != "SIGINT" {
+	if !reflect.DeepEqual(p.Exec, []string{"/bin/app", "-x"}) || p.Workdir != "/" || p.StopSignal != "SIGINT" ||
+		p.User != "1000:33" || hasEnv(p.Env, "HOME") {
 		t.Errorf("staged persona %+v", p)
 	}
 }
@@ -177,6 +182,10 @@ func TestBuildOCIErrors(t *testing.T) {
 			b[len(b)/2] ^= 1
 			write(t, p, string(b), 0o644)
 		}, nil, []string{`persona "app"`, `source oci "image"`, "layer sha256:", "does not match its digest"}},
+		{"image user", nil, func(im *ocitest.Image) { im.Config.User = "postgres" },
+			[]string{`persona "app"`, "the image's User", `user "postgres": no such user in the persona's /etc/passwd`}},
+		{"image group", nil, func(im *ocitest.Image) { im.Config.User = "nobody:staff" },
+			[]string{`persona "app"`, `group "staff": no such group in the persona's /etc/group`}},
 		{"stop signal", nil, func(im *ocitest.Image) { im.Config.StopSignal = "SIGRTMIN+3" },
 			[]string{`persona "app"`, "StopSignal", `"SIGRTMIN+3"`, "set stop_signal in the policy"}},
 		{"no entrypoint", nil, func(im *ocitest.Image) { im.Config.Entrypoint, im.Config.Cmd = nil, nil },
@@ -255,5 +264,38 @@ func TestLoadNginxDemoConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(c.resolve(c.Personas[0].Source.Dir)); err != nil {
 		t.Errorf("its dir source: %v", err)
+	}
+}
+
+// TestBuildRefusesIgnoredDNS: bay0 generates /etc/resolv.conf only for a tree without one, so
+// a dns setting beside the tree's own file would do nothing: the build says so.
+func TestBuildRefusesIgnoredDNS(t *testing.T) {
+	cfg := `name = "test"
+version = 1
+[[persona]]
+name = "app"
+exec = ["/bin/app"]
+cpus = 0.5
+memory = "16MiB"
+pids = 8
+network = "uplink"
+address = "10.0.2.15/24"
+gateway = "10.0.2.2"
+dns = ["10.0.2.3"]
+[persona.source]
+dir = "app"
+`
+	dir, opts := project(t, cfg)
+	c, err := LoadConfig(opts.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, Dir: filepath.Join(t.TempDir(), "tree")}); err != nil {
+		t.Fatalf("a tree without resolv.conf: %v", err)
+	}
+	write(t, filepath.Join(dir, "app/etc/resolv.conf"), "nameserver 1.1.1.1\n", 0o644)
+	_, err = Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, Dir: filepath.Join(t.TempDir(), "tree")})
+	if err == nil || !strings.Contains(err.Error(), `persona "app": dns is set, but its tree has its own /etc/resolv.conf`) {
+		t.Errorf("Stage = %v", err)
 	}
 }

@@ -208,6 +208,7 @@ func vmCmd() command {
 			mem := fs.Int("memory", 512, "guest memory in MiB")
 			passFile := fs.String("passphrase-file", "", "answer the guest's /persist passphrase prompt with this file's passphrase (default: type it; the terminal's echo is off while the machine runs)")
 			verbose := fs.Bool("verbose", false, "show the whole console (firmware and kernel boot logs), not only bay0's and the personas' lines")
+			outbound := fs.Bool("outbound", false, "let the machine's network card, and so the personas with an uplink, reach the host's network and beyond (QEMU user networking without restrict=on; DNS at 10.0.2.3); off, nothing inside reaches out")
 			var fwd multi
 			fs.Var(&fwd, "forward", "forward a port of the host's 127.0.0.1 to the guest, HOST:GUEST (guest "+vm.DefaultGuestAddr+") or HOST:GUESTIP:GUEST; repeatable")
 			return func(ctx context.Context, env *Env, args []string) error {
@@ -218,7 +219,7 @@ func vmCmd() command {
 				if !*verbose {
 					display = vm.QuietConsole(env.Stdout)
 				}
-				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout,
+				cfg := vm.Config{Disk: *diskPath, CtlSocket: *ctl, Timeout: *timeout, Outbound: *outbound,
 					MaxBoots: *boots, MemoryMiB: *mem, Console: display, Stdin: env.Stdin}
 				if *initrd == "" && *uefiVars == "" {
 					return fmt.Errorf("spine vm boots the disk through UEFI firmware, as hardware does: give --uefi-vars VARS (spine uefi-vars --cert uefi.crt --out VARS); --initrd selects the fast direct kernel boot instead")

@@ -74,8 +74,7 @@ type Image struct {
 	Cmd        []string
 	Env        []string
 	WorkingDir string
-	// User is the image's user. A persona always runs as the root of its own user namespace
-	// without capabilities, so it is reported, not applied.
+	// User is the image's user: the persona's user unless its policy sets one.
 	User string
 	// StopSignal is the signal the image asks to be stopped with ("" for SIGTERM).
 	StopSignal string

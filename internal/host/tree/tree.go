@@ -369,3 +369,28 @@ func describe(t fs.FileMode) string {
 	}
 	return "special file"
 }
+
+// ReadFile reads the regular file name (a path inside the persona, followed as the persona
+// would) up to limit bytes; a larger file is an error. A missing file wraps fs.ErrNotExist.
+func (t *Tree) ReadFile(name string, limit int64) ([]byte, error) {
+	p, mode, err := t.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if !mode.IsRegular() {
+		return nil, fmt.Errorf("read %q: not a regular file", name)
+	}
+	f, err := t.root.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %q: %w", name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("read %q: larger than %d bytes", name, limit)
+	}
+	return b, nil
+}

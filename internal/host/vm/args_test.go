@@ -63,6 +63,18 @@ func TestBuildArgs(t *testing.T) {
 			},
 		},
 		{
+			name: "outbound",
+			cfg: func(c Config) Config {
+				c.Outbound = true
+				c.Forwards = []Forward{{HostPort: 8080, GuestPort: 80}}
+				return c
+			},
+			accel: AccelTCG,
+			want: [][]string{
+				{"-netdev", "user,id=net0,restrict=off,hostfwd=tcp:127.0.0.1:8080-:80", "-device", "virtio-net-pci,netdev=net0"},
+			},
+		},
+		{
 			name: "everything",
 			cfg: func(c Config) Config {
 				c.Initrd = "/k/initrd.cpio"

@@ -140,6 +140,10 @@ type Config struct {
 	Net bool
 	// Forwards are TCP ports of the host's 127.0.0.1 forwarded into the guest.
 	Forwards []Forward
+	// Outbound lets the guest's network card reach the host's network and beyond (QEMU's
+	// user networking without restrict=on, with its DNS at 10.0.2.3). Off, the guest reaches
+	// nothing outside and only Forwards come in. It implies Net.
+	Outbound bool
 	// Console receives every console byte as it arrives, unmodified. May be nil. Its
 	// write errors are ignored: a broken log must not change the run.
 	Console io.Writer
@@ -364,10 +368,13 @@ func buildArgs(qemu string, cfg Config, accel string) []string {
 			"-chardev", "socket,id=ctl,path="+cfg.CtlSocket+",server=on,wait=off",
 			"-device", "virtserialport,chardev=ctl,name="+CtlPortName)
 	}
-	if cfg.Net || len(cfg.Forwards) > 0 {
+	if cfg.Net || cfg.Outbound || len(cfg.Forwards) > 0 {
 		// restrict=on isolates the guest from the host and the outside; explicit forwards
-		// still work.
+		// still work. Outbound access is the owner's explicit choice.
 		nd := "user,id=net0,restrict=on"
+		if cfg.Outbound {
+			nd = "user,id=net0,restrict=off"
+		}
 		for _, f := range cfg.Forwards {
 			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-%s:%d", f.HostPort, f.GuestAddr, f.GuestPort)
 		}
