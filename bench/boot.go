@@ -15,10 +15,10 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/format/event"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/ctlclient"
-	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"

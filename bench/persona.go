@@ -20,8 +20,8 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/seccomp"
-	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/format/initramfs"
+	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/vm"
 )

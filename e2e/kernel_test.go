@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/initramfs"
+	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
 )

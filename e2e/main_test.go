@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
-	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/vm"
 )

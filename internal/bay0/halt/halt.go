@@ -1,6 +1,6 @@
 // Package halt is the only way bay0 ends: every error, panic or request comes here and becomes
-// a reboot or a power off, after the reason is printed on the console. There is no degraded
-// mode and no shell to fall back to.
+// a reboot or a power off, after the reason is printed on the console (or, for stage 0 only, the
+// jump into the slot kernel it loaded). There is no degraded mode and no shell to fall back to.
 package halt
 
 import (

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/dm"
+	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/watchdog"
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/bootctl"
@@ -327,9 +328,7 @@ func (l Linux) StartKernel(h handoff.Handoff, trusted [][]byte) error {
 	}
 	fmt.Fprintf(l.Log, "bay0: stage1: starting the kernel of slot %s (%s, sha256 %s)\n", name, h.Manifest.Kernel, h.Manifest.KernelSHA256)
 	fmt.Fprintln(l.Log, event.New(event.KernelStart).With("slot", name).With("release", h.Manifest.Kernel).With("sha256", h.Manifest.KernelSHA256))
-	// Nothing stage 0 mounted matters to the next kernel; the record is already on disk.
-	unix.Sync()
-	return unix.Reboot(unix.LINUX_REBOOT_CMD_KEXEC)
+	return halt.StartLoadedKernel()
 }
 
 // kernelCmdline is the command line of every slot kernel: the serial console and nothing

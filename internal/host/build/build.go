@@ -44,7 +44,7 @@ type Options struct {
 	// manifest.KernelPath, whose hash the manifest records: the kernel stage 0 starts for this
 	// slot, replaced by an update and brought back by a revert like the rest of the Spine.
 	KernelImage string
-	Workers int
+	Workers     int
 	// Cache is where downloaded inputs are kept between builds (Debian packages under debs/);
 	// "" is kernel.DefaultCacheDir(). It is only looked up when a persona needs it.
 	Cache string

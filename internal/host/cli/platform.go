@@ -15,9 +15,9 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/format/policy"
-	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/vm"
