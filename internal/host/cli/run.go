@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,7 @@ func runPersona(ctx context.Context, env *Env, cfgPath, name string, extra []str
 		return err
 	}
 	spec.Name, spec.Tree = name, filepath.Join(root, "personas", name)
+	fitRlimits(&spec, env.Stderr)
 	if q.Network == "uplink" {
 		fmt.Fprintf(env.Stderr, "spine run: %s has an uplink on a machine; here it has loopback only\n", name)
 	}
@@ -171,4 +173,23 @@ func setSysctl(path, value string) (func(), error) {
 		return nil, fmt.Errorf("set %s: %w", path, err)
 	}
 	return func() { _ = os.WriteFile(path, old, 0) }, nil
+}
+
+// fitRlimits lowers the persona's limits that this host will not let spine run raise: above
+// its own hard limit, raising one takes CAP_SYS_RESOURCE, which bay0 has on a machine and a
+// container or a sandbox may not give. Each lowered limit is said on w.
+func fitRlimits(spec *persona.Spec, w io.Writer) {
+	for i, r := range spec.Rlimits {
+		var own unix.Rlimit
+		if unix.Getrlimit(r.Resource, &own) != nil || r.Value <= own.Max {
+			continue
+		}
+		raised := unix.Rlimit{Cur: own.Cur, Max: r.Value}
+		if err := unix.Setrlimit(r.Resource, &raised); err == nil {
+			_ = unix.Setrlimit(r.Resource, &own)
+			continue
+		}
+		fmt.Fprintf(w, "spine run: this host refuses to raise limit %d to %d; the persona gets %d here (on a machine bay0 sets the policy's value)\n", r.Resource, r.Value, own.Max)
+		spec.Rlimits[i].Value = own.Max
+	}
 }
