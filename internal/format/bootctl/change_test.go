@@ -118,6 +118,7 @@ func TestMarkFailed(t *testing.T) {
 func FuzzChanges(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})
 	f.Add([]byte{2, 1, 9, 3, 1, 0, 0, 5, 6, 0, 6, 0, 6, 0, 6})
+	f.Add([]byte{2, 1, 9, 7, 0, 6, 0, 7, 1, 6, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		r := Record{Primary: 0, MinVersion: 1, Slots: [2]Slot{good(1), good(1)}}
 		next := func() byte {
@@ -130,7 +131,7 @@ func FuzzChanges(f *testing.F) {
 		}
 		for len(ops) > 0 {
 			before := r
-			op, arg := next()%7, next()
+			op, arg := next()%8, next()
 			slot := int(arg % 3) // 2 is no slot at all
 			var aimed [NumSlots]bool
 			var err error
@@ -159,6 +160,11 @@ func FuzzChanges(f *testing.F) {
 			case 6:
 				_, r = Next(r, nil)
 				aimed = [NumSlots]bool{true, true}
+			case 7:
+				r = MarkFailed(r, slot, "under its own kernel: x")
+				if slot < NumSlots {
+					aimed[slot] = true
+				}
 			}
 			if err != nil {
 				if !errors.Is(err, ErrChange) || r != before {
