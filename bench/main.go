@@ -3,7 +3,7 @@
 //
 //	go run ./bench [--quick] [--json FILE] [NAME...]
 //
-// NAME selects benchmarks (verity, persona, boot, update); none means all. --quick runs each
+// NAME selects benchmarks (verity, persona, boot, firmware, update); none means all. --quick runs each
 // with small sizes and one or few runs, to prove it still works (the integration tests do
 // this); its ratios mean little. --json writes every row, as a JSON list, to FILE.
 package main
@@ -76,6 +76,7 @@ var benchmarks = []benchmark{
 	{name: "verity", run: benchVerity},
 	{name: "persona", run: benchPersona},
 	{name: "boot", run: benchBoot},
+	{name: "firmware", run: benchFirmware},
 	{name: "update", run: benchUpdate},
 }
 
@@ -106,7 +107,7 @@ func run(ctx context.Context, out io.Writer, quick bool, names []string) ([]resu
 	for _, n := range names {
 		i := slices.IndexFunc(benchmarks, func(b benchmark) bool { return b.name == n })
 		if i < 0 {
-			return nil, fmt.Errorf("no benchmark %q (have verity, persona, boot, update)", n)
+			return nil, fmt.Errorf("no benchmark %q (have %s)", n, strings.Join(benchmarkNames(), ", "))
 		}
 		selected = append(selected, benchmarks[i])
 	}
@@ -173,6 +174,15 @@ func run(ctx context.Context, out io.Writer, quick bool, names []string) ([]resu
 		return rows, fmt.Errorf("%w: %s", errBelowFloor, strings.Join(below, ", "))
 	}
 	return rows, nil
+}
+
+// benchmarkNames lists the benchmarks in the order a full run runs them.
+func benchmarkNames() []string {
+	var names []string
+	for _, b := range benchmarks {
+		names = append(names, b.name)
+	}
+	return names
 }
 
 func (r result) ours() string {
