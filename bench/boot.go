@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -362,22 +360,7 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 // and leave one more of it in the kernel cache each time. The key signs only throwaway Spines.
 func fixedKeys(dir string) error {
 	seed := sha256.Sum256([]byte("alpinespine.org/spine/bench signing key"))
-	priv := ed25519.NewKeyFromSeed(seed[:])
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return err
-	}
-	pub, err := keys.EncodePublic(priv.Public().(ed25519.PublicKey))
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := keys.WriteNew(filepath.Join(dir, keys.PrivateFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return err
-	}
-	return keys.WriteNew(filepath.Join(dir, keys.PublicFile), pub, 0o644)
+	return keys.WritePair(dir, ed25519.NewKeyFromSeed(seed[:]))
 }
 
 func copyFile(src, dst string) error {

@@ -9,6 +9,7 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"math/rand"
 	"os"
@@ -77,9 +78,12 @@ func setup() error {
 	if err := goBuild(fx.bay0, "./cmd/bay0"); err != nil {
 		return err
 	}
+	// Fixed keys: stage 0, which carries the trusted key, is then built once per bay0, not once
+	// per run (each build is a relink and 5 MB in the kernel cache).
 	for i, p := range []*ed25519.PrivateKey{&fx.key, &fx.otherKey} {
 		kd := filepath.Join(dir, fmt.Sprintf("keys%d", i))
-		if err := keys.Generate(kd); err != nil {
+		seed := sha256.Sum256([]byte(fmt.Sprintf("alpinespine.org/spine/e2e signing key %d", i)))
+		if err := keys.WritePair(kd, ed25519.NewKeyFromSeed(seed[:])); err != nil {
 			return err
 		}
 		if *p, err = keys.LoadPrivate(filepath.Join(kd, keys.PrivateFile)); err != nil {

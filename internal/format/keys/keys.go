@@ -36,10 +36,18 @@ var ErrUntrusted = errors.New("signature is not made by a trusted key")
 // Generate writes a new key pair into dir (PrivateFile, mode 0600; PublicFile, 0644). It never
 // overwrites an existing key.
 func Generate(dir string) error {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
+	return WritePair(dir, priv)
+}
+
+// WritePair writes priv and its public key into dir as Generate does. Tests and benchmarks use
+// it with a key from a fixed seed, so that what carries the trusted key (stage 0) is built once,
+// not once per run.
+func WritePair(dir string, priv ed25519.PrivateKey) error {
+	pub := priv.Public().(ed25519.PublicKey)
 	privDER := append(bytes.Clone(pkcs8Prefix), priv.Seed()...)
 	pubPEM, err := EncodePublic(pub)
 	if err != nil {

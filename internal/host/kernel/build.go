@@ -137,11 +137,16 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, fragment 
 		return fmt.Errorf("kernel: the source builds release %q, want %q", release, src.Release())
 	}
 
-	for _, c := range []struct{ from, to string }{
+	outputs := []struct{ from, to string }{
 		{filepath.Join(objDir, "arch/x86/boot/bzImage"), imageName},
-		{filepath.Join(objDir, "vmlinux"), vmlinuxName},
 		{filepath.Join(objDir, ".config"), configName},
-	} {
+	}
+	// Stage 0 only ever starts through firmware: its 30 MB vmlinux would be dead weight, one per
+	// set of trusted keys and bay0.
+	if s0 == nil {
+		outputs = append(outputs, struct{ from, to string }{filepath.Join(objDir, "vmlinux"), vmlinuxName})
+	}
+	for _, c := range outputs {
 		if err := copySynced(c.from, filepath.Join(out, c.to)); err != nil {
 			return err
 		}

@@ -172,7 +172,9 @@ func Build(ctx context.Context, cacheDir string, opts Options) (Kernel, error) {
 // shares Build's cache, lock and build tree (switching the tree between the two rebuilds only
 // the few objects the built-in initramfs and command line touch, and relinks).
 func BuildStage0(ctx context.Context, cacheDir string, opts Options, s Stage0) (Kernel, error) {
-	return buildVariant(ctx, cacheDir, opts, &s)
+	k, err := buildVariant(ctx, cacheDir, opts, &s)
+	k.Vmlinux = "" // not kept: stage 0 is started by firmware, never directly by QEMU
+	return k, err
 }
 
 func buildVariant(ctx context.Context, cacheDir string, opts Options, s0 *Stage0) (Kernel, error) {
