@@ -250,6 +250,43 @@ func TestUEFIDamagedKernelFallsBack(t *testing.T) {
 	}
 }
 
+// With both slots damaged, stage 0 fails each in turn, prints every reason and powers the
+// machine off: the boot law's last step under firmware boot, with nothing from the host.
+func TestUEFIBothSlotsDamagedPowersOff(t *testing.T) {
+	t.Parallel()
+	img := buildSpine(t, spineOpts{kernel: true})
+	disk := ownerDisk(t, img, img)
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for slot := range 2 {
+		part, err := provision.Partition(f, provision.SlotPartition(slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A byte of the first data block, which holds the SquashFS superblock.
+		var b [1]byte
+		if _, err := f.ReadAt(b[:], part.Start+100); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x01
+		if _, err := f.WriteAt(b[:], part.Start+100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v := vmtest.Boot(t, answering(firmwareMachine(t, disk)))
+	for _, slot := range []string{"a", "b"} {
+		v.WaitEvent(t, event.SlotFailed, uefiTimeout, kv("slot", slot))
+	}
+	v.WaitEvent(t, event.NoBoot, bootTimeout)
+	v.ExpectOutcome(t, vm.PoweredOff)
+	v.NeverEvent(t, event.KernelStart)
+}
+
 // A boot program the owner did not sign never runs: unsigned, or signed by another owner's key. The firmware
 // refuses it, refuses its own shell, finds nothing else it may run, and stops at its "no
 // bootable device" line (where OVMF waits for a key: firmware behaviour outside our chain).
