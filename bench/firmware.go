@@ -10,12 +10,11 @@ import (
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
+	"alpinespine.org/spine/internal/host/cli"
 	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/persistfmt"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/stage0"
-	"alpinespine.org/spine/internal/host/uefi/authenticode"
-	"alpinespine.org/spine/internal/host/uefi/efivars"
 	"alpinespine.org/spine/internal/host/uefi/fat"
 	"alpinespine.org/spine/internal/host/uefi/ovmf"
 	"alpinespine.org/spine/internal/host/uefi/sbkeys"
@@ -98,15 +97,8 @@ func firmwareDisk(ctx context.Context, m machine, dir string) (disk, vars string
 	if err := sbkeys.Generate(kd, "Spine bench"); err != nil {
 		return "", "", err
 	}
-	pair, err := sbkeys.Load(filepath.Join(kd, sbkeys.KeyFile), filepath.Join(kd, sbkeys.CertFile))
-	if err != nil {
-		return "", "", err
-	}
-	img, err := os.ReadFile(s0.Image)
-	if err != nil {
-		return "", "", err
-	}
-	signed, err := authenticode.Sign(img, authenticode.Signer{Key: pair.Key, Cert: pair.Cert})
+	key, crt := filepath.Join(kd, sbkeys.KeyFile), filepath.Join(kd, sbkeys.CertFile)
+	signed, err := cli.SignBootProgram(s0.Image, key, crt)
 	if err != nil {
 		return "", "", fmt.Errorf("sign stage 0: %w", err)
 	}
@@ -116,19 +108,16 @@ func firmwareDisk(ctx context.Context, m machine, dir string) (disk, vars string
 		ESP: []fat.File{{Path: provision.BootProgramPath, Data: signed}}}); err != nil {
 		return "", "", err
 	}
-	raw, err := os.ReadFile(ovmf.VarsTemplate)
+	pair, err := sbkeys.Load(key, crt)
 	if err != nil {
 		return "", "", err
 	}
-	store, err := efivars.Parse(raw)
+	store, err := cli.WriteUEFIVars(ovmf.VarsTemplate, pair.Cert.Raw)
 	if err != nil {
-		return "", "", fmt.Errorf("variable store template %s: %w", ovmf.VarsTemplate, err)
-	}
-	if err := store.EnrollOwner(pair.Cert.Raw); err != nil {
 		return "", "", err
 	}
 	vars = filepath.Join(dir, "vars.fd")
-	return disk, vars, os.WriteFile(vars, store.Bytes(), 0o644)
+	return disk, vars, os.WriteFile(vars, store, 0o644)
 }
 
 // bootWall boots a fresh copy of disk, through the firmware with a fresh copy of vars if vars
