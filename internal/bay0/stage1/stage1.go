@@ -57,10 +57,10 @@ type System interface {
 	// OpenState opens the bay0-state partition.
 	OpenState() (bootctl.Device, error)
 	// Mount opens the slot's image (size bytes), authenticates its manifest with the keys,
-	// maps it with dm-verity, reads every block once and mounts it read-only at the new root,
-	// calling progress as it goes. minVersion is the anti-rollback floor. On failure nothing
-	// of the attempt is left behind.
-	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, progress func()) (handoff.Handoff, error)
+	// maps it with dm-verity, reads every block once if eager, and mounts it read-only at the
+	// new root, calling progress as it goes. minVersion is the anti-rollback floor. On failure
+	// nothing of the attempt is left behind.
+	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, eager bool, progress func()) (handoff.Handoff, error)
 	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
 	SwitchRoot(h handoff.Handoff) error
 	// Role reads what this initramfs is for.
@@ -183,7 +183,7 @@ func Run(sys System, log io.Writer) error {
 			fmt.Fprintf(log, "bay0: stage1: trying slot %s (state %s, tries left %d)\n", name, s.State, s.TriesLeft)
 			fmt.Fprintln(log, event.New(event.SlotTry).With("slot", name).With("state", s.State.String()).Uint("tries_left", uint64(s.TriesLeft)))
 			fault.HangAt("stage1-"+name, func() { fmt.Fprintln(log, event.New(event.FaultFired).With("kind", "hang-stage1-"+name)) })
-			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion, beat)
+			h, err := sys.Mount(act.Slot, s.ImageSize, trusted, rec.MinVersion, true, beat)
 			phase("try " + name)
 			if err != nil {
 				fmt.Fprintf(log, "bay0: stage1: slot %s failed: %v\n", name, err)
@@ -211,7 +211,9 @@ func bootChosen(sys System, log io.Writer, dev bootctl.Device, rec bootctl.Recor
 	if name == "b" {
 		slot = 1
 	}
-	h, err := sys.Mount(slot, rec.Slots[slot].ImageSize, trusted, rec.MinVersion, beat)
+	// Stage 0 read every block of this slot in this boot; the live mapping still checks each
+	// block read and resets on a bad one, so the slot kernel does not read it all again.
+	h, err := sys.Mount(slot, rec.Slots[slot].ImageSize, trusted, rec.MinVersion, false, beat)
 	phase("mount " + name)
 	if err != nil {
 		reason := fmt.Sprintf("under its own kernel: %v", err)

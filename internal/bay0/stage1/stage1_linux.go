@@ -119,7 +119,7 @@ func (l Linux) OpenState() (bootctl.Device, error) {
 // first mapped without restart_on_corruption and read end to end, so a bad block anywhere,
 // used by a file or not, fails the slot here instead of rebooting the machine later. Only then
 // is it mapped for real, with restart_on_corruption, and mounted read-only.
-func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, progress func()) (handoff.Handoff, error) {
+func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, eager bool, progress func()) (handoff.Handoff, error) {
 	name := "spine-" + bootctl.SlotName(slot)
 	dev, err := partition(name)
 	if err != nil {
@@ -151,26 +151,14 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		return handoff.Handoff{}, fmt.Errorf("version %d is older than min_version %d (rollback refused)", m.Version, minVersion)
 	}
 
-	check := dm.Verity{Name: name + "-check", Device: dev, Manifest: m}
-	progress()
-	node, err := dm.MapVerity(check)
-	progress()
-	if err != nil {
-		return handoff.Handoff{}, err
+	if eager {
+		if err := verifyEagerly(l.Log, slot, dev, name, m, progress); err != nil {
+			return handoff.Handoff{}, err
+		}
 	}
-	start := time.Now()
-	n, err := readAll(node, progress)
-	_ = dm.Remove(check.Name)
-	if err != nil {
-		return handoff.Handoff{}, fmt.Errorf("eager verification: %w", err)
-	}
-	if n != int64(m.DataBlocks)*int64(m.DataBlockSize) {
-		return handoff.Handoff{}, fmt.Errorf("eager verification read %d bytes, want %d", n, m.DataBlocks*uint64(m.DataBlockSize))
-	}
-	fmt.Fprintf(l.Log, "bay0: stage1: slot %s: %d blocks verified in %s\n", bootctl.SlotName(slot), m.DataBlocks, time.Since(start).Round(time.Millisecond))
 
 	live := dm.Verity{Name: name, Device: dev, Manifest: m, RestartOnCorruption: true}
-	node, err = dm.MapVerity(live)
+	node, err := dm.MapVerity(live)
 	if err != nil {
 		return handoff.Handoff{}, err
 	}
@@ -193,6 +181,29 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		return handoff.Handoff{}, err
 	}
 	return handoff.Handoff{Slot: slot, Manifest: m}, nil
+}
+
+// verifyEagerly maps the slot without restart_on_corruption and reads it end to end, so a bad
+// block anywhere, used by a file or not, fails the slot instead of rebooting the machine later.
+func verifyEagerly(log io.Writer, slot int, dev, name string, m manifest.Manifest, progress func()) error {
+	check := dm.Verity{Name: name + "-check", Device: dev, Manifest: m}
+	progress()
+	node, err := dm.MapVerity(check)
+	progress()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	n, err := readAll(node, progress)
+	_ = dm.Remove(check.Name)
+	if err != nil {
+		return fmt.Errorf("eager verification: %w", err)
+	}
+	if n != int64(m.DataBlocks)*int64(m.DataBlockSize) {
+		return fmt.Errorf("eager verification read %d bytes, want %d", n, m.DataBlocks*uint64(m.DataBlockSize))
+	}
+	fmt.Fprintf(log, "bay0: stage1: slot %s: %d blocks verified in %s\n", bootctl.SlotName(slot), m.DataBlocks, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // auditRoot applies the builder's audit to the mounted Spine. A signature proves who built a

@@ -31,6 +31,7 @@ type fakeSystem struct {
 	started   *handoff.Handoff // the slot whose kernel StartKernel was asked to start
 	armed     bool
 	role      initramfs.Role
+	eager     []bool // Mount's eager argument, per call
 }
 
 type fakeDog struct{}
@@ -51,7 +52,8 @@ func (f *fakeSystem) StartKernel(h handoff.Handoff, _ [][]byte) error {
 	return errors.New("started")
 }
 func (f *fakeSystem) ArmWatchdog() (Dog, error) { f.armed = true; return fakeDog{}, nil }
-func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64, progress func()) (handoff.Handoff, error) {
+func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64, eager bool, progress func()) (handoff.Handoff, error) {
+	f.eager = append(f.eager, eager)
 	if !f.armed {
 		return handoff.Handoff{}, errors.New("mounted before the watchdog was armed")
 	}
@@ -86,6 +88,9 @@ func TestTrialTryIsPersistedBeforeMount(t *testing.T) {
 	err := Run(sys, &log)
 	if sys.switched == nil || sys.switched.Slot != 1 {
 		t.Fatalf("want a switch to slot b, got %+v (err %v)", sys.switched, err)
+	}
+	if len(sys.eager) != 2 || !sys.eager[0] || !sys.eager[1] {
+		t.Fatalf("the boot law mounted without eager verification: %v", sys.eager)
 	}
 	if len(sys.triesSeen) != 2 || sys.triesSeen[0] != 0 {
 		t.Fatalf("slot a was mounted while the disk still said %v tries left; the try must be written first", sys.triesSeen)
@@ -183,6 +188,9 @@ func TestSlotRoleBootsOnlyThatSlot(t *testing.T) {
 	_ = Run(sys, &bytes.Buffer{})
 	if len(sys.mounts) != 1 || sys.mounts[0] != 1 || sys.switched == nil || sys.switched.Slot != 1 {
 		t.Fatalf("role slot b: mounts %v, switched %+v", sys.mounts, sys.switched)
+	}
+	if sys.eager[0] {
+		t.Error("the slot kernel read the whole slot again after stage 0 did")
 	}
 	if !bytes.Equal(before, sys.dev.b) {
 		t.Error("the record changed under the slot's kernel")
