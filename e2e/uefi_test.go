@@ -182,6 +182,8 @@ func TestUEFIDiskBootsByItself(t *testing.T) {
 		t.Errorf("stage 0 started a kernel with sha256 %s, want Spine's %s", ks.Value("sha256"), fx.kernel.SHA256)
 	}
 	v.WaitEvent(t, event.Stage1Start, bootTimeout, kv("role", "slot a"))
+	// The kexec that brought this kernel is closed before anything else runs.
+	v.WaitEvent(t, event.KexecDisabled, bootTimeout)
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	t.Logf("firmware to slot a up: %s", time.Since(start).Round(time.Millisecond))
 	v.Kill(t)

@@ -160,6 +160,8 @@ func (g *Governor) Run() (err error) {
 	if err := s.step("system", k.MountSystem); err != nil {
 		return err
 	}
+	// MountSystem turned kexec off (or failed the boot): say so, so the closing is checked.
+	g.emit(event.New(event.KexecDisabled))
 	boot, err := phase(s, "handoff", func(progress) (handoff.Handoff, error) { return k.Handoff() })
 	if err != nil {
 		return err

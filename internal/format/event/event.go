@@ -44,6 +44,7 @@ const (
 	KernelStart  Kind = "kernel-start"  // slot release sha256 (stage 0 starts the slot's own kernel)
 
 	// Governor.
+	KexecDisabled    Kind = "kexec-disabled"    // (kexec_load_disabled set: no other kernel can be loaded this boot)
 	LastReset        Kind = "last-reset"        // reason
 	RootChecked      Kind = "root-checked"      // fstype source options
 	PersistWrong     Kind = "persist-wrong"     // attempt
