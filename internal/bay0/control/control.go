@@ -71,22 +71,39 @@ func Verbs() []Verb {
 		VerbReboot, VerbPoweroff, VerbUpdate}
 }
 
-// spec says whether v is a verb and which optional request fields it takes. The fields of
-// update (issue 7) join here and in Request.
-func spec(v Verb) (known, takesName bool) {
+// nameRule says whether a verb's request carries a persona name.
+type nameRule int
+
+const (
+	noName       nameRule = iota
+	needsName             // replace, stop, start: the persona acted on
+	optionalName          // logs: a persona's lines, or bay0's own without
+)
+
+// spec says whether v is a verb and whether it takes a name. The fields of update (offer,
+// size) and of logs (after) are checked in Validate.
+func spec(v Verb) (known bool, name nameRule) {
 	switch v {
-	case VerbStatus, VerbPersonas, VerbLogs, VerbReboot, VerbPoweroff, VerbUpdate:
-		return true, false
+	case VerbStatus, VerbPersonas, VerbReboot, VerbPoweroff, VerbUpdate:
+		return true, noName
+	case VerbLogs:
+		return true, optionalName
 	case VerbReplace, VerbStop, VerbStart:
-		return true, true
+		return true, needsName
 	}
-	return false, false
+	return false, noName
 }
 
 // TakesName reports whether v acts on one persona and so needs a name.
 func (v Verb) TakesName() bool {
 	_, n := spec(v)
-	return n
+	return n == needsName
+}
+
+// MayTakeName reports whether v accepts a persona name at all (logs takes one optionally).
+func (v Verb) MayTakeName() bool {
+	_, n := spec(v)
+	return n != noName
 }
 
 // Protocol errors. A decoder error wraps one of them; the server sends its text back.
@@ -114,8 +131,12 @@ type Request struct {
 	ID uint64 `json:"id"`
 	// Verb is what is asked.
 	Verb Verb `json:"verb"`
-	// Name is the persona of replace, stop and start; other verbs must not carry it.
+	// Name is the persona of replace, stop and start, and optionally of logs (whose lines
+	// are asked for; bay0's own without it); other verbs must not carry it.
 	Name string `json:"name,omitempty"`
+	// After belongs to logs only: the sequence number of the last line the client has, so
+	// only newer lines come back (spine ctl logs --follow). 0 asks for every line kept.
+	After uint64 `json:"after,omitempty"`
 	// Offer and Size belong to update only: the image's footer, manifest and signature, checked
 	// before anything is written, and the length of the raw body that follows the "ready"
 	// answer (see Serve).
@@ -128,7 +149,7 @@ func (r Request) Validate() error {
 	if r.V != Version {
 		return fmt.Errorf("%w %d (this governor speaks %d)", ErrVersion, r.V, Version)
 	}
-	known, takesName := spec(r.Verb)
+	known, rule := spec(r.Verb)
 	if !known {
 		return fmt.Errorf("%w %q", ErrUnknownVerb, shorten(string(r.Verb)))
 	}
@@ -137,11 +158,13 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w: update needs an offer and a body size in 1..%d", ErrMissingField, int64(MaxUpdateBody))
 	case r.Verb != VerbUpdate && (r.Offer != nil || r.Size != 0):
 		return fmt.Errorf("%w \"offer\"/\"size\" for %s", ErrUnexpectedField, r.Verb)
-	case takesName && r.Name == "":
+	case r.Verb != VerbLogs && r.After != 0:
+		return fmt.Errorf("%w \"after\" for %s", ErrUnexpectedField, r.Verb)
+	case rule == needsName && r.Name == "":
 		return fmt.Errorf("%w \"name\": %s needs a persona name", ErrMissingField, r.Verb)
-	case !takesName && r.Name != "":
+	case rule == noName && r.Name != "":
 		return fmt.Errorf("%w \"name\" for %s", ErrUnexpectedField, r.Verb)
-	case takesName:
+	case r.Name != "":
 		return checkName(r.Name)
 	}
 	return nil
@@ -197,6 +220,8 @@ func DecodeRequest(line []byte) (Request, error) {
 			return unmarshalStrict(key, raw, r.Offer)
 		case "size":
 			return unmarshalField(key, raw, &r.Size)
+		case "after":
+			return unmarshalField(key, raw, &r.After)
 		}
 		return fmt.Errorf("%w %q", ErrUnknownField, shorten(key))
 	})
@@ -214,11 +239,11 @@ func DecodeRequest(line []byte) (Request, error) {
 	if r.V != Version {
 		return r, fmt.Errorf("%w %d (this governor speaks %d)", ErrVersion, r.V, Version)
 	}
-	known, takesName := spec(r.Verb)
+	known, rule := spec(r.Verb)
 	if !known {
 		return r, fmt.Errorf("%w %q", ErrUnknownVerb, shorten(string(r.Verb)))
 	}
-	if hasName && !takesName {
+	if hasName && rule == noName {
 		return r, fmt.Errorf("%w \"name\" for %s", ErrUnexpectedField, r.Verb)
 	}
 	return r, r.Validate()
@@ -506,9 +531,15 @@ type PersonasResult struct {
 	Personas []PersonaInfo `json:"personas"`
 }
 
-// LogsResult is the result of logs: bay0's recent log lines, oldest first.
+// LogsResult is the result of logs: the recent lines of bay0, or of the persona named, oldest
+// first. Every line kept has a sequence number, counted from 1 since boot (a persona's lines
+// kept in /persist from earlier boots included): Lines are First..Next, and Next is the After of
+// the next request that wants only newer lines. First above the request's After+1 means lines
+// were pushed out of the ring before they were asked for.
 type LogsResult struct {
 	Lines []string `json:"lines"`
+	First uint64   `json:"first"`
+	Next  uint64   `json:"next"`
 }
 
 // Done is the result of replace, stop, start, reboot and poweroff: an empty object.

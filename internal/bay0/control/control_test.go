@@ -148,6 +148,34 @@ func TestEncodeRequest(t *testing.T) {
 	}
 }
 
+// TestLogsRequest: logs takes a persona name or none, and an after; no other verb takes after,
+// and the name follows the persona name rule.
+func TestLogsRequest(t *testing.T) {
+	for _, line := range []string{
+		`{"v":1,"id":1,"verb":"logs"}`,
+		`{"v":1,"id":1,"verb":"logs","name":"web"}`,
+		`{"v":1,"id":1,"verb":"logs","name":"web","after":18446744073709551615}`,
+	} {
+		if _, err := DecodeRequest([]byte(line)); err != nil {
+			t.Errorf("%s: %v", line, err)
+		}
+	}
+	for line, want := range map[string]error{
+		`{"v":1,"id":1,"verb":"status","after":3}`:            ErrUnexpectedField,
+		`{"v":1,"id":1,"verb":"stop","name":"web","after":3}`: ErrUnexpectedField,
+		`{"v":1,"id":1,"verb":"logs","name":"../etc"}`:        ErrBadName,
+		`{"v":1,"id":1,"verb":"logs","after":-1}`:             ErrSyntax,
+		`{"v":1,"id":1,"verb":"logs","after":null}`:           ErrSyntax,
+	} {
+		if _, err := DecodeRequest([]byte(line)); !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", line, err, want)
+		}
+	}
+	if !VerbLogs.MayTakeName() || VerbLogs.TakesName() || VerbStatus.MayTakeName() || !VerbStop.MayTakeName() {
+		t.Error("name rules of logs, status and stop are wrong")
+	}
+}
+
 // TestRequestRoundTrip: every verb encodes and decodes to itself.
 func TestRequestRoundTrip(t *testing.T) {
 	for i, v := range Verbs() {
@@ -270,6 +298,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"v":1,"id":1,"verb":"status"}`,
 		`{"v":1,"id":4,"verb":"replace","name":"web"}`,
 		`{"v":1,"id":1,"verb":"exec","name":"/bin/sh"}`,
+		`{"v":1,"id":5,"verb":"logs","name":"web","after":42}`,
+		`{"v":1,"id":6,"verb":"logs","after":7}`,
+		`{"v":1,"id":7,"verb":"status","after":7}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -26,6 +26,7 @@ type LogRing struct {
 	lineLen int
 	partial []byte // the line being written, at most lineLen bytes
 	cut     bool   // the line being written was cut at lineLen
+	total   uint64 // lines pushed since the ring was made: the newest line's sequence number
 }
 
 // NewLogRing returns a ring of at most lines lines of at most lineLen bytes each; values
@@ -65,6 +66,7 @@ func (r *LogRing) Write(p []byte) (int, error) {
 func (r *LogRing) push() {
 	s := clean(r.partial, r.lineLen)
 	r.partial, r.cut = r.partial[:0], false
+	r.total++
 	if len(r.lines) < r.max {
 		r.lines = append(r.lines, s)
 		return
@@ -75,11 +77,26 @@ func (r *LogRing) push() {
 
 // Lines returns the complete lines kept, oldest first.
 func (r *LogRing) Lines() []string {
+	l := r.Since(0)
+	return l.Lines
+}
+
+// Since returns the lines kept whose sequence number is above after, oldest first. Lines are
+// numbered from 1 in the order they were written; an after beyond the newest line (a client
+// that followed an earlier boot) asks for every line kept.
+func (r *LogRing) Since(after uint64) LogsResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.lines))
-	out = append(out, r.lines[r.head:]...)
-	return append(out, r.lines[:r.head]...)
+	oldest := r.total - uint64(len(r.lines)) + 1
+	if after > r.total {
+		after = 0
+	}
+	first := max(after+1, oldest)
+	out := make([]string, 0, r.total-first+1)
+	for i := int(first - oldest); i < len(r.lines); i++ {
+		out = append(out, r.lines[(r.head+i)%len(r.lines)])
+	}
+	return LogsResult{Lines: out, First: first, Next: r.total}
 }
 
 // clean makes b printable UTF-8 of at most n bytes.

@@ -62,3 +62,28 @@ func TestLogRingWriteNeverFails(t *testing.T) {
 		t.Errorf("Write = %d, %v", n, err)
 	}
 }
+
+// TestLogRingSince: lines are numbered from 1; Since returns those after a number, says where
+// they begin when older ones were pushed out, and treats a number from an earlier boot (beyond
+// the newest) as asking for everything.
+func TestLogRingSince(t *testing.T) {
+	r := NewLogRing(3, 0)
+	if got := r.Since(0); len(got.Lines) != 0 || got.Next != 0 || got.First != 1 {
+		t.Errorf("empty ring: %+v", got)
+	}
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(r, "line %d\n", i)
+	}
+	for _, tc := range []struct {
+		after, first uint64
+		n            int
+	}{{0, 3, 3}, {1, 3, 3}, {3, 4, 2}, {5, 6, 0}, {99, 3, 3}} {
+		got := r.Since(tc.after)
+		if got.First != tc.first || len(got.Lines) != tc.n || got.Next != 5 {
+			t.Errorf("Since(%d) = %+v, want first %d, %d lines, next 5", tc.after, got, tc.first, tc.n)
+		}
+		if tc.n > 0 && got.Lines[len(got.Lines)-1] != "line 5" {
+			t.Errorf("Since(%d) ends %q", tc.after, got.Lines[len(got.Lines)-1])
+		}
+	}
+}

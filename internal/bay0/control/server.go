@@ -15,7 +15,9 @@ import (
 type Handler interface {
 	Status() (StatusInfo, error)
 	Personas() ([]PersonaInfo, error)
-	Logs() ([]string, error)
+	// Logs returns the lines of the persona name (bay0's own for "") newer than after, as
+	// LogRing.Since does; an unknown name is an error.
+	Logs(name string, after uint64) (LogsResult, error)
 	// Replace, Stop and Start act on the named persona; an unknown name is an error.
 	Replace(name string) error
 	Stop(name string) error
@@ -262,11 +264,11 @@ func dispatch(h Handler, req Request) (any, error) {
 		}
 		return PersonasResult{Personas: p}, err
 	case VerbLogs:
-		l, err := h.Logs()
-		if l == nil {
-			l = []string{}
+		l, err := h.Logs(req.Name, req.After)
+		if l.Lines == nil {
+			l.Lines = []string{}
 		}
-		return LogsResult{Lines: l}, err
+		return l, err
 	case VerbReplace:
 		return Done{}, h.Replace(req.Name)
 	case VerbStop:

@@ -59,9 +59,9 @@ func (f *fakeHandler) Personas() ([]PersonaInfo, error) {
 	f.record("personas")
 	return testPersonas(), nil
 }
-func (f *fakeHandler) Logs() ([]string, error) {
-	f.record("logs")
-	return []string{"bay0: event=up", "bay0: <persona> & \"web\" started"}, nil
+func (f *fakeHandler) Logs(name string, after uint64) (LogsResult, error) {
+	f.record(strings.TrimSpace(fmt.Sprintf("logs %s", name)))
+	return LogsResult{Lines: []string{"bay0: event=up", "bay0: <persona> & \"web\" started"}, First: after + 1, Next: after + 2}, nil
 }
 func (f *fakeHandler) Replace(n string) error { f.record("replace " + n); return f.fail }
 func (f *fakeHandler) Stop(n string) error    { f.record("stop " + n); return f.fail }
@@ -587,12 +587,12 @@ func TestServeOversizedAnswer(t *testing.T) {
 
 type bigLogs struct{ *fakeHandler }
 
-func (bigLogs) Logs() ([]string, error) {
+func (bigLogs) Logs(string, uint64) (LogsResult, error) {
 	l := make([]string, 3000)
 	for i := range l {
 		l[i] = strings.Repeat("\"", 400)
 	}
-	return l, nil
+	return LogsResult{Lines: l}, nil
 }
 
 // TestServeEmptyLists: nil lists are answered as [], never null.
@@ -601,15 +601,15 @@ func TestServeEmptyLists(t *testing.T) {
 	if r := hs.wantOK(`{"v":1,"id":1,"verb":"personas"}`); string(r.Result) != `{"personas":[]}` {
 		t.Errorf("personas = %s", r.Result)
 	}
-	if r := hs.wantOK(`{"v":1,"id":2,"verb":"logs"}`); string(r.Result) != `{"lines":[]}` {
+	if r := hs.wantOK(`{"v":1,"id":2,"verb":"logs"}`); string(r.Result) != `{"lines":[],"first":0,"next":0}` {
 		t.Errorf("logs = %s", r.Result)
 	}
 }
 
 type emptyHandler struct{ *fakeHandler }
 
-func (emptyHandler) Personas() ([]PersonaInfo, error) { return nil, nil }
-func (emptyHandler) Logs() ([]string, error)          { return nil, nil }
+func (emptyHandler) Personas() ([]PersonaInfo, error)        { return nil, nil }
+func (emptyHandler) Logs(string, uint64) (LogsResult, error) { return LogsResult{}, nil }
 
 // referenceLines splits a stream the way lineReader must: complete lines only, those longer
 // than MaxRequestLine flagged, a trailing half line dropped.

@@ -99,10 +99,13 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	return out, nil
 }
 
-// Logs returns bay0's own recent lines, then the personas': each from a ring of its own, so
-// bay0's lines survive any persona's flood.
-func (h *ctlHandler) Logs() ([]string, error) {
-	return append(h.g.ring.Lines(), h.g.personaRing.Lines()...), nil
+// Logs returns bay0's own recent lines, or the named persona's: each from a ring of its own,
+// so no persona's flood pushes out bay0's lines or another persona's.
+func (h *ctlHandler) Logs(name string, after uint64) (control.LogsResult, error) {
+	if name == "" {
+		return h.g.ring.Since(after), nil
+	}
+	return h.r.personas.logs.lines(name, after)
 }
 
 // verbTimeout bounds a persona verb; it must stay well inside the watchdog window, since the

@@ -57,11 +57,11 @@ type Governor struct {
 	health  *health.Monitor
 	started time.Time
 	// con is the console's single writer: bay0's lines and each persona's go through bounded
-	// queues, so no loop waits on the UART. ring and personaRing keep recent lines for the
-	// logs verb, bay0's apart, so a persona's flood never pushes bay0's own lines out.
-	con         *conlog.Mux
-	ring        *control.LogRing
-	personaRing *control.LogRing
+	// queues, so no loop waits on the UART. ring keeps bay0's own recent lines for the logs
+	// verb; each persona has a ring of its own (personaLogs), so no flood pushes out
+	// another's lines.
+	con  *conlog.Mux
+	ring *control.LogRing
 	// timeline is the boot's phases and their durations, stage 1's first.
 	timeline timeline
 	// duties are what the machine's end must do for what the boot has made so far.
@@ -84,7 +84,7 @@ func New(console io.ReadWriter) *Governor { return newGovernor(console, linuxKer
 func newGovernor(console io.ReadWriter, k kernel) *Governor {
 	ring, con := control.NewLogRing(0, 0), conlog.New(console)
 	return &Governor{kernel: k, console: console, con: con, log: io.MultiWriter(con.Bay(), ring), ring: ring,
-		personaRing: control.NewLogRing(0, 0), fatal: make(chan error, 4),
+		fatal:   make(chan error, 4),
 		started: time.Now(), health: health.New(time.Now()), requests: make(chan *halt.PowerError, 1)}
 }
 

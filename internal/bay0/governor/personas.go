@@ -23,6 +23,7 @@ type personas struct {
 	reaper *reaper
 	sup    *supervise.Supervisor
 	stop   func()
+	logs   personaLogs
 }
 
 // startPersonas is the personas phase: it makes PID 1's reaper (before any child exists) and
@@ -34,11 +35,12 @@ func (g *Governor) startPersonas(pol policy.Policy, persistRoot string) (*person
 	if err != nil {
 		return nil, err
 	}
+	logs := g.openPersonaLogs(pol, persistRoot)
 	sup, err := supervise.New(supervise.Config{
 		KernelLog: kmsg,
 		Console:   g.log,
 		Output: func(name string) io.Writer {
-			return io.MultiWriter(g.con.Source("persona "+name, 0), g.personaRing)
+			return logs.output(g.con, name)
 		},
 		Launcher:     supervise.Kernel{Spawner: r},
 		SpineRoot:    "/",
@@ -66,15 +68,16 @@ func (g *Governor) startPersonas(pol policy.Policy, persistRoot string) (*person
 		defer close(done)
 		return sup.Run(ctx)
 	})
-	return &personas{reaper: r, sup: sup, stop: stop}, nil
+	return &personas{reaper: r, sup: sup, stop: stop, logs: logs}, nil
 }
 
 // quiesce is the personas' halt duty. The supervisor would replace the personas halt has just
-// killed: stop it, then kill whatever it started meanwhile, so nothing holds /persist when it
-// is closed.
+// killed: stop it, then kill whatever it started meanwhile and close the kept logs, so nothing
+// holds /persist when it is closed.
 func (p *personas) quiesce(halt.Action, string) error {
 	p.stop()
 	halt.KillAll(2 * time.Second)
+	p.logs.close()
 	return nil
 }
 

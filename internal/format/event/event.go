@@ -70,6 +70,7 @@ const (
 	PersonaCleanup   Kind = "persona-cleanup"   // name reason (cleanup failed)
 	PersonaStuck     Kind = "persona-stuck"     // name reason (stuck at memory.max: replaced)
 	PersonaDenied    Kind = "persona-denied"    // name calls (system calls its filter refused)
+	LogsKept         Kind = "logs-kept"         // name lines bytes (its log kept in /persist; lines read back)
 	UpdateAccepted   Kind = "update-accepted"   // name version slot
 	UpdateFailed     Kind = "update-failed"     // slot reason
 	UpdateStaged     Kind = "update-staged"     // name version slot write_ms verify_ms

@@ -127,7 +127,85 @@ type Persona struct {
 	// DNS lists the name servers written to the persona's /etc/resolv.conf when its tree has
 	// none (at most 3, as glibc reads); it needs an uplink.
 	DNS []string `toml:"dns,omitempty" json:"dns,omitempty"`
+	// LogPersist keeps the persona's output in /persist across reboots: bay0 writes it, on
+	// the persona's behalf, to /persist/.logs/<name>, which no persona mounts, at most LogSize
+	// bytes (default DefaultLogSize) in two files rotated in turn. Without it the persona's
+	// lines live in RAM only and die with the boot (Article IV §3).
+	LogPersist bool `toml:"log_persist,omitempty" json:"log_persist,omitempty"`
+	LogSize    Size `toml:"log_size,omitempty" json:"log_size,omitempty"`
+	// Health, if set, is the check that tells a healthy persona from one that merely runs.
+	Health *Health `toml:"health,omitempty" json:"health,omitempty"`
 }
+
+// Health is a persona's health check, made by bay0 from its own side: a TCP connection to
+// TCP, or an HTTP GET of HTTP on HTTPPort answered 2xx or 3xx, in the persona's network (its
+// uplink address, or its loopback without one). Until a check passes the persona is running,
+// not healthy, and a trial Spine does not commit; Retries failed checks in a row, once
+// StartPeriod has passed since the start, and the persona is replaced.
+type Health struct {
+	TCP         int      `toml:"tcp,omitempty" json:"tcp,omitempty"`
+	HTTP        string   `toml:"http,omitempty" json:"http,omitempty"`
+	HTTPPort    int      `toml:"http_port,omitempty" json:"http_port,omitempty"`
+	Interval    Duration `toml:"interval,omitempty" json:"interval,omitempty"`
+	Timeout     Duration `toml:"timeout,omitempty" json:"timeout,omitempty"`
+	Retries     int      `toml:"retries,omitempty" json:"retries,omitempty"`
+	StartPeriod Duration `toml:"start_period,omitempty" json:"start_period,omitempty"`
+}
+
+// Defaults of a health check.
+const (
+	DefaultHealthInterval    = 2 * time.Second
+	DefaultHealthTimeout     = time.Second
+	DefaultHealthRetries     = 3
+	DefaultHealthStartPeriod = time.Minute
+)
+
+// httpPathRE is what an HTTP health path may be: absolute, printable, no spaces (it is sent
+// as is in the request line).
+var httpPathRE = regexp.MustCompile(`^/[!-~]{0,255}$`)
+
+func (h *Health) validate() error {
+	switch {
+	case h.TCP != 0 && h.HTTP != "":
+		return errors.New("health: tcp and http exclude each other")
+	case h.TCP == 0 && h.HTTP == "":
+		return errors.New("health: needs tcp = PORT or http = \"/PATH\" with http_port")
+	case h.TCP != 0 && (h.TCP < 1 || h.TCP > 65535):
+		return fmt.Errorf("health: tcp port %d is outside 1..65535", h.TCP)
+	case h.TCP != 0 && h.HTTPPort != 0:
+		return errors.New("health: http_port needs http")
+	case h.HTTP != "" && !httpPathRE.MatchString(h.HTTP):
+		return fmt.Errorf("health: http %q is not an absolute path without spaces", h.HTTP)
+	case h.HTTP != "" && (h.HTTPPort < 1 || h.HTTPPort > 65535):
+		return fmt.Errorf("health: http_port %d is outside 1..65535", h.HTTPPort)
+	}
+	if h.Interval == 0 {
+		h.Interval = Duration(DefaultHealthInterval)
+	}
+	if h.Timeout == 0 {
+		h.Timeout = Duration(min(DefaultHealthTimeout, time.Duration(h.Interval)))
+	}
+	if h.Retries == 0 {
+		h.Retries = DefaultHealthRetries
+	}
+	if h.StartPeriod == 0 {
+		h.StartPeriod = Duration(DefaultHealthStartPeriod)
+	}
+	switch t := time.Duration(h.Interval); {
+	case t < 100*time.Millisecond || t > time.Hour:
+		return fmt.Errorf("health: interval %s is outside 100ms..1h", t)
+	case time.Duration(h.Timeout) < 10*time.Millisecond || h.Timeout > h.Interval:
+		return fmt.Errorf("health: timeout %s is outside 10ms..interval (%s)", time.Duration(h.Timeout), t)
+	case h.Retries < 1 || h.Retries > 100:
+		return fmt.Errorf("health: retries %d is outside 1..100", h.Retries)
+	case h.StartPeriod < 0 || time.Duration(h.StartPeriod) > time.Hour:
+		return fmt.Errorf("health: start_period %s is outside 0..1h", time.Duration(h.StartPeriod))
+	}
+	return nil
+}
+
+// Port is the TCP port the check connects to.
+func (h Health) Port() int { return max(h.TCP, h.HTTPPort) }
 
 // Defaults filled in by Validate where the policy is silent.
 const (
@@ -158,6 +236,10 @@ const (
 	DefaultDataSize = Size(8 << 20)
 	// MinDataSize is the smallest data_size: room for a few files and directories.
 	MinDataSize = Size(64 << 10)
+	// DefaultLogSize and MaxLogSize bound a persona's log kept in /persist (log_persist).
+	DefaultLogSize = Size(1 << 20)
+	MinLogSize     = Size(64 << 10)
+	MaxLogSize     = Size(64 << 20)
 )
 
 // Protocols are the names Persona.Protocols may hold.
@@ -337,7 +419,27 @@ func (q *Persona) validate() error {
 	if err := q.validateRlimits(); err != nil {
 		return err
 	}
+	if err := q.validateLogs(); err != nil {
+		return err
+	}
+	if q.Health != nil {
+		if err := q.Health.validate(); err != nil {
+			return err
+		}
+	}
 	return q.validateDNS()
+}
+
+func (q *Persona) validateLogs() error {
+	switch {
+	case q.LogSize != 0 && !q.LogPersist:
+		return errors.New("log_size needs log_persist = true: without it the logs are in RAM only")
+	case q.LogPersist && q.LogSize == 0:
+		q.LogSize = DefaultLogSize
+	case q.LogPersist && (q.LogSize < MinLogSize || q.LogSize > MaxLogSize):
+		return fmt.Errorf("log_size %d is outside %d..%d bytes", q.LogSize, MinLogSize, MaxLogSize)
+	}
+	return nil
 }
 
 // Rlimits are the resource limits a policy may set, by their setrlimit(2) names without

@@ -436,7 +436,8 @@ func FuzzParse(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"governor":{"watchdog_timeout":"1s"},"persona":[]}`))
 	full, err := parseTOML(minimal + uplink + "user = \"104:110\"\nstop_signal = \"INT\"\nstop_timeout = \"30s\"\n" +
-		"shm_size = \"8MiB\"\nrlimits = { nofile = 1024, core = 0 }\ndns = [\"10.0.2.3\", \"fd00::3\"]\n")
+		"shm_size = \"8MiB\"\nrlimits = { nofile = 1024, core = 0 }\ndns = [\"10.0.2.3\", \"fd00::3\"]\n" +
+		"log_persist = true\nlog_size = \"2MiB\"\n[persona.health]\nhttp = \"/up\"\nhttp_port = 8000\nretries = 5\n")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -474,5 +475,46 @@ func TestVet(t *testing.T) {
 	}
 	if err := parse(t, minimal+"syscalls = [\"sethostname\"]\nprotocols = [\"sctp\"]\n").Vet(); err != nil {
 		t.Errorf("Vet refused a known call above the floor: %v", err)
+	}
+}
+
+// TestLogsAndHealth: log_persist takes a bounded log_size (default 1MiB); a health check is a
+// TCP port or an HTTP path on a port, with its timing filled in and bounded.
+func TestLogsAndHealth(t *testing.T) {
+	p := parse(t, minimal+"log_persist = true\n[persona.health]\ntcp = 6379\n")
+	q := p.Personas[0]
+	if q.LogSize != DefaultLogSize || q.Health == nil || q.Health.Port() != 6379 ||
+		time.Duration(q.Health.Interval) != DefaultHealthInterval || q.Health.Retries != DefaultHealthRetries ||
+		time.Duration(q.Health.StartPeriod) != DefaultHealthStartPeriod || time.Duration(q.Health.Timeout) != DefaultHealthTimeout {
+		t.Errorf("defaults: log_size %d, health %+v", q.LogSize, q.Health)
+	}
+	p = parse(t, minimal+"log_persist = true\nlog_size = \"64KiB\"\n[persona.health]\nhttp = \"/healthz?full=1\"\nhttp_port = 8000\ninterval = \"500ms\"\nretries = 1\nstart_period = \"0s\"\n")
+	if h := p.Personas[0].Health; h.Port() != 8000 || h.HTTP != "/healthz?full=1" || time.Duration(h.Timeout) != 500*time.Millisecond {
+		t.Errorf("http check: %+v", h)
+	}
+	if p.Personas[0].Health.StartPeriod != Duration(DefaultHealthStartPeriod) {
+		// "0s" is the zero value: it means the default, as every duration of the policy does.
+		t.Errorf("start_period 0s = %s", time.Duration(p.Personas[0].Health.StartPeriod))
+	}
+	for extra, want := range map[string]string{
+		"log_size = \"1MiB\"\n":                                "log_size needs log_persist",
+		"log_persist = true\nlog_size = \"1KiB\"\n":            "log_size 1024 is outside",
+		"log_persist = true\nlog_size = \"1GiB\"\n":            "log_size 1073741824 is outside",
+		"[persona.health]\n":                                   "health: needs tcp",
+		"[persona.health]\ntcp = 1\nhttp = \"/\"\n":            "exclude each other",
+		"[persona.health]\ntcp = 70000\n":                      "outside 1..65535",
+		"[persona.health]\ntcp = 80\nhttp_port = 80\n":         "http_port needs http",
+		"[persona.health]\nhttp = \"/\"\n":                     "http_port 0 is outside",
+		"[persona.health]\nhttp = \"/a b\"\nhttp_port = 80\n":  "not an absolute path",
+		"[persona.health]\nhttp = \"x\"\nhttp_port = 80\n":     "not an absolute path",
+		"[persona.health]\ntcp = 80\ninterval = \"10ms\"\n":    "interval 10ms is outside",
+		"[persona.health]\ntcp = 80\ntimeout = \"5s\"\n":       "timeout 5s is outside",
+		"[persona.health]\ntcp = 80\nretries = 101\n":          "retries 101 is outside",
+		"[persona.health]\ntcp = 80\nstart_period = \"2h\"\n":  "start_period 2h0m0s is outside",
+		"[persona.health]\ntcp = 80\nexec = [\"/bin/true\"]\n": "missing in the target struct",
+	} {
+		if _, err := parseTOML(minimal + extra); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", extra, err, want)
+		}
 	}
 }

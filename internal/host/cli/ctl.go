@@ -23,13 +23,14 @@ func ctlCmd() command {
 		verbs = append(verbs, string(v))
 	}
 	return command{name: "ctl", synopsis: "ask bay0 over its control channel (verbs: " + strings.Join(verbs, ", ") + ")",
-		usage: "VERB [NAME] | update IMG [--reboot]",
+		usage: "VERB [NAME] | logs [NAME] [--follow] | update IMG [--reboot]",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
 			socket := fs.String("socket", "", "unix socket of the machine's bay0.ctl port (spine vm --ctl)")
 			asJSON := fs.Bool("json", false, "print the raw result JSON")
 			timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the answer after this long")
 			reboot := fs.Bool("reboot", false, "update: reboot into the new Spine once it is staged")
 			events := fs.Bool("events", false, "logs: print only bay0's event lines (bay0: event=...)")
+			follow := fs.Bool("follow", false, "logs: keep printing new lines as they come, until interrupted")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if *socket == "" || len(args) == 0 || len(args) > 2 {
 					return errUsage
@@ -48,11 +49,17 @@ func ctlCmd() command {
 				if err := req.Validate(); err != nil {
 					return err
 				}
+				if *follow && req.Verb != control.VerbLogs {
+					return errUsage
+				}
 				c, err := ctlclient.Dial(*socket)
 				if err != nil {
 					return err
 				}
 				defer c.Close()
+				if *follow {
+					return followLogs(ctx, env.Stdout, env.Stderr, c, req, *timeout, *events)
+				}
 				if *timeout > 0 {
 					var cancel context.CancelFunc
 					ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -75,6 +82,67 @@ func ctlCmd() command {
 		}}
 }
 
+// followEvery is how often spine ctl logs --follow asks for new lines.
+const followEvery = 500 * time.Millisecond
+
+// followLogs prints the lines kept, then every new line, asking for those after the last it
+// has, until ctx ends (an interrupt); each request has its own timeout. Lines pushed out of the
+// ring between two requests are counted on stderr, never silently skipped.
+func followLogs(ctx context.Context, out, errOut io.Writer, c *ctlclient.Client, req control.Request, timeout time.Duration, onlyEvents bool) error {
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		resp, err := c.Call(cctx, req)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		var re *ctlclient.RemoteError
+		if errors.As(err, &re) {
+			return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
+		}
+		if err != nil {
+			return err
+		}
+		var l control.LogsResult
+		if err := resp.Decode(&l); err != nil {
+			return err
+		}
+		switch {
+		case l.Next < req.After:
+			fmt.Fprintln(errOut, "spine ctl logs: the machine restarted; its lines follow")
+		case !first && l.First > req.After+1:
+			fmt.Fprintf(errOut, "spine ctl logs: %d lines were pushed out before they could be read\n", l.First-req.After-1)
+		}
+		if err := printLines(out, l.Lines, onlyEvents); err != nil {
+			return err
+		}
+		req.After = l.Next
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// printLines prints log lines; onlyEvents keeps only bay0's event lines.
+func printLines(w io.Writer, lines []string, onlyEvents bool) error {
+	for _, line := range lines {
+		if _, err := event.Parse(line); onlyEvents && err != nil {
+			continue
+		}
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // printResult prints an answer for people; onlyEvents keeps only the event lines of logs.
 func printResult(w io.Writer, req control.Request, resp control.Response, onlyEvents bool) error {
 	switch req.Verb {
@@ -95,15 +163,7 @@ func printResult(w io.Writer, req control.Request, resp control.Response, onlyEv
 		if err := resp.Decode(&l); err != nil {
 			return err
 		}
-		for _, line := range l.Lines {
-			if _, err := event.Parse(line); onlyEvents && err != nil {
-				continue
-			}
-			if _, err := fmt.Fprintln(w, line); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printLines(w, l.Lines, onlyEvents)
 	}
 	what := string(req.Verb)
 	if req.Name != "" {

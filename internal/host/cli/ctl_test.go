@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/host/ctlclient"
 )
 
 // ctlHandler is a governor stand-in with fixed answers.
@@ -37,8 +40,11 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	}, nil
 }
 
-func (h *ctlHandler) Logs() ([]string, error) {
-	return []string{"bay0: event=slot-up slot=a version=3 name=demo", "bay0: persona web started", "persona web: bay0: event=halt"}, nil
+func (h *ctlHandler) Logs(name string, after uint64) (control.LogsResult, error) {
+	if name == "web" {
+		return control.LogsResult{Lines: []string{"persona web: listening"}, First: 1, Next: 1}, nil
+	}
+	return control.LogsResult{Lines: []string{"bay0: event=slot-up slot=a version=3 name=demo", "bay0: persona web started", "persona web: bay0: event=halt"}, First: 1, Next: 3}, nil
 }
 
 func (h *ctlHandler) Replace(n string) error { return h.act("replace", n) }
@@ -117,6 +123,7 @@ persona web: denied syscall accept4 (288), 3 times
 `},
 		{[]string{"logs"}, "bay0: event=slot-up slot=a version=3 name=demo\nbay0: persona web started\npersona web: bay0: event=halt\n"},
 		{[]string{"--events", "logs"}, "bay0: event=slot-up slot=a version=3 name=demo\n"},
+		{[]string{"logs", "web"}, "persona web: listening\n"},
 		{[]string{"stop", "web"}, "ok: stop web\n"},
 		{[]string{"replace", "db"}, "ok: replace db\n"},
 		{[]string{"reboot"}, "ok: reboot\n"},
@@ -149,6 +156,7 @@ func TestCtlErrors(t *testing.T) {
 		{[]string{"--socket", sock, "status", "web"}, 1, "spine ctl: field not allowed \"name\" for status\n"},
 		// Usage.
 		{[]string{"status"}, 2, "usage: spine ctl"},
+		{[]string{"--socket", sock, "--follow", "status"}, 2, "usage: spine ctl"},
 		{[]string{"--socket", sock}, 2, "usage: spine ctl"},
 		{[]string{"--socket", filepath.Join(t.TempDir(), "none"), "status"}, 1, "dial control socket"},
 	} {
@@ -160,3 +168,73 @@ func TestCtlErrors(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// growingLogs is a persona whose ring holds its last 2 lines of a growing log: each request
+// adds a line, and one request adds three (so one line is pushed out unread).
+type growingLogs struct {
+	ctlHandler
+	mu    sync.Mutex
+	lines []string
+}
+
+func (h *growingLogs) Logs(_ string, after uint64) (control.LogsResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	add := 1
+	if len(h.lines) == 2 {
+		add = 3
+	}
+	for range add {
+		h.lines = append(h.lines, fmt.Sprintf("persona web: line %d", len(h.lines)+1))
+	}
+	next := uint64(len(h.lines))
+	first := max(after+1, next-1)
+	return control.LogsResult{Lines: h.lines[first-1:], First: first, Next: next}, nil
+}
+
+// TestCtlLogsFollow: --follow prints each line once, in order, and says how many were pushed out
+// between two requests.
+func TestCtlLogsFollow(t *testing.T) {
+	h := &growingLogs{}
+	c, err := ctlclient.Dial(ctlSocket(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut lockedBuffer
+	out.onWrite = func(s string) {
+		if strings.Contains(s, "line 7") {
+			cancel()
+		}
+	}
+	if err := followLogs(ctx, &out, &errOut, c, control.Request{Verb: control.VerbLogs, Name: "web"}, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	want := "persona web: line 1\npersona web: line 2\npersona web: line 4\npersona web: line 5\npersona web: line 6\npersona web: line 7\n"
+	if out.String() != want || errOut.String() != "spine ctl logs: 1 lines were pushed out before they could be read\n" {
+		t.Errorf("followed:\n%s\nstderr %q", out.String(), errOut.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	onWrite func(string)
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	n, err := l.b.Write(p)
+	l.mu.Unlock()
+	if l.onWrite != nil {
+		l.onWrite(string(p))
+	}
+	return n, err
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -150,7 +150,9 @@ func (h *handler) Personas() ([]control.PersonaInfo, error) {
 	return []control.PersonaInfo{{Name: "web", State: "running", PID: 2}}, nil
 }
 
-func (h *handler) Logs() ([]string, error) { return h.ring.Lines(), nil }
+func (h *handler) Logs(_ string, after uint64) (control.LogsResult, error) {
+	return h.ring.Since(after), nil
+}
 
 func (h *handler) Replace(n string) error { return h.known(n) }
 func (h *handler) Stop(n string) error    { return h.known(n) }
