@@ -44,7 +44,7 @@ var errUsage = errors.New("usage")
 func commands() []command {
 	cs := []command{
 		keygenCmd(), buildCmd(), inspectCmd(), verifyCmd(), auditCmd(), ctlCmd(), uefiVarsCmd(), runCmd(),
-		pushCmd(), pullCmd(),
+		pushCmd(), pullCmd(), fleetCmd(),
 	}
 	cs = append(cs, platformCmds()...)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })

@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"alpinespine.org/spine/internal/host/ctlclient"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/event"
-	"alpinespine.org/spine/internal/format/image"
+	"alpinespine.org/spine/internal/host/ctlclient"
 )
 
 func ctlCmd() command {
@@ -25,7 +24,7 @@ func ctlCmd() command {
 	return command{name: "ctl", synopsis: "ask bay0 over its control channel (verbs: " + strings.Join(verbs, ", ") + ")",
 		usage: "VERB [NAME] | logs [NAME] [--follow] | update IMG [--reboot]",
 		flags: func(fs *flag.FlagSet) func(context.Context, *Env, []string) error {
-			socket := fs.String("socket", "", "unix socket of the machine's bay0.ctl port (spine vm --ctl)")
+			socket := fs.String("socket", "", "the machine's control line: the unix socket of its bay0.ctl port (spine vm --ctl), unix://PATH, or tcp://HOST:PORT (a console server or a BMC's serial over LAN)")
 			asJSON := fs.Bool("json", false, "print the raw result JSON")
 			timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the answer after this long")
 			reboot := fs.Bool("reboot", false, "update: reboot into the new Spine once it is staged")
@@ -263,25 +262,22 @@ func yesNo(b bool, yes, no string) string {
 
 // ctlUpdate streams a signed Spine to bay0 with a progress bar, then reboots into it if asked.
 func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON bool) error {
-	im, f, err := image.OpenFile(img)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	offer, err := update.OfferFromImage(im)
-	if err != nil {
-		return err
-	}
-	size := int64(im.Footer.ManifestOffset)
 	c, err := ctlclient.Dial(socket)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	start := time.Now()
-	bar := newProgress(env.Stderr, size)
-	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), bar.set)
-	bar.done()
+	var bar *progress
+	r, err := c.UpdateImage(ctx, img, func(sent, total int64) {
+		if bar == nil {
+			bar = newProgress(env.Stderr, total)
+		}
+		bar.set(sent)
+	})
+	if bar != nil {
+		bar.done()
+	}
 	var re *ctlclient.RemoteError
 	if errors.As(err, &re) {
 		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
@@ -290,15 +286,15 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 		return err
 	}
 	if asJSON {
-		fmt.Fprintf(env.Stdout, "%s\n", resp.Result)
-	} else {
-		var r control.UpdateResult
-		if err := resp.Decode(&r); err != nil {
+		b, err := json.Marshal(r)
+		if err != nil {
 			return err
 		}
+		fmt.Fprintf(env.Stdout, "%s\n", b)
+	} else {
 		el := time.Since(start)
 		fmt.Fprintf(env.Stdout, "staged %s v%d in slot %s (%d bytes in %s, %.1f MB/s); it boots as a trial next time\n",
-			r.Name, r.Version, r.Slot, size, el.Round(time.Millisecond), float64(size)/el.Seconds()/1e6)
+			r.Name, r.Version, r.Slot, r.Bytes, el.Round(time.Millisecond), float64(r.Bytes)/el.Seconds()/1e6)
 	}
 	if !reboot {
 		return nil

@@ -158,7 +158,7 @@ func TestCtlErrors(t *testing.T) {
 		{[]string{"status"}, 2, "usage: spine ctl"},
 		{[]string{"--socket", sock, "--follow", "status"}, 2, "usage: spine ctl"},
 		{[]string{"--socket", sock}, 2, "usage: spine ctl"},
-		{[]string{"--socket", filepath.Join(t.TempDir(), "none"), "status"}, 1, "dial control socket"},
+		{[]string{"--socket", filepath.Join(t.TempDir(), "none"), "status"}, 1, "dial control line"},
 	} {
 		code, out, errOut := runSpine(t, append([]string{"ctl"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errOut, tc.wantErr) || out != "" {

@@ -3,7 +3,6 @@
 package ctlclient
 
 import (
-	"alpinespine.org/spine/internal/bay0/control"
 	"bufio"
 	"bytes"
 	"context"
@@ -14,8 +13,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/image"
 )
 
 // RemoteError is the governor's refusal: a response with ok false.
@@ -35,17 +39,31 @@ type Client struct {
 	last uint64 // the last request ID used
 }
 
-// Dial connects to the unix socket at path.
-func Dial(path string) (*Client, error) {
-	conn, err := net.Dial("unix", path)
+// Dial connects to a machine's control line: a unix socket path (what `spine vm --ctl` makes
+// of the port), "unix://PATH", or "tcp://HOST:PORT" (a console server such as ser2net, or a
+// BMC's serial over LAN, that carries the line).
+func Dial(addr string) (*Client, error) {
+	network, where := "unix", addr
+	switch {
+	case strings.HasPrefix(addr, "tcp://"):
+		network, where = "tcp", strings.TrimPrefix(addr, "tcp://")
+	case strings.HasPrefix(addr, "unix://"):
+		where = strings.TrimPrefix(addr, "unix://")
+	case strings.Contains(addr, "://"):
+		return nil, fmt.Errorf("control line %q: want a socket path, unix://PATH or tcp://HOST:PORT", addr)
+	}
+	if where == "" {
+		return nil, fmt.Errorf("control line %q: no address", addr)
+	}
+	conn, err := net.DialTimeout(network, where, 10*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("dial control socket: %w", err)
+		return nil, fmt.Errorf("dial control line %s: %w", addr, err)
 	}
 	// The serial line may still hold half a line from an earlier client: a blank line ends
 	// it (and draws at most one error answer, which Call skips), and is otherwise ignored.
 	if _, err := conn.Write([]byte("\n")); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("write control socket: %w", err)
+		return nil, fmt.Errorf("write control line %s: %w", addr, err)
 	}
 	return New(conn), nil
 }
@@ -202,4 +220,32 @@ func (c *Client) Update(ctx context.Context, req control.Request, body io.Reader
 		}
 	}
 	return c.readAnswer(req)
+}
+
+// UpdateImage offers the signed Spine image at path and streams its body (everything before
+// the manifest: the offer itself carries the manifest and signature), reporting progress.
+func (c *Client) UpdateImage(ctx context.Context, path string, progress func(sent, total int64)) (control.UpdateResult, error) {
+	im, f, err := image.OpenFile(path)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	defer f.Close()
+	offer, err := update.OfferFromImage(im)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	size := int64(im.Footer.ManifestOffset)
+	var report func(int64)
+	if progress != nil {
+		report = func(n int64) { progress(n, size) }
+	}
+	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), report)
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	var r control.UpdateResult
+	if err := resp.Decode(&r); err != nil {
+		return control.UpdateResult{}, fmt.Errorf("update answer: %w", err)
+	}
+	return r, nil
 }

@@ -1,15 +1,18 @@
 package ctlclient
 
 import (
-	"alpinespine.org/spine/internal/bay0/control"
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"alpinespine.org/spine/internal/bay0/control"
 )
 
 // TestClientIDsDiffer: two clients of the same line do not both start counting at 1.
@@ -85,4 +88,50 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// TestDialTCP: a control line carried over TCP (a console server) speaks the same protocol.
+func TestDialTCP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		for {
+			line, err := br.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			req, err := control.DecodeRequest(line)
+			if err != nil {
+				continue // the blank line Dial sends first
+			}
+			fmt.Fprintf(conn, `{"v":1,"id":%d,"ok":true,"result":{"spine":"demo","version":4}}`+"\n", req.ID)
+		}
+	}()
+	c, err := Dial("tcp://" + l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Call(testCtx(t), control.Request{Verb: control.VerbStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s control.StatusInfo
+	if err := resp.Decode(&s); err != nil || s.Version != 4 {
+		t.Fatalf("status over tcp: %+v, %v", s, err)
+	}
+	for _, bad := range []string{"http://x", "tcp://", "unix://"} {
+		if _, err := Dial(bad); err == nil {
+			t.Errorf("Dial(%q) succeeded", bad)
+		}
+	}
 }
