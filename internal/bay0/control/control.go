@@ -478,6 +478,8 @@ type StatusInfo struct {
 	RSSKiB int64 `json:"rss_kib,omitempty"`
 	// Boot is the boot's timeline: each phase of stage 1 and the governor with its duration.
 	Boot []BootPhase `json:"boot,omitempty"`
+	// Personas is every persona as the personas verb describes it, in policy order.
+	Personas []PersonaInfo `json:"personas,omitempty"`
 }
 
 // BootPhase is one named phase of the boot and how long it took.
@@ -507,7 +509,8 @@ type WatchdogInfo struct {
 // PersonaInfo is one persona in the result of personas.
 type PersonaInfo struct {
 	Name string `json:"name"`
-	// State is the supervisor's word for it, e.g. running, stopped, restarting.
+	// State is the supervisor's word for it: starting, running, healthy (its health check
+	// passed), backing-off (ended, restarted after a delay), stopped, exited or refused.
 	State string `json:"state"`
 	// PID is the persona's init in the governor's PID namespace, 0 when not running.
 	PID      int    `json:"pid"`
@@ -517,6 +520,15 @@ type PersonaInfo struct {
 	LastExit string `json:"last_exit"`
 	// Denied lists the system calls the persona's filter refused since boot, with counts.
 	Denied []string `json:"denied,omitempty"`
+	// Health is the last health check's outcome: absent without a check, "ok", or why it
+	// failed.
+	Health string `json:"health,omitempty"`
+	// CPUUsec is the running instance's CPU time (its cgroup's cpu.stat usage_usec),
+	// CPUPercent its use over the last second in percent of one core, MemoryBytes its
+	// cgroup's memory.current; all absent when it is not running.
+	CPUUsec     int64   `json:"cpu_usec,omitempty"`
+	CPUPercent  float64 `json:"cpu_percent,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 }
 
 // Limits are a persona's cgroup limits, as written to the cgroup files.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
+	"alpinespine.org/spine/internal/bay0/supervise"
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/disk"
@@ -86,6 +88,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 			st.Denied = append(st.Denied, "persona "+p.Name+": denied syscall "+strings.Join(p.Denied, "; "))
 		}
 	}
+	st.Personas, _ = h.Personas()
 	return st, nil
 }
 
@@ -94,7 +97,8 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	for _, s := range h.r.personas.sup.Status() {
 		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
 			LastExit: s.LastExit, Denied: s.Denied, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
-				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)}})
+				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)},
+			Health: s.Health, CPUUsec: s.CPUUsec, CPUPercent: math.Round(s.CPUPercent*10) / 10, MemoryBytes: s.MemoryBytes})
 	}
 	return out, nil
 }
@@ -106,6 +110,19 @@ func (h *ctlHandler) Logs(name string, after uint64) (control.LogsResult, error)
 		return h.g.ring.Since(after), nil
 	}
 	return h.r.personas.logs.lines(name, after)
+}
+
+// personaStates says each persona's state in a few words, "web healthy, job exited": a
+// persona that ended by itself (restart = "never") counts as up, but is never called running.
+func personaStates(st []supervise.Status) string {
+	parts := make([]string, 0, len(st))
+	for _, s := range st {
+		parts = append(parts, s.Name+" "+string(s.State))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // verbTimeout bounds a persona verb; it must stay well inside the watchdog window, since the

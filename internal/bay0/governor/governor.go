@@ -263,7 +263,7 @@ func (g *Governor) mainLoop(r *running) error {
 				// left garbage behind; PID 1 lives for the whole uptime, so give it back now.
 				debug.FreeOSMemory()
 				up, rss := kernelUptime(), selfRSS()
-				g.logf("all personas running: uptime %s, rss %d KiB", up, rss)
+				g.logf("personas up (%s): uptime %s, rss %d KiB", personaStates(r.personas.sup.Status()), up, rss)
 				g.emit(event.New(event.PersonasUp).With("uptime", up).Int("rss_kib", int64(rss)))
 			}
 			if r.committed.Load() || now.Sub(g.started) < time.Duration(r.policy.Governor.HealthWindow) {

@@ -22,6 +22,7 @@ import (
 
 	"alpinespine.org/spine/internal/bay0/denial"
 	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/probe"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/policy"
@@ -116,6 +117,8 @@ type Config struct {
 	// confirmed gone: its cgroup could not be killed or did not empty in time. The governor
 	// resets the machine: uncertain containment is never carried on with (Article VIII §1).
 	Containment func(name string, err error)
+	// Check makes one health check, off the loop; default probe.Check.
+	Check func(context.Context, probe.Target) error
 }
 
 // State is where a persona is in its life.
@@ -124,12 +127,19 @@ type State string
 // The states of a persona.
 const (
 	Starting State = "starting"
-	Running  State = "running"
-	Waiting  State = "waiting" // ended; replaced after the backoff delay
-	Stopped  State = "stopped" // by the operator
-	Exited   State = "exited"  // ended with restart = "never"
-	Refused  State = "refused" // the policy entry cannot run on this machine
+	// Running: the instance is up; with a health check, not yet found healthy.
+	Running State = "running"
+	// Healthy: the instance is up and its health check passed (and has not failed its
+	// retries since).
+	Healthy    State = "healthy"
+	BackingOff State = "backing-off" // ended; replaced after the backoff delay
+	Stopped    State = "stopped"     // by the operator
+	Exited     State = "exited"      // ended with restart = "never"
+	Refused    State = "refused"     // the policy entry cannot run on this machine
 )
+
+// up reports whether the state is an instance up and running.
+func (st State) up() bool { return st == Running || st == Healthy }
 
 // Status describes one persona for the control channel.
 type Status struct {
@@ -141,6 +151,14 @@ type Status struct {
 	Limits   persona.Limits `json:"limits"`
 	// Denied lists the system calls the persona's filter refused since boot, with counts.
 	Denied []string `json:"denied,omitempty"`
+	// Health is the last health check's outcome: "" without a check, "ok", or why it
+	// failed and how many times in a row.
+	Health string `json:"health,omitempty"`
+	// CPUUsec is the CPU time the running instance used (cpu.stat usage_usec), CPUPercent its
+	// share of one core over the last sample period, MemoryBytes its memory.current.
+	CPUUsec     int64   `json:"cpu_usec,omitempty"`
+	CPUPercent  float64 `json:"cpu_percent,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 }
 
 // ErrUnknown is a request for a persona the policy does not have.
@@ -157,6 +175,7 @@ type Supervisor struct {
 	ps      map[string]*entry
 
 	reqs      chan request
+	checks    chan checkResult
 	denials   chan denial.Record
 	denied    denial.Tracker
 	started   chan startResult
@@ -191,6 +210,16 @@ type entry struct {
 	// stallWindow is the policy's memory_stall; watch samples the running instance.
 	stallWindow time.Duration
 	watch       *stallWatch
+	// health is the policy's check (nil: none) and target where it connects; the running
+	// instance's checks are spaced by nextCheck, one at a time (checking), and fails
+	// counts those failed in a row; healthMsg is the last outcome.
+	health    *policy.Health
+	target    probe.Target
+	checking  bool
+	nextCheck time.Time
+	fails     int
+	healthMsg string
+	usage     usage
 }
 
 // launch is one instance under watch; its exit status arrives on done.
@@ -234,11 +263,15 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 	if cfg.PressureEvery == 0 {
 		cfg.PressureEvery = pressureEvery
 	}
+	if cfg.Check == nil {
+		cfg.Check = probe.Check
+	}
 	s := &Supervisor{
 		cfg:     cfg,
 		console: &lockedWriter{w: cfg.Console},
 		ps:      map[string]*entry{},
 		reqs:    make(chan request),
+		checks:  make(chan checkResult, len(pol.Personas)+1),
 		denials: make(chan denial.Record, 64),
 		started: make(chan startResult),
 		exits:   make(chan *launch),
@@ -246,7 +279,8 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 		destroyed: make(chan destroyResult, len(pol.Personas)+1),
 	}
 	for i, p := range pol.Personas {
-		e := &entry{always: p.Restart != "never", optional: p.Optional, state: Waiting, stallWindow: time.Duration(p.MemoryStall)}
+		e := &entry{always: p.Restart != "never", optional: p.Optional, state: BackingOff, stallWindow: time.Duration(p.MemoryStall),
+			health: p.Health, target: checkTarget(p)}
 		if cfg.Output != nil {
 			e.out = cfg.Output(p.Name)
 		}
@@ -289,28 +323,37 @@ func compileFilter(p policy.Persona) ([]byte, error) {
 // every Config.Tick; the watchdog feeder polls this.
 func (s *Supervisor) Progress() time.Time { return time.Unix(0, s.progress.Load()) }
 
-// AllUp reports whether every persona is running, or has ended by itself with
-// restart = "never". A persona refused, stopped, waiting or starting is not up.
+// AllUp reports whether every persona is up (running or healthy), or has ended by itself
+// with restart = "never". A persona refused, stopped, backing off or starting is not up.
 func (s *Supervisor) AllUp() bool {
 	for _, st := range *s.snap.Load() {
-		if st.State != Running && st.State != Exited {
+		if !st.State.up() && st.State != Exited {
 			return false
 		}
 	}
 	return true
 }
 
-// Missing lists the personas a trial needs that are not up (running, or ended by themselves
-// with restart = "never"), each with its state and why: the reason of a refusal or of the
-// last failed start. It never blocks.
+// Missing lists the personas a trial needs that are not up, each with its state and why: the
+// reason of a refusal or of the last failed start, or the last failed health check. Up is
+// healthy for a persona with a health check, running for one without, or ended by itself
+// with restart = "never". It never blocks.
 func (s *Supervisor) Missing() []string {
 	var out []string
 	for _, st := range *s.snap.Load() {
-		if st.State == Running || st.State == Exited || s.ps[st.Name].optional {
+		e := s.ps[st.Name]
+		ok := st.State == Healthy || st.State == Exited || st.State == Running && e.health == nil
+		if ok || e.optional {
 			continue
 		}
 		m := fmt.Sprintf("persona %s %s", st.Name, st.State)
-		if st.LastExit != "" {
+		switch {
+		case st.State == Running:
+			m += ", not healthy yet"
+			if st.Health != "" {
+				m += ": " + st.Health
+			}
+		case st.LastExit != "":
 			m += ": " + st.LastExit
 		}
 		out = append(out, m)
@@ -382,7 +425,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.endShutdown()
 		if booting == "" && len(queue) > 0 && !s.closing {
 			booting, queue = queue[0], queue[1:]
-			if e := s.ps[booting]; e.state == Waiting && e.retryAt.IsZero() {
+			if e := s.ps[booting]; e.state == BackingOff && e.retryAt.IsZero() {
 				s.launch(booting)
 			} else {
 				booting = ""
@@ -410,15 +453,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 		case r := <-s.denials:
 			s.onDenial(r)
+		case r := <-s.checks:
+			s.onCheck(r)
 		case <-tick.C:
 			now := time.Now()
 			for _, n := range s.names {
-				if e := s.ps[n]; e.state == Waiting && !e.retryAt.IsZero() && !now.Before(e.retryAt) {
+				if e := s.ps[n]; e.state == BackingOff && !e.retryAt.IsZero() && !now.Before(e.retryAt) {
 					s.launch(n)
 				}
 			}
+			s.startChecks(now)
 			if now.Sub(lastSample) >= s.cfg.PressureEvery {
 				lastSample = now
+				s.sampleUsage(now)
 				s.samplePressure(now)
 				for _, d := range s.denied.Flush(now) {
 					s.reportDenied(d[0], d[1])
@@ -474,13 +521,14 @@ func (s *Supervisor) onStarted(r startResult) {
 	}()
 	e.cur, e.state, e.upSince = l, Running, time.Now()
 	e.watch = &stallWatch{window: e.stallWindow, memoryMax: e.spec.Limits.MemoryMax}
+	e.checking, e.nextCheck, e.fails, e.healthMsg, e.usage = false, e.upSince, 0, "", usage{}
 	s.logf("bay0: persona %s started pid %d in %s", r.name, r.inst.PID(), r.inst.Startup().Round(10*time.Microsecond))
 	s.emit(event.New(event.PersonaStarted).With("name", r.name).Int("pid", int64(r.inst.PID())).Int("startup_us", r.inst.Startup().Microseconds()))
 	switch e.pending {
 	case "stop":
 		s.stop(r.name, Stopped, true)
 	case "replace":
-		s.stop(r.name, Waiting, true)
+		s.stop(r.name, BackingOff, true)
 		s.launch(r.name)
 	}
 }
@@ -612,7 +660,7 @@ func (s *Supervisor) afterEnd(name string, ran time.Duration) {
 		s.launch(name)
 	case e.always:
 		e.delay = s.cfg.Backoff.next(e.delay, ran)
-		e.state, e.retryAt = Waiting, time.Now().Add(e.delay)
+		e.state, e.retryAt = BackingOff, time.Now().Add(e.delay)
 		e.restarts++
 	default:
 		e.state = Exited
@@ -631,7 +679,7 @@ func (s *Supervisor) onRequest(r request) error {
 	switch r.verb {
 	case "start":
 		switch e.state {
-		case Running:
+		case Running, Healthy:
 			return nil
 		case Starting:
 			e.pending = ""
@@ -641,7 +689,7 @@ func (s *Supervisor) onRequest(r request) error {
 		s.launch(r.name)
 	case "stop":
 		switch e.state {
-		case Running:
+		case Running, Healthy:
 			s.stop(r.name, Stopped, true)
 			s.logf("bay0: persona %s stopped", r.name)
 			s.emit(event.New(event.PersonaStopped).With("name", r.name))
@@ -652,8 +700,8 @@ func (s *Supervisor) onRequest(r request) error {
 		}
 	case "replace":
 		switch e.state {
-		case Running:
-			s.stop(r.name, Waiting, true)
+		case Running, Healthy:
+			s.stop(r.name, BackingOff, true)
 			s.logf("bay0: persona %s replaced", r.name)
 			s.emit(event.New(event.PersonaReplaced).With("name", r.name))
 			e.delay = 0
@@ -690,14 +738,14 @@ func (s *Supervisor) beginShutdown(reply chan error) {
 	for _, n := range s.names {
 		e := s.ps[n]
 		switch {
-		case e.state == Running && e.cur != nil:
+		case e.state.up() && e.cur != nil:
 			s.stop(n, Stopped, true)
 			s.logf("bay0: persona %s stopping: the machine is going down", n)
 		case e.state == Starting && e.deferred:
 			e.deferred, e.state = false, Stopped // not spawned yet: never will be
 		case e.state == Starting:
 			e.pending = "stop" // its start is in flight; stopped once it is up
-		case e.state == Waiting:
+		case e.state == BackingOff:
 			e.state, e.retryAt = Stopped, time.Time{}
 		}
 	}
@@ -753,7 +801,7 @@ func (s *Supervisor) reportDenied(name, line string) {
 func (s *Supervisor) samplePressure(now time.Time) {
 	for _, n := range s.names {
 		e := s.ps[n]
-		if e.state != Running || e.cur == nil || e.watch == nil {
+		if !e.state.up() || e.cur == nil || e.watch == nil {
 			continue
 		}
 		st, err := e.cur.inst.Memory()
@@ -766,7 +814,7 @@ func (s *Supervisor) samplePressure(now time.Time) {
 		}
 		s.logf("bay0: persona %s %s; replacing it", n, verdict)
 		s.emit(event.New(event.PersonaStuck).With("name", n).With("reason", verdict.String()))
-		s.stop(n, Waiting, false)
+		s.stop(n, BackingOff, false)
 		e.lastExit = "replaced: " + verdict.String()
 		e.restarts++
 		e.delay = 0
@@ -787,9 +835,10 @@ func (s *Supervisor) publish() {
 	for _, n := range s.names {
 		e := s.ps[n]
 		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits,
-			Denied: s.denied.Summary(n)}
+			Denied: s.denied.Summary(n), Health: e.healthMsg}
 		if e.cur != nil {
 			st.Pid = e.cur.inst.PID()
+			st.CPUUsec, st.CPUPercent, st.MemoryBytes = e.usage.cpuUsec, e.usage.cpuPercent, e.usage.memory
 		}
 		out = append(out, st)
 	}

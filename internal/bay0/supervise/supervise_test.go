@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/probe"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -173,9 +174,16 @@ func pentry(name string, order int) policy.Persona {
 
 func start(t *testing.T, l *fakeLauncher, pol policy.Policy) (*Supervisor, *syncBuffer) {
 	t.Helper()
+	return startChecked(t, l, pol, nil)
+}
+
+// startChecked starts a supervisor whose health checks are made by check.
+func startChecked(t *testing.T, l *fakeLauncher, pol policy.Policy, check func(context.Context, probe.Target) error) (*Supervisor, *syncBuffer) {
+	t.Helper()
 	var console syncBuffer
 	s, err := New(Config{Console: &console, Launcher: l, PersistRoot: "/persist", Tick: 5 * time.Millisecond,
-		PressureEvery: 50 * time.Millisecond, Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Reset: time.Hour}}, pol)
+		PressureEvery: 50 * time.Millisecond, Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Reset: time.Hour},
+		Check: check}, pol)
 	if err != nil {
 		t.Fatal(err)
 	}

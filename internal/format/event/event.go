@@ -71,6 +71,8 @@ const (
 	PersonaStuck     Kind = "persona-stuck"     // name reason (stuck at memory.max: replaced)
 	PersonaDenied    Kind = "persona-denied"    // name calls (system calls its filter refused)
 	LogsKept         Kind = "logs-kept"         // name lines bytes (its log kept in /persist; lines read back)
+	PersonaHealthy   Kind = "persona-healthy"   // name ms (its health check passed, ms after its start)
+	PersonaUnhealthy Kind = "persona-unhealthy" // name reason (its health check failed its retries: replaced)
 	UpdateAccepted   Kind = "update-accepted"   // name version slot
 	UpdateFailed     Kind = "update-failed"     // slot reason
 	UpdateStaged     Kind = "update-staged"     // name version slot write_ms verify_ms

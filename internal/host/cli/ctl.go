@@ -212,6 +212,18 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(s.Personas) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "PERSONA\tSTATE\tRESTARTS\tCPU\tMEMORY\tHEALTH\tLAST EXIT")
+		for _, p := range s.Personas {
+			cpu, mem := usage(p)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.State, p.Restarts, cpu, mem, orDash(p.Health), orDash(p.LastExit))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	for _, d := range s.Denied {
 		if _, err := fmt.Fprintln(w, d); err != nil {
 			return err
@@ -222,14 +234,15 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 
 func printPersonas(w io.Writer, ps []control.PersonaInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tCPU.MAX\tMEMORY.MAX\tPIDS.MAX\tLAST EXIT")
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tCPU\tMEMORY\tCPU.MAX\tMEMORY.MAX\tPIDS.MAX\tHEALTH\tLAST EXIT")
 	for _, p := range ps {
 		pid := "-"
 		if p.PID > 0 {
 			pid = fmt.Sprint(p.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.State, pid, p.Restarts,
-			orDash(p.Limits.CPUMax), orDash(p.Limits.MemoryMax), orDash(p.Limits.PidsMax), orDash(p.LastExit))
+		cpu, mem := usage(p)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.State, pid, p.Restarts, cpu, mem,
+			orDash(p.Limits.CPUMax), orDash(p.Limits.MemoryMax), orDash(p.Limits.PidsMax), orDash(p.Health), orDash(p.LastExit))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -242,6 +255,14 @@ func printPersonas(w io.Writer, ps []control.PersonaInfo) error {
 		}
 	}
 	return nil
+}
+
+// usage renders a running persona's CPU share and memory use ("-" when it is not running).
+func usage(p control.PersonaInfo) (cpu, mem string) {
+	if p.PID == 0 {
+		return "-", "-"
+	}
+	return fmt.Sprintf("%.1f%%", p.CPUPercent), fmt.Sprintf("%.1fMiB", float64(p.MemoryBytes)/(1<<20))
 }
 
 func ms(v uint64) string { return (time.Duration(v) * time.Millisecond).String() }

@@ -28,12 +28,14 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		UptimeMS: 12345, PersistMounted: true,
 		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
 		LastReset: "fatal: persona web: supervisor hung", Committed: true,
-		Denied: []string{"persona web: denied syscall accept4 (288), 3 times"}}, nil
+		Denied: []string{"persona web: denied syscall accept4 (288), 3 times"},
+		Personas: []control.PersonaInfo{{Name: "web", State: "healthy", PID: 212, Restarts: 1, CPUPercent: 99.5, MemoryBytes: 13 << 20, Health: "ok"},
+			{Name: "db", State: "exited", LastExit: "exit status 0"}}}, nil
 }
 
 func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 	return []control.PersonaInfo{
-		{Name: "web", State: "running", PID: 212, Restarts: 1,
+		{Name: "web", State: "healthy", PID: 212, Restarts: 1, CPUPercent: 99.5, MemoryBytes: 13 << 20, Health: "ok",
 			Limits: control.Limits{CPUMax: "50000 100000", MemoryMax: "67108864", PidsMax: "64"}, LastExit: "exit status 1",
 			Denied: []string{"accept4 (288), 3 times"}},
 		{Name: "db", State: "stopped", Limits: control.Limits{CPUMax: "max", MemoryMax: "max", PidsMax: "max"}},
@@ -114,11 +116,15 @@ last reset:   fatal: persona web: supervisor hung
 SLOT  STATE  VERSION  TRIES  REASON
 a     good   3        0      -
 b     trial  4        1      verity: root hash mismatch
+
+PERSONA  STATE    RESTARTS  CPU    MEMORY   HEALTH  LAST EXIT
+web      healthy  1         99.5%  13.0MiB  ok      -
+db       exited   0         -      -        -       exit status 0
 persona web: denied syscall accept4 (288), 3 times
 `},
-		{[]string{"personas"}, `NAME  STATE    PID  RESTARTS  CPU.MAX       MEMORY.MAX  PIDS.MAX  LAST EXIT
-web   running  212  1         50000 100000  67108864    64        exit status 1
-db    stopped  -    0         max           max         max       -
+		{[]string{"personas"}, `NAME  STATE    PID  RESTARTS  CPU    MEMORY   CPU.MAX       MEMORY.MAX  PIDS.MAX  HEALTH  LAST EXIT
+web   healthy  212  1         99.5%  13.0MiB  50000 100000  67108864    64        ok      exit status 1
+db    stopped  -    0         -      -        max           max         max       -       -
 persona web: denied syscall accept4 (288), 3 times
 `},
 		{[]string{"logs"}, "bay0: event=slot-up slot=a version=3 name=demo\nbay0: persona web started\npersona web: bay0: event=halt\n"},
@@ -127,7 +133,7 @@ persona web: denied syscall accept4 (288), 3 times
 		{[]string{"stop", "web"}, "ok: stop web\n"},
 		{[]string{"replace", "db"}, "ok: replace db\n"},
 		{[]string{"reboot"}, "ok: reboot\n"},
-		{[]string{"personas", "--json"}, `{"personas":[{"name":"web","state":"running","pid":212,"restarts":1,"limits":{"cpu.max":"50000 100000","memory.max":"67108864","pids.max":"64"},"last_exit":"exit status 1","denied":["accept4 (288), 3 times"]},{"name":"db","state":"stopped","pid":0,"restarts":0,"limits":{"cpu.max":"max","memory.max":"max","pids.max":"max"},"last_exit":""}]}` + "\n"},
+		{[]string{"personas", "--json"}, `{"personas":[{"name":"web","state":"healthy","pid":212,"restarts":1,"limits":{"cpu.max":"50000 100000","memory.max":"67108864","pids.max":"64"},"last_exit":"exit status 1","denied":["accept4 (288), 3 times"],"health":"ok","cpu_percent":99.5,"memory_bytes":13631488},{"name":"db","state":"stopped","pid":0,"restarts":0,"limits":{"cpu.max":"max","memory.max":"max","pids.max":"max"},"last_exit":""}]}` + "\n"},
 		{[]string{"--json", "start", "web"}, "{}\n"},
 	} {
 		h := &ctlHandler{}
