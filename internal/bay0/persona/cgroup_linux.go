@@ -30,7 +30,8 @@ type Cgroup struct {
 	Path string
 }
 
-// NewCgroup makes the leaf parent/name with limits l. A leftover leaf of the same name (the
+// NewCgroup makes the leaf parent/name with the limits of l.Files (the rest, l.ExecFiles, are
+// Set before the workload's exec). A leftover leaf of the same name (the
 // governor never leaves one, but a leaf is cheap to check) is emptied and removed first.
 func NewCgroup(parent, name string, l Limits) (*Cgroup, error) {
 	c := &Cgroup{Path: filepath.Join(parent, name)}
@@ -43,13 +44,21 @@ func NewCgroup(parent, name string, l Limits) (*Cgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make cgroup %s: %w", c.Path, err)
 	}
-	for _, f := range l.Files() {
-		if err := writeFile(filepath.Join(c.Path, f.Name), f.Value); err != nil {
-			_ = os.Remove(c.Path)
-			return nil, err
-		}
+	if err := c.Set(l.Files()); err != nil {
+		_ = os.Remove(c.Path)
+		return nil, err
 	}
 	return c, nil
+}
+
+// Set writes files into the leaf, in order.
+func (c *Cgroup) Set(files []CgroupFile) error {
+	for _, f := range files {
+		if err := writeFile(filepath.Join(c.Path, f.Name), f.Value); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Open returns a directory fd of the leaf for SysProcAttr.CgroupFD (CLONE_INTO_CGROUP).

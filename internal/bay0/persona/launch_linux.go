@@ -191,20 +191,30 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		return nil, fail("", err)
 	}
 	childEnds = append(childEnds, cfgR)
+	defer func() {
+		if cfgW != nil {
+			cfgW.Close()
+		}
+	}()
+	relR, relW, err := os.Pipe()
+	if err != nil {
+		return nil, fail("", err)
+	}
+	childEnds = append(childEnds, relR)
+	// Closed without its byte on any failure: persona-init then ends without exec.
+	defer relW.Close()
 	logR, logW, err := os.Pipe()
 	if err != nil {
-		cfgW.Close()
 		return nil, fail("", err)
 	}
 	childEnds = append(childEnds, logW)
 	forked := false
 	defer func() {
 		if !forked {
-			cfgW.Close()
 			logR.Close()
 		}
 	}()
-	files := []uintptr{devnull.Fd(), logW.Fd(), logW.Fd(), cfgR.Fd(), syncW.Fd()}
+	files := []uintptr{devnull.Fd(), logW.Fd(), logW.Fd(), cfgR.Fd(), syncW.Fd(), relR.Fd()}
 	if s.DataDir != "" {
 		data, err := detachedData(s)
 		if err != nil {
@@ -268,7 +278,6 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	for _, r := range s.Rlimits {
 		lim := unix.Rlimit{Cur: r.Value, Max: r.Value}
 		if err := unix.Prlimit(pid, r.Resource, &lim, nil); err != nil {
-			cfgW.Close()
 			logR.Close()
 			return nil, fail("rlimits", fmt.Errorf("prlimit %d: %w", r.Resource, err))
 		}
@@ -277,7 +286,6 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		// persona-init waits for its config, so the device is there before it looks.
 		device, err := attachUplink(pid, s.Name)
 		if err != nil {
-			cfgW.Close()
 			logR.Close()
 			return nil, fail("uplink", err)
 		}
@@ -285,10 +293,11 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		u.Device = device
 		cfg.Uplink = &u
 	}
-	go func() {
-		_ = cfg.Encode(cfgW)
-		cfgW.Close()
-	}()
+	go func(w *os.File) {
+		_ = cfg.Encode(w)
+		w.Close()
+	}(cfgW)
+	cfgW = nil
 	go func() {
 		_ = CopyLines(out, logR, "persona "+s.Name+": ")
 		logR.Close()
@@ -296,7 +305,17 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 	if err := syncR.SetReadDeadline(started.Add(StartTimeout)); err != nil {
 		return nil, fail("", err)
 	}
-	stage, err := ReadReports(syncR)
+	stage, err := ReadReports(syncR, func() error {
+		if cg != nil {
+			if err := cg.Set(s.Limits.ExecFiles()); err != nil {
+				return err
+			}
+		}
+		if _, err := relW.Write([]byte{1}); err != nil {
+			return fmt.Errorf("release persona-init: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		if errors.Is(err, ErrNoExec) {
 			// Say how the child ended, if it did.

@@ -35,9 +35,10 @@ const MaxConfigSize = 1 << 20
 
 // The fds persona-init receives beside stdin, stdout and stderr.
 const (
-	ConfigFD = 3 // the Config, one JSON document, then EOF
-	SyncFD   = 4 // persona-init's reports to the parent (see sync.go)
-	DataFD   = 5 // present only when Config.Data: a detached mount of the persona's /data
+	ConfigFD  = 3 // the Config, one JSON document, then EOF
+	SyncFD    = 4 // persona-init's reports to the parent (see sync.go)
+	ReleaseFD = 5 // one byte from the parent once the workload's deferred limits are set
+	DataFD    = 6 // present only when Config.Data: a detached mount of the persona's /data
 )
 
 // InitArg is the first argument that makes bay0 persona-init.
@@ -488,16 +489,25 @@ type CgroupFile struct {
 	Name, Value string
 }
 
-// Files returns what is written into a persona's leaf, in order. memory.oom.group makes an
-// out-of-memory kill take the whole persona, which is then replaced, never left half alive.
+// Files returns what is written into a persona's leaf when it is made, in order, before the
+// clone: persona-init and the workload are held to them from their first instruction.
+// memory.oom.group makes an out-of-memory kill take the whole persona, which is then
+// replaced, never left half alive.
 func (l Limits) Files() []CgroupFile {
 	return []CgroupFile{
-		{"cpu.max", l.CPUMax},
 		{"memory.max", strconv.FormatInt(l.MemoryMax, 10)},
 		{"memory.swap.max", "0"},
 		{"memory.oom.group", "1"},
 		{"pids.max", strconv.Itoa(l.PidsMax)},
 	}
+}
+
+// ExecFiles returns what is written into the leaf once persona-init's setup is done and
+// before it is released to exec the workload (see sync.go): the CPU quota. Under a quota of a
+// tenth of a core, the setup (bay0's start, the mounts, the network) would take ten times its
+// time; the workload is held to the quota from its first instruction all the same.
+func (l Limits) ExecFiles() []CgroupFile {
+	return []CgroupFile{{"cpu.max", l.CPUMax}}
 }
 
 // SubtreeControl is written to cgroup.subtree_control above persona leaves: it enables the

@@ -164,7 +164,6 @@ func TestIDRangesDoNotOverlap(t *testing.T) {
 func TestCgroupFiles(t *testing.T) {
 	l := Limits{CPUMax: "10000 100000", MemoryMax: 16 << 20, PidsMax: 8}
 	want := []CgroupFile{
-		{"cpu.max", "10000 100000"},
 		{"memory.max", "16777216"},
 		{"memory.swap.max", "0"},
 		{"memory.oom.group", "1"},
@@ -172,6 +171,9 @@ func TestCgroupFiles(t *testing.T) {
 	}
 	if got := l.Files(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Files() = %v, want %v", got, want)
+	}
+	if got := l.ExecFiles(); !reflect.DeepEqual(got, []CgroupFile{{"cpu.max", "10000 100000"}}) {
+		t.Errorf("ExecFiles() = %v", got)
 	}
 	if SubtreeControl != "+cpu +memory +pids" {
 		t.Errorf("SubtreeControl %q", SubtreeControl)
@@ -265,26 +267,54 @@ func FuzzDecodeConfig(f *testing.F) {
 }
 
 func TestReadReports(t *testing.T) {
+	released := 0
+	release := func() error { released++; return nil }
 	var b bytes.Buffer
+	WriteReport(&b, Report{Stage: StageReady})
 	WriteReport(&b, Report{Stage: StageExec})
-	if _, err := ReadReports(&b); err != nil {
-		t.Errorf("exec then EOF: %v", err)
+	if _, err := ReadReports(&b, release); err != nil || released != 1 {
+		t.Errorf("ready, exec then EOF: %v, released %d times", err, released)
 	}
-	if _, err := ReadReports(strings.NewReader("")); !errors.Is(err, ErrNoExec) {
+	if _, err := ReadReports(strings.NewReader(""), release); !errors.Is(err, ErrNoExec) {
 		t.Errorf("EOF alone: %v, want ErrNoExec", err)
 	}
 	b.Reset()
+	WriteReport(&b, Report{Stage: StageReady})
+	if _, err := ReadReports(&b, release); !errors.Is(err, ErrNoExec) {
+		t.Errorf("ready then EOF: %v, want ErrNoExec", err)
+	}
+	b.Reset()
 	WriteReport(&b, Report{Stage: "mounts", Error: "mount proc: EPERM"})
-	if stage, err := ReadReports(&b); stage != "mounts" || err == nil || err.Error() != "mount proc: EPERM" {
+	if stage, err := ReadReports(&b, release); stage != "mounts" || err == nil || err.Error() != "mount proc: EPERM" {
 		t.Errorf("error report: %q %v", stage, err)
 	}
 	b.Reset()
+	WriteReport(&b, Report{Stage: StageReady})
 	WriteReport(&b, Report{Stage: StageExec})
 	WriteReport(&b, Report{Stage: StageExec, Error: "exec /bin/x: ENOENT"})
-	if _, err := ReadReports(&b); err == nil {
+	if _, err := ReadReports(&b, release); err == nil {
 		t.Error("an exec failure after the exec report was taken for success")
 	}
-	if _, err := ReadReports(strings.NewReader("{garbage")); err == nil || errors.Is(err, ErrNoExec) {
+	// The workload may not run before its release: the CPU quota would not hold it.
+	b.Reset()
+	WriteReport(&b, Report{Stage: StageExec})
+	if _, err := ReadReports(&b, release); err == nil {
+		t.Error("an exec report without a release was taken for success")
+	}
+	b.Reset()
+	WriteReport(&b, Report{Stage: StageReady})
+	WriteReport(&b, Report{Stage: StageReady})
+	if _, err := ReadReports(&b, release); err == nil {
+		t.Error("a second ready report was accepted")
+	}
+	b.Reset()
+	WriteReport(&b, Report{Stage: StageReady})
+	WriteReport(&b, Report{Stage: StageExec})
+	fail := errors.New("cpu.max: EINVAL")
+	if stage, err := ReadReports(&b, func() error { return fail }); stage != "release" || !errors.Is(err, fail) {
+		t.Errorf("failed release: %q %v", stage, err)
+	}
+	if _, err := ReadReports(strings.NewReader("{garbage"), release); err == nil || errors.Is(err, ErrNoExec) {
 		t.Errorf("garbage: %v", err)
 	}
 }

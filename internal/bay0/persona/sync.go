@@ -15,21 +15,29 @@ import (
 //
 //	governor (parent)                            persona-init (child)
 //	-----------------                            --------------------
-//	leaf cgroup + limits
-//	pipes: config, sync, log
+//	leaf cgroup + limits but the CPU quota
+//	pipes: config, sync, release, log
 //	clone3(NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS|NEWCGROUP,
 //	       CLONE_INTO_CGROUP) ---------------->  (blocks until the id maps are written)
 //	write uid_map, gid_map ------------------->  execve /proc/self/exe persona-init --config-fd=3
 //	uplink only: macvlan into its netns
 //	Config JSON, close ----- config pipe ---->   read Config to EOF
 //	                                             mounts, pivot_root, hostname, lo up,
-//	                                             eth0 address, up, default route
-//	                                             no_new_privs, drop caps, seccomp,
-//	                                             close-on-exec on every fd >= 3
+//	                                             eth0 address, up, default route,
+//	                                             rlimits, no_new_privs, drop caps
+//	                         <--- sync pipe ---  {"stage":"ready"}
+//	CPU quota (cpu.max) on the leaf
+//	one byte, close ------- release pipe ---->   read the byte
+//	                                             seccomp, close-on-exec on every fd >= 3
 //	                         <--- sync pipe ---  {"stage":"exec"}
 //	                                             execve(workload)
 //	EOF after "exec": running                    on any error: {"stage":S,"error":E}, exit 255
 //	anything else: kill the leaf, StartError
+//
+// The CPU quota waits for "ready" because the setup is bay0's own work, not the workload's:
+// under a quota of a tenth of a core it would take ten times as long. Memory and pids limits
+// hold from the clone. A release pipe closed without its byte means the parent gave up:
+// persona-init fails without exec.
 
 // Report is one message from persona-init on the sync pipe.
 type Report struct {
@@ -39,6 +47,10 @@ type Report struct {
 
 // StageExec is the report sent just before execve of the workload.
 const StageExec = "exec"
+
+// StageReady is the report sent when the setup is done; persona-init then waits for its
+// release on ReleaseFD.
+const StageReady = "ready"
 
 // maxReports bounds what the parent reads from the sync pipe.
 const maxReports = 64 << 10
@@ -64,10 +76,12 @@ func (e *StartError) Unwrap() error { return e.Err }
 var ErrNoExec = errors.New("persona-init ended before exec")
 
 // ReadReports reads the child's reports until EOF and says whether the workload was exec'd:
-// success is an "exec" report that no error report follows.
-func ReadReports(r io.Reader) (stage string, err error) {
+// success is an "exec" report, after a "ready" one, that no error report follows. On the
+// "ready" report it calls release, which sets the limits that wait for the end of the setup
+// and lets persona-init go on; a failed release is the stage "release"'s error.
+func ReadReports(r io.Reader, release func() error) (stage string, err error) {
 	dec := json.NewDecoder(io.LimitReader(r, maxReports))
-	execd := false
+	execd, ready := false, false
 	for {
 		var rep Report
 		if err := dec.Decode(&rep); err != nil {
@@ -83,7 +97,17 @@ func ReadReports(r io.Reader) (stage string, err error) {
 		if rep.Error != "" {
 			return rep.Stage, errors.New(rep.Error)
 		}
-		execd = rep.Stage == StageExec
+		switch {
+		case rep.Stage == StageReady && !ready:
+			ready = true
+			if err := release(); err != nil {
+				return "release", err
+			}
+		case rep.Stage == StageExec && ready:
+			execd = true
+		default:
+			return rep.Stage, fmt.Errorf("persona-init reported %q out of order", rep.Stage)
+		}
 	}
 }
 

@@ -6,8 +6,9 @@
 //
 // The order is fixed (see Run): uplink (if any, while the governor's /proc can still set its
 // network namespace's sysctls) -> mounts -> masked and read-only /proc paths -> hostname ->
-// loopback -> no_new_privs -> capabilities (and the policy's user) -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late as possible so that the setup itself needs none of the calls it
-// forbids; fds are closed last so that no fd of the governor's world reaches the workload
+// loopback -> no_new_privs -> capabilities (and the policy's user) -> release (the parent sets
+// the CPU quota) -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late
+// as possible so that the setup itself needs none of the calls it forbids; fds are closed last so that no fd of the governor's world reaches the workload
 // (CVE-2024-21626 leaked a host directory fd into runc containers).
 package personainit
 
@@ -70,6 +71,7 @@ func Run(args []string) (stage string, err error) {
 		{"workdir", func() error { return enterWorkdir(cfg.Workdir) }},
 		{"rlimits", func() error { return setRlimits(cfg.Rlimits) }},
 		{"privileges", func() error { return dropPrivileges(cfg.User) }},
+		{"release", awaitRelease},
 		{"seccomp", func() error { return seccomp.Install(filter) }},
 		{"close fds", closeExtraFDs},
 	}
@@ -83,6 +85,23 @@ func Run(args []string) (stage string, err error) {
 		return "exec", fmt.Errorf("report exec: %w", err)
 	}
 	return "exec", execWorkload(cfg)
+}
+
+// awaitRelease reports the setup done and waits for the parent to set the limits that wait
+// for it (the CPU quota) and let it go on: a release pipe closed without its byte is a parent
+// that gave up.
+func awaitRelease() error {
+	sync := os.NewFile(persona.SyncFD, "sync")
+	if err := persona.WriteReport(sync, persona.Report{Stage: persona.StageReady}); err != nil {
+		return fmt.Errorf("report ready: %w", err)
+	}
+	rel := os.NewFile(persona.ReleaseFD, "release")
+	defer rel.Close()
+	var b [1]byte
+	if n, err := rel.Read(b[:]); n != 1 {
+		return fmt.Errorf("not released by the parent: %v", err)
+	}
+	return nil
 }
 
 func parseArgs(args []string) (int, error) {

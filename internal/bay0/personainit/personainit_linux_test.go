@@ -87,14 +87,22 @@ func workload() {
 // output and persona-init's reports.
 func launch(t *testing.T, cfg persona.Config) (string, error) {
 	t.Helper()
+	return launchReleased(t, cfg, true)
+}
+
+// launchReleased is launch with the parent's release given or, if not release, withheld:
+// the release pipe is closed without its byte.
+func launchReleased(t *testing.T, cfg persona.Config, release bool) (string, error) {
+	t.Helper()
 	cfgR, cfgW, _ := os.Pipe()
 	syncR, syncW, _ := os.Pipe()
+	relR, relW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
 	devnull, _ := os.Open(os.DevNull)
 	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: persona.IDBlock}}
 	attr := &syscall.ProcAttr{
 		Env:   []string{"GOMAXPROCS=1"},
-		Files: []uintptr{devnull.Fd(), outW.Fd(), outW.Fd(), cfgR.Fd(), syncW.Fd()},
+		Files: []uintptr{devnull.Fd(), outW.Fd(), outW.Fd(), cfgR.Fd(), syncW.Fd(), relR.Fd()},
 		Sys: &syscall.SysProcAttr{
 			Cloneflags:  unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
 			UidMappings: ids, GidMappings: ids, Setsid: true,
@@ -107,6 +115,7 @@ func launch(t *testing.T, cfg persona.Config) (string, error) {
 	}
 	cfgR.Close()
 	syncW.Close()
+	relR.Close()
 	outW.Close()
 	devnull.Close()
 	if err := cfg.Encode(cfgW); err != nil {
@@ -114,7 +123,15 @@ func launch(t *testing.T, cfg persona.Config) (string, error) {
 	}
 	cfgW.Close()
 	syncR.SetReadDeadline(time.Now().Add(20 * time.Second))
-	stage, rerr := persona.ReadReports(syncR)
+	stage, rerr := persona.ReadReports(syncR, func() error {
+		if !release {
+			relW.Close()
+			return nil
+		}
+		_, err := relW.Write([]byte{1})
+		return err
+	})
+	relW.Close()
 	if rerr != nil {
 		rerr = fmt.Errorf("%s: %w", stage, rerr)
 	}
@@ -241,5 +258,18 @@ func TestLaunchReportsFailure(t *testing.T) {
 	_, err = launch(t, cfg)
 	if err == nil || !strings.HasPrefix(err.Error(), "mounts: read tree") {
 		t.Fatalf("launch of a missing tree: %v", err)
+	}
+}
+
+// TestLaunchWaitsForRelease: persona-init never execs the workload until the parent, having
+// set the CPU quota, releases it; a parent that closes the release pipe without its byte
+// leaves no workload running.
+func TestLaunchWaitsForRelease(t *testing.T) {
+	out, err := launchReleased(t, testConfig(t), false)
+	if err == nil || !strings.HasPrefix(err.Error(), "release: not released by the parent") {
+		t.Fatalf("launch without release: %v", err)
+	}
+	if strings.Contains(out, "ids ") {
+		t.Errorf("the workload ran without a release: %q", out)
 	}
 }
