@@ -244,11 +244,21 @@ func (g *Governor) goSafe(name string, f func() error) {
 func (g *Governor) mainLoop(r *running) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	// Until every persona is up, look often: personas-up says when the boot ended, and the
+	// main tick would make it up to half a second late.
+	upTick := time.NewTicker(upPoll)
+	defer upTick.Stop()
 	injectFault(g)
 	allUp := false
 	deadline := g.started.Add(time.Duration(r.policy.Governor.TrialDeadline))
 	for {
 		select {
+		case <-upTick.C:
+			if r.personas.sup.AllUp() {
+				allUp = true
+				upTick.Stop()
+				g.personasUp(r)
+			}
 		case err := <-g.fatal:
 			g.abrupt.Store(true)
 			return err
@@ -259,12 +269,8 @@ func (g *Governor) mainLoop(r *running) error {
 			g.health.Beat(LoopMain, now)
 			if !allUp && r.personas.sup.AllUp() {
 				allUp = true
-				// Boot-time work (reading whole slots, unlocking /persist, compiling the filter)
-				// left garbage behind; PID 1 lives for the whole uptime, so give it back now.
-				debug.FreeOSMemory()
-				up, rss := kernelUptime(), selfRSS()
-				g.logf("personas up (%s): uptime %s, rss %d KiB", personaStates(r.personas.sup.Status()), up, rss)
-				g.emit(event.New(event.PersonasUp).With("uptime", up).Int("rss_kib", int64(rss)))
+				upTick.Stop()
+				g.personasUp(r)
 			}
 			if r.committed.Load() || now.Sub(g.started) < time.Duration(r.policy.Governor.HealthWindow) {
 				continue
@@ -282,6 +288,22 @@ func (g *Governor) mainLoop(r *running) error {
 			}
 		}
 	}
+}
+
+// upPoll is how often the main loop asks whether every persona is up, until they are.
+const upPoll = 20 * time.Millisecond
+
+// personasUp says that every persona is running, at the kernel uptime when it was seen, and
+// gives back the boot's garbage.
+func (g *Governor) personasUp(r *running) {
+	up := kernelUptime()
+	// Boot-time work (reading whole slots, unlocking /persist, compiling the filter) left
+	// garbage behind; PID 1 lives for the whole uptime, so give it back now. Its RSS is read
+	// after, its uptime before: the personas were up before the free.
+	debug.FreeOSMemory()
+	rss := selfRSS()
+	g.logf("personas up (%s): uptime %s, rss %d KiB", personaStates(r.personas.sup.Status()), up, rss)
+	g.emit(event.New(event.PersonasUp).With("uptime", up).Int("rss_kib", int64(rss)))
 }
 
 // trial reports whether this boot runs a Spine on trial.
