@@ -48,6 +48,7 @@ type kernelSide struct {
 	release string
 	vmlinux string // booted directly (-kernel, PVH entry)
 	initrd  string // the demo's initramfs for this kernel
+	cmdline string // what the demo's boot adds to the kernel command line
 }
 
 // bootSide is what the boots on one kernel measured: the demo's personas-up uptime less its
@@ -73,7 +74,7 @@ func benchBoot(ctx context.Context, cfg config, dir string) error {
 	if err != nil {
 		return err
 	}
-	sides := []kernelSide{{m.kernel.Release, m.kernel.Vmlinux, m.initrd}, deb}
+	sides := []kernelSide{{release: m.kernel.Release, vmlinux: m.kernel.Vmlinux, initrd: m.initrd}, deb}
 	got := make([]bootSide, len(sides))
 	var kdf time.Duration
 	var kdfDesc, modules string
@@ -167,7 +168,7 @@ func bootDemo(ctx context.Context, m machine, side kernelSide, dir string, stead
 	}
 	sock := filepath.Join(dir, "ctl.sock")
 	a := vm.NewAnswerer([]byte(benchPassphrase))
-	mach, err := vm.Start(ctx, vm.Config{Kernel: side.vmlinux, Initrd: side.initrd, Disk: disk, Console: a, Stdin: a, Net: true,
+	mach, err := vm.Start(ctx, vm.Config{Kernel: side.vmlinux, Initrd: side.initrd, Cmdline: side.cmdline, Disk: disk, Console: a, Stdin: a, Net: true,
 		CtlSocket: sock, Timeout: 3*time.Minute + max(steadyAfter, 0)})
 	if err != nil {
 		return b, err
@@ -246,7 +247,7 @@ func bootTrivial(ctx context.Context, m machine, side kernelSide, dir string) (t
 }
 
 // prepareDebian fetches Debian's generic kernel (prepared once, in the kernel cache) and writes
-// its demo initramfs: bench/modinit as /init, then m's bay0 and trusted key.
+// its demo initramfs: m's bay0 and trusted key, and bench/modinit, which the kernel runs first.
 func prepareDebian(ctx context.Context, dir string, m machine) (kernelSide, error) {
 	cache, err := kernel.DefaultCacheDir()
 	if err != nil {
@@ -275,7 +276,7 @@ func prepareDebian(ctx context.Context, dir string, m machine) (kernelSide, erro
 	if err := debian.Initramfs(f, k, bins[0], bins[1], [][]byte{bins[2]}); err != nil {
 		return kernelSide{}, err
 	}
-	return kernelSide{release: debian.Release, vmlinux: k.Vmlinux, initrd: initrd}, f.Close()
+	return kernelSide{release: debian.Release, vmlinux: k.Vmlinux, initrd: initrd, cmdline: debian.Cmdline}, f.Close()
 }
 
 const benchPassphrase = "bench passphrase"

@@ -34,10 +34,14 @@ const (
 	Release = "6.1.0-56-amd64"
 )
 
-// Paths in the initramfs Initramfs writes.
+// Paths in the initramfs Initramfs writes. bay0 is /init, as in Spine's own initramfs (so that
+// its sum there is bay0's and stage 1 governs without a second start on both kernels); the
+// kernel runs modinit first (Cmdline), which then execs /init.
 const (
 	LoadListPath = "etc/bench/modules"
-	Bay0Path     = "bay0"
+	ModinitPath  = "bench/modinit"
+	// Cmdline is what the kernel command line needs to run modinit before bay0.
+	Cmdline = "rdinit=/" + ModinitPath
 )
 
 // markerContent identifies what was prepared, so that changing the pin prepares again.
@@ -209,7 +213,7 @@ func extractVmlinux(ctx context.Context, src, dst string) error {
 	return out.Close()
 }
 
-// Initramfs writes an initramfs for Debian's kernel: modinit as /init, bay0 at /bay0, the
+// Initramfs writes an initramfs for Debian's kernel: bay0 as /init, modinit at ModinitPath, the
 // trusted keys where bay0 reads them, and the modules of Modules with their load list.
 func Initramfs(w io.Writer, k Kernel, modinit, bay0 []byte, trusted [][]byte) error {
 	items, err := loadList(k.ModulesDir)
@@ -217,7 +221,7 @@ func Initramfs(w io.Writer, k Kernel, modinit, bay0 []byte, trusted [][]byte) er
 		return err
 	}
 	extra := []initramfs.Entry{
-		{Name: Bay0Path, Mode: 0o755, Data: bay0},
+		{Name: ModinitPath, Mode: 0o755, Data: modinit},
 		{Name: LoadListPath, Mode: 0o644, Data: kmod.FormatLoadList(items)},
 	}
 	for _, it := range items {
@@ -227,7 +231,7 @@ func Initramfs(w io.Writer, k Kernel, modinit, bay0 []byte, trusted [][]byte) er
 		}
 		extra = append(extra, initramfs.Entry{Name: path.Join("lib/modules", Release, it.Path), Mode: fs.FileMode(0o644), Data: data})
 	}
-	return initramfs.Build(w, initramfs.Spec{Bay0: modinit, TrustedKeys: trusted, Extra: extra})
+	return initramfs.Build(w, initramfs.Spec{Bay0: bay0, TrustedKeys: trusted, Extra: extra})
 }
 
 // loadList resolves Modules against the kernel's modules.dep, dependencies first.

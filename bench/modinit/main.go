@@ -1,6 +1,6 @@
-// Command modinit is /init of the boot benchmark's initramfs for Debian's generic kernel: it
-// loads the modules of the load list (what Spine's kernel has built in), then becomes bay0,
-// still PID 1. Spine itself never loads a module.
+// Command modinit is the first program of the boot benchmark's initramfs for Debian's generic
+// kernel (rdinit=, see debian.Cmdline): it loads the modules of the load list (what Spine's
+// kernel has built in), then becomes bay0, /init, still PID 1. Spine itself never loads a module.
 package main
 
 import (
@@ -37,5 +37,5 @@ func run() error {
 		return err
 	}
 	fmt.Printf("modinit: loaded %d modules in %s\n", len(items), time.Since(start).Round(time.Millisecond))
-	return unix.Exec("/"+debian.Bay0Path, []string{"/init"}, os.Environ())
+	return unix.Exec("/init", []string{"/init"}, os.Environ())
 }

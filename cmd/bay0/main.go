@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -51,7 +52,10 @@ func main() {
 	var err error
 	if booting {
 		err = stage1.Run(stage1.Linux{Log: console}, console)
-	} else {
+		// The Spine's bay0 is this binary: it governs from here, as if it had been exec'd.
+		booting = !errors.Is(err, stage1.ErrGovernHere)
+	}
+	if !booting {
 		g := governor.New(console)
 		// The reason is recorded first, then /persist is closed.
 		hooks = func() []halt.Hook { return append(g.HaltHooks(), persist.CloseHook(console)) }

@@ -39,6 +39,13 @@ const (
 	Window          = 5 * time.Second
 )
 
+// ErrGovernHere is what Run returns when it has handed the machine to the verified Spine and
+// the Spine's /bin/bay0 is this very binary (its initramfs's sha256 of it equals the signed
+// manifest's bay0_sha256): the caller runs the governor in this process, in the new root,
+// instead of paying for a second start of the same program (under TCG, half a second of
+// reading it back through dm-verity and SquashFS and starting the Go runtime again).
+var ErrGovernHere = errors.New("stage 1 done: this bay0 is the Spine's own, governing here")
+
 // Dog is the armed hardware watchdog.
 type Dog interface {
 	Feed() error
@@ -61,7 +68,8 @@ type System interface {
 	// new root, calling progress as it goes. minVersion is the anti-rollback floor. On failure
 	// nothing of the attempt is left behind.
 	Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVersion uint64, eager bool, progress func()) (handoff.Handoff, error)
-	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error.
+	// SwitchRoot hands the machine to the mounted Spine's /bin/bay0; it returns only on error,
+	// or with ErrGovernHere when that bay0 is this binary, once the new root is this process's.
 	SwitchRoot(h handoff.Handoff) error
 	// Role reads what this initramfs is for.
 	Role() (initramfs.Role, error)
@@ -106,7 +114,11 @@ func Run(sys System, log io.Writer) error {
 	}
 	mon := health.New(time.Now(), "stage1")
 	beat := mon.Beater("stage1")
-	go feed(dog, mon, log)
+	stopFeeding, fed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(fed)
+		feed(dog, mon, log, stopFeeding)
+	}()
 	phase("watchdog")
 	trusted, err := sys.TrustedKeys()
 	if err != nil {
@@ -147,7 +159,18 @@ func Run(sys System, log io.Writer) error {
 		mounted.Phases = phases
 		fmt.Fprintf(log, "bay0: stage1: switching root to slot %s\n", name)
 		fmt.Fprintln(log, event.New(event.SwitchRoot).With("slot", name))
-		if err := sys.SwitchRoot(mounted); err != nil {
+		err := sys.SwitchRoot(mounted)
+		if errors.Is(err, ErrGovernHere) {
+			// The governor adopts the watchdog and opens the record itself, as after an exec,
+			// which would have ended this feeder and closed the state partition.
+			close(stopFeeding)
+			<-fed
+			if c, ok := dev.(io.Closer); ok {
+				_ = c.Close()
+			}
+			return ErrGovernHere
+		}
+		if err != nil {
 			return fmt.Errorf("switch root to slot %s: %w", name, err)
 		}
 		return errors.New("switch root returned without an error")
@@ -232,9 +255,10 @@ func bootChosen(sys System, log io.Writer, dev bootctl.Device, rec bootctl.Recor
 
 // feed feeds the watchdog while stage 1 progresses; once it stops (a hang), it says so once
 // and never feeds again: the hardware resets the machine. It ends with the process (the
-// exec into the governor, or halt); it never returns, so a stage 1 blocked forever is
-// reset by the watchdog, not ended by the runtime's deadlock detector.
-func feed(dog Dog, mon *health.Monitor, log io.Writer) {
+// exec into the governor, or halt), or when stop is closed (the governor runs in this
+// process); otherwise it never returns, so a stage 1 blocked forever is reset by the
+// watchdog, not ended by the runtime's deadlock detector.
+func feed(dog Dog, mon *health.Monitor, log io.Writer, stop <-chan struct{}) {
 	for {
 		if err := mon.Check(time.Now(), Window); err != nil {
 			fmt.Fprintf(log, "bay0: stage1: watchdog: not feeding: %v\n", err)
@@ -246,6 +270,10 @@ func feed(dog Dog, mon *health.Monitor, log io.Writer) {
 		if err := dog.Feed(); err != nil {
 			fmt.Fprintf(log, "bay0: stage1: watchdog: %v\n", err)
 		}
-		time.Sleep(Window / 6)
+		select {
+		case <-stop:
+			return
+		case <-time.After(Window / 6):
+		}
 	}
 }

@@ -254,8 +254,16 @@ func readAll(p string, progress func()) (int64, error) {
 }
 
 // SwitchRoot writes the handoff, moves the pseudo filesystems into the new root, frees the
-// initramfs, makes the new root / and execs its bay0 as the governor.
+// initramfs, makes the new root / and execs its bay0 as the governor, or returns
+// ErrGovernHere if that bay0 is this binary.
 func (l Linux) SwitchRoot(h handoff.Handoff) error {
+	// The initramfs's word on its own bay0 is read before the initramfs is freed. The
+	// initramfs is as trusted as the binary beside it: it is what the kernel started.
+	sum, err := os.ReadFile("/" + initramfs.Bay0SumPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", initramfs.Bay0SumPath, err)
+	}
+	here := GovernsHere(string(sum), h.Manifest.Bay0SHA256)
 	run := filepath.Join(newRoot, "run")
 	if err := unix.Mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount %s: %w", run, err)
@@ -281,7 +289,21 @@ func (l Linux) SwitchRoot(h handoff.Handoff) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
+	if here {
+		fmt.Fprintf(l.Log, "bay0: stage1: /bin/bay0 of the Spine is this bay0 (sha256 %s): governing without starting it again\n", h.Manifest.Bay0SHA256)
+		// As the exec would: kernel command line words reach init as its environment.
+		os.Clearenv()
+		return ErrGovernHere
+	}
 	return unix.Exec("/bin/bay0", []string{"/bin/bay0", "governor"}, []string{})
+}
+
+// GovernsHere reports whether the running bay0, whose sha256 its initramfs gives as
+// initramfsSum (hex, maybe newline-ended; "" if it gives none), is the Spine's /bin/bay0,
+// whose sha256 the signed manifest gives as manifestSum ("" in a Spine built before the field).
+func GovernsHere(initramfsSum, manifestSum string) bool {
+	s := strings.TrimSuffix(initramfsSum, "\n")
+	return len(manifestSum) == 64 && s == manifestSum
 }
 
 // Role reads the initramfs's role file; its absence means plain stage 1.
@@ -323,7 +345,9 @@ func (l Linux) StartKernel(h handoff.Handoff, trusted [][]byte) error {
 	var initrd bytes.Buffer
 	// Uncompressed: it only crosses memory, and gzip of a 5 MB bay0 would cost stage 0 a second
 	// under TCG and the slot kernel another to undo.
-	if err := initramfs.Archive(&initrd, initramfs.Spec{Bay0: bay0, TrustedKeys: trusted, Role: initramfs.SlotRole(name)}); err != nil {
+	// The sum from the signed manifest: bay0 was read from the verified Spine it describes, and
+	// hashing 5 MB again would cost stage 0 a fifth of a second under TCG.
+	if err := initramfs.Archive(&initrd, initramfs.Spec{Bay0: bay0, Bay0SHA256: h.Manifest.Bay0SHA256, TrustedKeys: trusted, Role: initramfs.SlotRole(name)}); err != nil {
 		return err
 	}
 	kf, err := memfd("kernel", kernel)

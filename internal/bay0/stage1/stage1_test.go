@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/format/bootctl"
@@ -32,6 +34,7 @@ type fakeSystem struct {
 	armed     bool
 	role      initramfs.Role
 	eager     []bool // Mount's eager argument, per call
+	switchErr error  // what SwitchRoot returns; default an error standing for the exec
 }
 
 type fakeDog struct{}
@@ -44,6 +47,9 @@ func (f *fakeSystem) TrustedKeys() ([]ed25519.PublicKey, error) { return nil, ni
 func (f *fakeSystem) OpenState() (bootctl.Device, error)        { return f.dev, nil }
 func (f *fakeSystem) SwitchRoot(h handoff.Handoff) error {
 	f.switched = &h
+	if f.switchErr != nil {
+		return f.switchErr
+	}
 	return errors.New("switched")
 }
 func (f *fakeSystem) Role() (initramfs.Role, error) { return f.role, nil }
@@ -221,5 +227,60 @@ func TestSlotRoleFailureMarksBadAndReboots(t *testing.T) {
 	}
 	if len(sys.mounts) != 1 || sys.switched != nil {
 		t.Fatalf("mounts %v, switched %+v", sys.mounts, sys.switched)
+	}
+}
+
+// countingDog counts its feeds.
+type countingDog struct{ feeds atomic.Int64 }
+
+func (d *countingDog) Feed() error { d.feeds.Add(1); return nil }
+func (d *countingDog) FD() int     { return 7 }
+
+// dogSystem is a fakeSystem whose watchdog counts feeds.
+type dogSystem struct {
+	*fakeSystem
+	dog *countingDog
+}
+
+func (d dogSystem) ArmWatchdog() (Dog, error) { d.armed = true; return d.dog, nil }
+
+// TestGovernHere: when the Spine's bay0 is the running one, Run hands over and returns
+// ErrGovernHere, unwrapped, with its watchdog feeder stopped: the governor adopts the watchdog
+// in the same process, as after an exec.
+func TestGovernHere(t *testing.T) {
+	rec := bootctl.Initial(&bootctl.SlotInit{Version: 1, ImageSize: 1}, &bootctl.SlotInit{Version: 1, ImageSize: 1})
+	sys := dogSystem{fakeSystem: newSystem(t, rec), dog: &countingDog{}}
+	sys.switchErr = ErrGovernHere
+	var log bytes.Buffer
+	if err := Run(sys, &log); err != ErrGovernHere {
+		t.Fatalf("Run = %v, want ErrGovernHere itself", err)
+	}
+	if sys.switched == nil || sys.switched.Slot != 0 || sys.switched.WatchdogFD != 7 {
+		t.Fatalf("handoff %+v", sys.switched)
+	}
+	n := sys.dog.feeds.Load()
+	time.Sleep(2 * Window / 6)
+	if m := sys.dog.feeds.Load(); m != n {
+		t.Errorf("stage 1 still feeds the watchdog after handing over (%d feeds, then %d)", n, m)
+	}
+}
+
+func TestGovernsHere(t *testing.T) {
+	sum := strings.Repeat("0a", 32)
+	for _, c := range []struct {
+		initramfs, manifest string
+		want                bool
+	}{
+		{sum + "\n", sum, true},
+		{sum, sum, true},
+		{"", "", false},                        // neither says
+		{sum + "\n", "", false},                // a Spine built before bay0_sha256: exec its bay0
+		{"", sum, false},                       // an initramfs that does not say
+		{strings.Repeat("0b", 32), sum, false}, // another bay0
+		{sum + "\n\n", sum, false},
+	} {
+		if got := GovernsHere(c.initramfs, c.manifest); got != c.want {
+			t.Errorf("GovernsHere(%q, %q) = %v, want %v", c.initramfs, c.manifest, got, c.want)
+		}
 	}
 }

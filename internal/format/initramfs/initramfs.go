@@ -16,6 +16,8 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,6 +34,9 @@ const (
 	InitPath = "init"
 	KeysDir  = "etc/bay0/keys"
 	RolePath = "etc/bay0/role"
+	// Bay0SumPath holds the hex sha256 of /init, the bay0 binary, and a newline: stage 1
+	// compares it with the Spine's signed bay0_sha256 without hashing itself under a slow CPU.
+	Bay0SumPath = "etc/bay0/bay0.sha256"
 	// ConsolePath is the console device node (character 5:1).
 	ConsolePath = "dev/console"
 )
@@ -93,6 +98,9 @@ type Spec struct {
 	Bay0        []byte   // static bay0 binary, installed as /init
 	TrustedKeys [][]byte // PEM "PUBLIC KEY" blocks, installed as etc/bay0/keys/<i>.pub; at least one
 	Role        Role     // written to RolePath unless RoleStage1
+	// Bay0SHA256 is the hex sha256 of Bay0 when the caller already knows it (stage 0 takes it
+	// from the signed manifest of the Spine it read Bay0 from); "" has Archive compute it.
+	Bay0SHA256 string
 
 	// Extra files, for tools that wrap bay0 (bench boots Debian's modular kernel through a
 	// module loader that then starts bay0). Their directories are made; a name already taken
@@ -138,6 +146,12 @@ func Archive(w io.Writer, s Spec) error {
 	// one carries it (without it /init starts with no stdin, stdout or stderr).
 	entries[ConsolePath] = Entry{Name: ConsolePath, Mode: fs.ModeDevice | fs.ModeCharDevice | 0o600, Major: 5, Minor: 1}
 	file(InitPath, 0o755, s.Bay0)
+	sum := s.Bay0SHA256
+	if sum == "" {
+		h := sha256.Sum256(s.Bay0)
+		sum = hex.EncodeToString(h[:])
+	}
+	file(Bay0SumPath, 0o644, []byte(sum+"\n"))
 	if s.Role != RoleStage1 {
 		file(RolePath, 0o644, []byte(string(s.Role)+"\n"))
 	}

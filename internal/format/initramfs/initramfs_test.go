@@ -3,7 +3,9 @@ package initramfs
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -53,8 +55,8 @@ func names(entries []Entry) []string {
 	return n
 }
 
-// TestBuild: the initramfs holds exactly bay0 as /init, the trusted keys and empty mount
-// points (no shell, no tools, no modules), and the same spec gives the same bytes.
+// TestBuild: the initramfs holds exactly bay0 as /init, its sha256, the trusted keys and empty
+// mount points (no shell, no tools, no modules), and the same spec gives the same bytes.
 func TestBuild(t *testing.T) {
 	s := Spec{Bay0: []byte("\x7fELF bay0"), TrustedKeys: [][]byte{testKey(t, 1), testKey(t, 2)}}
 	first, entries := build(t, s)
@@ -62,13 +64,22 @@ func TestBuild(t *testing.T) {
 		t.Fatal("two builds of the same spec differ")
 	}
 	want := []string{
-		"dev", "dev/console", "etc", "etc/bay0", "etc/bay0/keys", "etc/bay0/keys/0.pub", "etc/bay0/keys/1.pub",
+		"dev", "dev/console", "etc", "etc/bay0", "etc/bay0/bay0.sha256", "etc/bay0/keys", "etc/bay0/keys/0.pub", "etc/bay0/keys/1.pub",
 		"init", "newroot", "proc", "run", "sys",
 	}
 	if got := names(entries); !slices.Equal(got, want) {
 		t.Fatalf("entries\n%q\nwant\n%q", got, want)
 	}
 	m := entryMap(entries)
+	sum := sha256.Sum256(s.Bay0)
+	if e := m[Bay0SumPath]; string(e.Data) != hex.EncodeToString(sum[:])+"\n" || e.Mode != 0o644 {
+		t.Errorf("bay0 sum: %q", e.Data)
+	}
+	// A caller that knows the sum (stage 0, from the signed manifest) is taken at its word.
+	s.Bay0SHA256 = strings.Repeat("ab", 32)
+	if _, given := build(t, s); string(entryMap(given)[Bay0SumPath].Data) != s.Bay0SHA256+"\n" {
+		t.Errorf("given bay0 sum not written: %q", entryMap(given)[Bay0SumPath].Data)
+	}
 	if e := m["init"]; e.Mode != 0o755 || string(e.Data) != string(s.Bay0) {
 		t.Errorf("init: %v", e)
 	}

@@ -43,7 +43,11 @@ type Manifest struct {
 	// KernelSHA256 is the hash of the kernel image the Spine carries at KernelPath, the kernel
 	// stage 0 starts for this slot; empty for a Spine that carries none (it boots only under a
 	// kernel the host hands QEMU).
-	KernelSHA256  string   `json:"kernel_sha256,omitempty"`
+	KernelSHA256 string `json:"kernel_sha256,omitempty"`
+	// Bay0SHA256 is the hash of the Spine's /bin/bay0. A stage 1 whose own binary has this hash
+	// (its initramfs says so) governs without starting the Spine's bay0 again; empty in a
+	// Spine built before the field, whose bay0 is always started.
+	Bay0SHA256    string   `json:"bay0_sha256,omitempty"`
 	BuildTime     int64    `json:"build_time"`
 	HashAlgorithm string   `json:"hash_algorithm"`
 	DataBlockSize uint32   `json:"data_block_size"`
@@ -146,6 +150,8 @@ func (m Manifest) Validate() error {
 		return fmt.Errorf("manifest uuid %q is not a lower-case UUID", m.UUID)
 	case m.KernelSHA256 != "" && (len(m.KernelSHA256) != 64 || !hexRE.MatchString(m.KernelSHA256)):
 		return fmt.Errorf("manifest kernel_sha256 %q is not 64 lower-case hex digits", m.KernelSHA256)
+	case m.Bay0SHA256 != "" && (len(m.Bay0SHA256) != 64 || !hexRE.MatchString(m.Bay0SHA256)):
+		return fmt.Errorf("manifest bay0_sha256 %q is not 64 lower-case hex digits", m.Bay0SHA256)
 	}
 	for _, p := range m.Personas {
 		if !nameRE.MatchString(p) {

@@ -140,6 +140,10 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 	if err != nil {
 		return manifest.Manifest{}, err
 	}
+	bay0Sum, err := fileSHA256(filepath.Join(root, "bin/bay0"))
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
 	m := manifest.Manifest{
 		Format:       manifest.FormatVersion,
 		Name:         cfg.Name,
@@ -147,6 +151,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		Constitution: manifest.Constitution,
 		Kernel:       opts.Kernel,
 		KernelSHA256: kernelSum,
+		Bay0SHA256:   bay0Sum,
 		BuildTime:    fsEpoch,
 		Sources:      staged.Sources,
 	}
@@ -158,6 +163,16 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 		return manifest.Manifest{}, err
 	}
 	return m, nil
+}
+
+// fileSHA256 is the hex sha256 of the file at path.
+func fileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // placeKernel copies the kernel image into the tree at manifest.KernelPath and returns its
