@@ -110,6 +110,12 @@ func TestBootGoodSlotA(t *testing.T) {
 	v.WaitEvent(t, event.SlotTry, bootTimeout, kv("slot", "a"))
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.Kill(t)
+	// The Spine's bay0 is the initramfs's (the signed manifest's bay0_sha256 says so): stage 1
+	// governs without starting the same program again. (A Spine with another bay0, as in the
+	// fault-injection tests, has it exec'd: those tests need its faults to fire.)
+	if !v.Saw("bay0: stage1: /bin/bay0 of the Spine is this bay0") {
+		t.Error("stage 1 started the Spine's bay0 again although it is the same binary")
+	}
 	v.NeverEvent(t, event.SlotTry, kv("slot", "b"))
 	v.NeverEvent(t, event.SlotFailed)
 	rec := record(t, disk)
