@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 )
 
 // Footer layout (little endian, FooterSize bytes):
@@ -38,7 +39,8 @@ const (
 
 var footerMagic = [8]byte{'S', 'P', 'I', 'N', 'E', 'I', 'M', 'G'}
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli is made on first use, not at every start of bay0.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // Footer locates the parts of an image.
 type Footer struct {
@@ -67,7 +69,7 @@ func (f Footer) MarshalBinary() ([]byte, error) {
 	le.PutUint32(b[48:], f.ManifestSize)
 	le.PutUint32(b[52:], f.SignatureSize)
 	le.PutUint64(b[56:], f.ImageSize)
-	le.PutUint32(b[76:], crc32.Checksum(b[:76], castagnoli))
+	le.PutUint32(b[76:], crc32.Checksum(b[:76], castagnoli()))
 	return b, nil
 }
 
@@ -81,7 +83,7 @@ func ParseFooter(b []byte) (Footer, error) {
 		return Footer{}, fmt.Errorf("%w: no SPINEIMG magic (not a Spine image, or truncated)", ErrFooter)
 	}
 	le := binary.LittleEndian
-	if got, want := le.Uint32(b[76:]), crc32.Checksum(b[:76], castagnoli); got != want {
+	if got, want := le.Uint32(b[76:]), crc32.Checksum(b[:76], castagnoli()); got != want {
 		return Footer{}, fmt.Errorf("%w: checksum %08x, want %08x", ErrFooter, got, want)
 	}
 	if v := le.Uint32(b[8:]); v != footerVersion {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sync"
 )
 
 // FormatVersion is the only manifest format this code reads and writes.
@@ -70,10 +71,14 @@ type Source struct {
 	Ref     string `json:"ref"`
 }
 
+// The patterns are compiled on first use, not at every start of bay0: under TCG, compiling
+// them cost each start (stage 1, every persona-init) tens of milliseconds.
 var (
-	nameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`)
-	hexRE  = regexp.MustCompile(`^[0-9a-f]*$`)
-	uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`) })
+	hexRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]*$`) })
+	uuidRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	})
 )
 
 // Marshal renders the canonical bytes that are signed.
@@ -126,8 +131,8 @@ func (m Manifest) Validate() error {
 	switch {
 	case m.Format != FormatVersion:
 		return fmt.Errorf("manifest format %d is not supported (want %d)", m.Format, FormatVersion)
-	case !nameRE.MatchString(m.Name):
-		return fmt.Errorf("manifest name %q must match %s", m.Name, nameRE)
+	case !nameRE().MatchString(m.Name):
+		return fmt.Errorf("manifest name %q must match %s", m.Name, nameRE())
 	case m.Version == 0:
 		return errors.New("manifest version must be at least 1")
 	case m.Constitution == "":
@@ -142,20 +147,20 @@ func (m Manifest) Validate() error {
 		return fmt.Errorf("manifest hash_offset %d does not follow the %d data blocks", m.HashOffset, m.DataBlocks)
 	case m.HashSize == 0 || m.HashSize%uint64(m.HashBlockSize) != 0 || m.HashSize > m.HashOffset:
 		return fmt.Errorf("manifest hash_size %d is out of range", m.HashSize)
-	case len(m.RootHash) != 64 || !hexRE.MatchString(m.RootHash):
+	case len(m.RootHash) != 64 || !hexRE().MatchString(m.RootHash):
 		return fmt.Errorf("manifest root_hash %q is not 64 lower-case hex digits", m.RootHash)
-	case len(m.Salt) > 512 || len(m.Salt)%2 != 0 || !hexRE.MatchString(m.Salt):
+	case len(m.Salt) > 512 || len(m.Salt)%2 != 0 || !hexRE().MatchString(m.Salt):
 		return fmt.Errorf("manifest salt %q is not at most 256 bytes of lower-case hex", m.Salt)
-	case !uuidRE.MatchString(m.UUID):
+	case !uuidRE().MatchString(m.UUID):
 		return fmt.Errorf("manifest uuid %q is not a lower-case UUID", m.UUID)
-	case m.KernelSHA256 != "" && (len(m.KernelSHA256) != 64 || !hexRE.MatchString(m.KernelSHA256)):
+	case m.KernelSHA256 != "" && (len(m.KernelSHA256) != 64 || !hexRE().MatchString(m.KernelSHA256)):
 		return fmt.Errorf("manifest kernel_sha256 %q is not 64 lower-case hex digits", m.KernelSHA256)
-	case m.Bay0SHA256 != "" && (len(m.Bay0SHA256) != 64 || !hexRE.MatchString(m.Bay0SHA256)):
+	case m.Bay0SHA256 != "" && (len(m.Bay0SHA256) != 64 || !hexRE().MatchString(m.Bay0SHA256)):
 		return fmt.Errorf("manifest bay0_sha256 %q is not 64 lower-case hex digits", m.Bay0SHA256)
 	}
 	for _, p := range m.Personas {
-		if !nameRE.MatchString(p) {
-			return fmt.Errorf("manifest persona name %q must match %s", p, nameRE)
+		if !nameRE().MatchString(p) {
+			return fmt.Errorf("manifest persona name %q must match %s", p, nameRE())
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"alpinespine.org/spine/internal/format/syscalls"
@@ -248,7 +249,8 @@ var Protocols = []string{"icmp", "mptcp", "sctp", "udplite"}
 // MinCPUs is the smallest CPU share: cpu.max refuses a quota below 1 ms per 100 ms period.
 const MinCPUs = 0.01
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+// nameRE is compiled on first use: not at every start of bay0 (see manifest's patterns).
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`) })
 
 // Parse decodes and validates a baked policy: one JSON object, unknown fields refused.
 func Parse(r io.Reader) (Policy, error) {
@@ -337,8 +339,8 @@ func (p *Policy) Validate() error {
 }
 
 func (q *Persona) validate() error {
-	if !nameRE.MatchString(q.Name) {
-		return fmt.Errorf("name must match %s", nameRE)
+	if !nameRE().MatchString(q.Name) {
+		return fmt.Errorf("name must match %s", nameRE())
 	}
 	if len(q.Exec) == 0 || !strings.HasPrefix(q.Exec[0], "/") {
 		return errors.New("exec must name an absolute path inside the persona's tree")
@@ -494,7 +496,7 @@ func (q *Persona) validateDNS() error {
 
 // ValidateUser checks the form of User (names are resolved by spine build, not here).
 func (q Persona) ValidateUser() error {
-	if q.User != "" && !userRE.MatchString(q.User) {
+	if q.User != "" && !userRE().MatchString(q.User) {
 		return fmt.Errorf("user %q is not NAME, UID, NAME:GROUP or UID:GID", q.User)
 	}
 	if _, _, err := q.IDs(); err != nil && !errors.Is(err, ErrUserName) {
@@ -508,7 +510,9 @@ const MaxID = 65535
 
 // userRE is what a user setting may look like: a name or a number, and optionally a group
 // name or number.
-var userRE = regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10})(:([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}))?$`)
+var userRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10})(:([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}))?$`)
+})
 
 // ErrUserName says that a user setting holds a name, which only spine build can resolve.
 var ErrUserName = errors.New("user is a name: spine build resolves names to ids in the persona's /etc/passwd")
