@@ -26,7 +26,7 @@ func encode(t testing.TB, f Footer) []byte {
 
 // reseal recomputes the checksum, so that a test reaches the checks behind it.
 func reseal(b []byte) []byte {
-	binary.LittleEndian.PutUint32(b[76:], crc32.Checksum(b[:76], castagnoli))
+	binary.LittleEndian.PutUint32(b[76:], crc32.Checksum(b[:76], castagnoli()))
 	return b
 }
 
