@@ -144,6 +144,31 @@ func TestControlChannel(t *testing.T) {
 	if !up {
 		t.Errorf("logs lack the slot-up event: %d lines", len(logs.Lines))
 	}
+	// Issue 19.4: bay0's own lines apart, and each persona's in a ring of its own.
+	for _, l := range logs.Lines {
+		if strings.HasPrefix(l, "persona ") {
+			t.Errorf("bay0's own logs hold a persona's line %q", l)
+			break
+		}
+	}
+	if l := logsOf(t, c, "probe"); !containsLine(l, "persona probe: probe: done") || containsPrefix(l, "persona beat: ") {
+		t.Errorf("logs probe: %d lines, want its own and only its own", len(l))
+	}
+	if l := logsOf(t, c, "beat"); len(l) == 0 || containsPrefix(l, "persona probe: ") {
+		t.Errorf("logs beat: %q", l)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer lcancel()
+	if _, err := c.Call(lctx, control.Request{Verb: control.VerbLogs, Name: "nobody"}); err == nil {
+		t.Error("logs of an unknown persona succeeded")
+	}
+	// Issue 19.5: status names each persona with its state and its cgroup's use.
+	if err := call(t, c, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if beat := find(st.Personas, "beat"); beat.State != "running" || beat.MemoryBytes <= 0 || beat.CPUUsec <= 0 || beat.PID == 0 {
+		t.Errorf("status of beat: %+v, want running with its memory and CPU use", beat)
+	}
 
 	call(t, c, control.Request{Verb: control.VerbPoweroff})
 	v.ExpectOutcome(t, vm.PoweredOff)
@@ -155,4 +180,42 @@ func TestControlChannel(t *testing.T) {
 			t.Errorf("bay0 never printed event %s", want)
 		}
 	}
+}
+
+// logsOf returns the lines a persona's ring holds.
+func logsOf(t *testing.T, c *ctlclient.Client, name string) []string {
+	t.Helper()
+	var l control.LogsResult
+	if err := call(t, c, control.Request{Verb: control.VerbLogs, Name: name}).Decode(&l); err != nil {
+		t.Fatal(err)
+	}
+	return l.Lines
+}
+
+func containsLine(lines []string, substr string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsPrefix(lines []string, prefix string) bool {
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// find returns the persona named in a status.
+func find(ps []control.PersonaInfo, name string) control.PersonaInfo {
+	for _, p := range ps {
+		if p.Name == name {
+			return p
+		}
+	}
+	return control.PersonaInfo{}
 }

@@ -164,13 +164,19 @@ func TestPhaseHangResetsAndTrialFallsBack(t *testing.T) {
 // TestTrialDeadlineRevertsHalfUpTrial (Article II §3, no degraded mode): a trial whose
 // required persona can never start (an uplink on a machine without a network card) is
 // reported with the reason in status, never commits, and at its deadline bay0 reboots and
-// the boot law reverts to the last-known-good Spine, which takes updates again.
+// the boot law reverts to the last-known-good Spine, which takes updates again. Its other
+// persona runs but never passes its health check (issue 19.5): it is replaced after its
+// retries, and named at the deadline as not healthy.
 func TestTrialDeadlineRevertsHalfUpTrial(t *testing.T) {
 	t.Parallel()
 	good := buildSpine(t, spineOpts{})
 	web := fmt.Sprintf("[[persona]]\nname = \"web\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n"+
 		"network = \"uplink\"\naddress = \"10.0.2.15/24\"\n[persona.source]\ndir = %q\n", filepath.Join(fx.dir, "tiny-tree"))
-	half := buildSpine(t, spineOpts{version: 2, personas: web, governor: quickHealth + "\ntrial_deadline = \"20s\""})
+	// sick runs, but its health check never passes (nothing listens on its port): it is
+	// replaced once its start period is over, and it too keeps the trial from committing.
+	sick := fmt.Sprintf("[[persona]]\nname = \"sick\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n"+
+		"[persona.health]\ntcp = 9\ninterval = \"1s\"\nretries = 2\nstart_period = \"3s\"\n[persona.source]\ndir = %q\n", filepath.Join(fx.dir, "tiny-tree"))
+	half := buildSpine(t, spineOpts{version: 2, personas: web + sick, governor: quickHealth + "\ntrial_deadline = \"20s\""})
 	disk := makeDisk(t, good, half, func(r *bootctl.Record) {
 		r.Primary = 1
 		r.Slots[1].State, r.Slots[1].TriesLeft = bootctl.Trial, 1
@@ -188,11 +194,17 @@ func TestTrialDeadlineRevertsHalfUpTrial(t *testing.T) {
 	if st.Committed || !strings.Contains(strings.Join(st.Missing, "\n"), "persona web") {
 		t.Errorf("status of the half-up trial: committed %v, missing %q; want the web persona named", st.Committed, st.Missing)
 	}
+	if s := find(st.Personas, "sick"); s.State != "running" && s.State != "starting" || s.Health == "ok" {
+		t.Errorf("status of sick: %+v, want running and not healthy", s)
+	}
 	if len(st.Boot) == 0 || st.Boot[0].Name != "stage1: setup" {
 		t.Errorf("status has no boot timeline: %+v", st.Boot)
 	}
 	c.Close()
-	wantContains(t, v.WaitEvent(t, event.TrialDeadline, bootTimeout, kv("slot", "b")), "missing", "persona web")
+	wantContains(t, v.WaitEvent(t, event.PersonaUnhealthy, bootTimeout, kv("name", "sick")), "reason", "2 checks failed in a row")
+	deadline := v.WaitEvent(t, event.TrialDeadline, bootTimeout, kv("slot", "b"))
+	wantContains(t, deadline, "missing", "persona web")
+	wantContains(t, deadline, "missing", "persona sick")
 	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "not healthy")
 	waitUp(t, v, "tiny", 1, "a", bootTimeout)
 	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))

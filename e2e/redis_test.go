@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/vm"
 	"alpinespine.org/spine/internal/host/vm/vmtest"
@@ -25,13 +26,18 @@ import (
 // /var/lib/redis, comes from a dir source, as the README says.
 func TestWorkloadDebianRedisServesHost(t *testing.T) {
 	t.Parallel()
-	img := buildPersonaSpine(t, neighbour(t), redisPersona(t))
+	img := buildPersonaSpine(t, neighbour(t), redisPersona(t), pythonPersona)
 	port := freePort(t)
 	cfg := machine(makeDisk(t, img, img, nil))
 	cfg.Forwards = []vm.Forward{{HostPort: port, GuestPort: 6379, GuestAddr: "10.0.2.15"}}
 	v := vmtest.Boot(t, cfg)
 	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "redis"))
-	v.WaitPersona(t, "redis", "Ready to accept connections", bootTimeout)
+	v.WaitEvent(t, event.PersonaHealthy, bootTimeout, kv("name", "redis"))
+	// Issue 19.6/19.7: Python's http.server from Debian's python3, its bytecode compiled at
+	// build time, answers bay0's first GET (its HTTP health check, on its loopback) this long
+	// after its start.
+	py := v.WaitEvent(t, event.PersonaHealthy, 2*bootTimeout, kv("name", "py"))
+	t.Logf("first request to the Python persona answered %s ms after its start", py.Value("ms"))
 
 	c := dialRedis(t, port)
 	defer c.Close()
@@ -49,14 +55,35 @@ func TestWorkloadDebianRedisServesHost(t *testing.T) {
 	v.Kill(t)
 	v.NeverEvent(t, event.PersonaExited, kv("name", "redis"))
 	v.NeverEvent(t, event.PersonaDenied, kv("name", "redis"))
-	if n := len(v.Events(event.PersonaStarted, kv("name", "redis"))); n != 1 {
-		t.Errorf("redis was started %d times, want once", n)
+	for _, n := range []string{"redis", "py"} {
+		if c := len(v.Events(event.PersonaStarted, kv("name", n))); c != 1 {
+			t.Errorf("%s was started %d times, want once", n, c)
+		}
 	}
+	v.NeverEvent(t, event.PersonaUnhealthy)
 }
+
+// pythonPersona is Python's http.server from Debian's python3, on its loopback only, with an
+// HTTP health check.
+const pythonPersona = `[[persona]]
+name = "py"
+exec = ["/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/usr/bin"]
+cpus = 0.5
+memory = "64MiB"
+pids = 16
+order = 3
+[persona.health]
+http = "/"
+http_port = 8000
+interval = "500ms"
+start_period = "5m"
+[persona.source]
+debian = ["python3"]
+`
 
 // redisPersona is Redis from Debian's packages with its stock configuration (its snapshot
 // schedule included), made only to run in the foreground, keep its data in /data and listen on
-// its uplink, 10.0.2.15.
+// its uplink, 10.0.2.15; bay0 checks its port for health and keeps its logs in /persist.
 func redisPersona(t *testing.T) string {
 	t.Helper()
 	extra := t.TempDir()
@@ -78,6 +105,10 @@ network = "uplink"
 address = "10.0.2.15/24"
 gateway = "10.0.2.2"
 order = 2
+log_persist = true
+[persona.health]
+tcp = 6379
+start_period = "5m"
 [persona.source]
 debian = ["redis-server"]
 dir = "` + extra + `"
@@ -153,12 +184,22 @@ func TestWorkloadRedisKeepsKeyAcrossReboot(t *testing.T) {
 	cfg.MaxBoots = 2
 	cfg.Timeout = 4 * bootTimeout
 	v := vmtest.Boot(t, cfg)
-	v.WaitPersona(t, "redis", "Ready to accept connections", bootTimeout)
+	v.WaitEvent(t, event.PersonaHealthy, bootTimeout, kv("name", "redis"))
 	c := dialRedis(t, port)
 	if got := c.ask("SET", "spine", "graceful"); got != "+OK\r\n" {
 		t.Fatalf("SET: %q", got)
 	}
 	c.Close()
+	// Issue 19.5: status tells redis healthy, with its cgroup's CPU and memory use.
+	ctl := dial(t, sock)
+	var st control.StatusInfo
+	if err := call(t, ctl, control.Request{Verb: control.VerbStatus}).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if r := find(st.Personas, "redis"); r.State != "healthy" || r.Health != "ok" || r.MemoryBytes <= 0 || r.CPUUsec <= 0 {
+		t.Errorf("status of redis: %+v, want healthy with its use", r)
+	}
+	ctl.Close()
 	rebootByControl(t, sock)
 	ended := v.WaitEvent(t, event.PersonaEnded, bootTimeout, kv("name", "redis"))
 	if ended.Value("signal") != "SIGTERM" || ended.Value("killed") != "false" {
@@ -166,12 +207,31 @@ func TestWorkloadRedisKeepsKeyAcrossReboot(t *testing.T) {
 	}
 	v.WaitEvent(t, event.PersonasDown, bootTimeout)
 	v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot"))
+	// Issue 19.4: redis's logs were kept in /persist, and are read back at the next boot.
+	kept := v.WaitEvent(t, event.LogsKept, bootTimeout, kv("name", "redis"))
 	v.WaitEvent(t, event.PersonaStarted, bootTimeout, kv("name", "redis"))
-	v.WaitPersona(t, "redis", "Ready to accept connections", bootTimeout)
+	v.WaitEvent(t, event.PersonaHealthy, bootTimeout, kv("name", "redis"))
 	c = dialRedis(t, port)
 	defer c.Close()
 	if got := c.ask("GET", "spine"); got != "$8\r\ngraceful\r\n" {
 		t.Errorf("GET after the reboot: %q, want the key set before it", got)
+	}
+	if kept.Value("lines") == "0" {
+		t.Errorf("%s: nothing read back from the first boot", kept)
+	}
+	logs := logsOf(t, dial(t, sock), "redis")
+	saved, marks := -1, []int{}
+	for i, l := range logs {
+		switch {
+		case strings.HasPrefix(l, "persona redis: ") && strings.Contains(l, "DB saved on disk"):
+			saved = i
+		case l == "bay0: persona redis: a new boot begins":
+			marks = append(marks, i)
+		}
+	}
+	// Two boots: each began with its marker, and the save at the reboot's SIGTERM lies between.
+	if len(marks) != 2 || saved < marks[0] || saved > marks[1] {
+		t.Errorf("logs redis after the reboot (save at %d, boots at %v):\n%s", saved, marks, strings.Join(logs, "\n"))
 	}
 	v.Kill(t)
 	if n := v.CountPersona("redis", "DB saved on disk"); n != 1 {

@@ -70,10 +70,13 @@ type Result struct {
 	Packages []Package
 	// Downloaded counts the packages that were not in the cache yet.
 	Downloaded int
+	// Bytecode counts the .pyc files of the tree's Python (CompilePython), 0 without one.
+	Bytecode int
 }
 
 // Install resolves names, fetches the closure into cacheDir and unpacks it into dst, in the
-// order of Result.Packages (a file shipped by two packages comes from the later one).
+// order of Result.Packages (a file shipped by two packages comes from the later one), then
+// compiles the tree's Python modules, if it has Python (CompilePython).
 func Install(ctx context.Context, dst *tree.Tree, names []string, cacheDir string) (Result, error) {
 	pkgs, err := Resolve(ctx, names)
 	if err != nil {
@@ -88,7 +91,11 @@ func Install(ctx context.Context, dst *tree.Tree, names []string, cacheDir strin
 			return Result{}, fmt.Errorf("unpack %s: %w", pkgs[i], err)
 		}
 	}
-	return Result{Packages: pkgs, Downloaded: n}, nil
+	pyc, err := CompilePython(ctx, dst)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Packages: pkgs, Downloaded: n, Bytecode: pyc}, nil
 }
 
 // Resolve asks apt which packages an empty system needs to have names installed: it simulates

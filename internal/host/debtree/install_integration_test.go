@@ -3,6 +3,7 @@
 package debtree
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -68,4 +69,62 @@ func TestInstall(t *testing.T) {
 			t.Errorf("stray %s in the cache", e.Name())
 		}
 	}
+}
+
+// TestCompilePythonReproducibly (issue 19.6): a tree with Debian's python3 gets the bytecode of
+// its modules at build time, compiled by its own python3 in a chroot, hash-based, and two builds
+// give the same bytes.
+func TestCompilePythonReproducibly(t *testing.T) {
+	needTools(t)
+	cache := t.TempDir()
+	build := func() (Result, map[string][]byte) {
+		dir := t.TempDir()
+		tr, err := tree.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		res, err := Install(context.Background(), tr, []string{"python3-minimal"}, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pycs := map[string][]byte{}
+		err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && filepath.Ext(p) == ".pyc" {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				st, _ := d.Info()
+				if st.Mode().Perm() != 0o644 {
+					t.Errorf("%s: mode %v", p, st.Mode())
+				}
+				pycs[p[len(dir):]] = b
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, pycs
+	}
+	res, first := build()
+	if res.Bytecode == 0 || res.Bytecode != len(first) {
+		t.Fatalf("Bytecode %d, %d .pyc files in the tree", res.Bytecode, len(first))
+	}
+	enc, ok := first["/usr/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc"]
+	// PEP 552 flags word: 0b01 = hash-based, unchecked (check_source bit 0b10 clear).
+	if !ok || len(enc) < 16 || enc[4] != 1 || enc[5]|enc[6]|enc[7] != 0 {
+		t.Errorf("utf_8.pyc is missing or not an unchecked hash-based pyc: % x", enc[:min(len(enc), 16)])
+	}
+	_, second := build()
+	if len(second) != len(first) {
+		t.Fatalf("second build has %d .pyc files, the first %d", len(second), len(first))
+	}
+	for p, b := range first {
+		if !bytes.Equal(second[p], b) {
+			t.Errorf("%s differs between two builds", p)
+		}
+	}
+	t.Logf("%d .pyc files, identical in two builds", len(first))
 }

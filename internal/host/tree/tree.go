@@ -394,3 +394,6 @@ func (t *Tree) ReadFile(name string, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Dir is the tree's directory on the build host.
+func (t *Tree) Dir() string { return t.root.Name() }
