@@ -836,6 +836,10 @@ func (s *Supervisor) publish() {
 		e := s.ps[n]
 		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits,
 			Denied: s.denied.Summary(n), Health: e.healthMsg}
+		if st.State == BackingOff && e.retryAt.IsZero() {
+			// Not started yet, waiting for its turn in policy order: nothing is backing off.
+			st.State = Starting
+		}
 		if e.cur != nil {
 			st.Pid = e.cur.inst.PID()
 			st.CPUUsec, st.CPUPercent, st.MemoryBytes = e.usage.cpuUsec, e.usage.cpuPercent, e.usage.memory
