@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/fault"
 	"alpinespine.org/spine/internal/format/initramfs"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
@@ -174,6 +175,23 @@ func faultBay0(t testing.TB) string {
 	return faultOnce.path
 }
 
+// builtinFaults holds one fault-injection bay0 per linked-in fault kind, built once per run.
+var builtinFaults sync.Map // kind -> func() (string, error)
+
+// builtinFaultBay0 builds bay0 with the test-only fault injection and the fault kind linked
+// in, once per run and kind.
+func builtinFaultBay0(t testing.TB, kind string) string {
+	once, _ := builtinFaults.LoadOrStore(kind, sync.OnceValues(func() (string, error) {
+		p := filepath.Join(fx.dir, "bay0-fault-"+kind)
+		return p, build.GoStaticVars(context.Background(), repoRoot(), "./cmd/bay0", p, map[string]string{fault.BuiltinVar: kind}, "faultinject")
+	}))
+	p, err := once.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // goBuild builds a static binary of a package of this repository, as spine build does.
 func goBuild(out, pkg string, tags ...string) error {
 	return build.GoStatic(context.Background(), repoRoot(), pkg, out, tags...)
@@ -195,6 +213,11 @@ type spineOpts struct {
 	personas string
 	// kernel has the Spine carry Spine's kernel, as spine build does: what stage 0 starts.
 	kernel bool
+	// kern, if set, is the kernel the Spine carries instead of Spine's (implies kernel).
+	kern *kernel.Kernel
+	// fault builds the Spine with a fault-injection bay0 whose fault kind is linked in
+	// (fault.BuiltinVar): the disk carries the fault, for boots no command line reaches.
+	fault string
 }
 
 // buildSpine builds a small signed Spine with one persona and returns its path.
@@ -211,7 +234,10 @@ func buildSpine(t testing.TB, o spineOpts) string {
 	}
 	if o.bay0 == "" {
 		o.bay0 = fx.bay0
-		if o.faulty {
+		switch {
+		case o.fault != "":
+			o.bay0, o.faulty = builtinFaultBay0(t, o.fault), true
+		case o.faulty:
 			o.bay0 = faultBay0(t)
 		}
 	}
@@ -236,12 +262,15 @@ dir = %q
 	}
 	out := filepath.Join(dir, fmt.Sprintf("%s-v%d.spine", o.name, o.version))
 	start := time.Now()
-	var kernelImage string
+	kern, kernelImage := fx.kernel, ""
+	if o.kern != nil {
+		kern, o.kernel = *o.kern, true
+	}
 	if o.kernel {
-		kernelImage = fx.kernel.Image
+		kernelImage = kern.Image
 	}
 	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, Out: out,
-		Epoch: 1767225600, Kernel: fx.kernel.Release, KernelImage: kernelImage, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
+		Epoch: 1767225600, Kernel: kern.Release, KernelImage: kernelImage, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
 		t.Fatalf("build spine: %v", err)
 	}
 	t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))

@@ -14,6 +14,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +22,12 @@ import (
 	"testing"
 	"time"
 
+	"alpinespine.org/spine/internal/bay0/control"
 	"alpinespine.org/spine/internal/format/bootctl"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/cli"
+	"alpinespine.org/spine/internal/host/kernel"
 	"alpinespine.org/spine/internal/host/provision"
 	"alpinespine.org/spine/internal/host/uefi/authenticode"
 	"alpinespine.org/spine/internal/host/uefi/fat"
@@ -88,8 +91,14 @@ func uefiFx(t *testing.T) uefiFixture {
 
 // spineCLI runs the spine command line in process, as an operator would.
 func spineCLI(args ...string) error {
-	var out bytes.Buffer
-	code := cli.Run(context.Background(), args, &cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out,
+	_, err := spineOut(args...)
+	return err
+}
+
+// spineOut runs the spine command line in process and returns what it printed on stdout.
+func spineOut(args ...string) (string, error) {
+	var out, errs bytes.Buffer
+	code := cli.Run(context.Background(), args, &cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errs,
 		Getenv: func(k string) string {
 			if k == "SOURCE_DATE_EPOCH" {
 				return "1767225600"
@@ -97,9 +106,9 @@ func spineCLI(args ...string) error {
 			return ""
 		}})
 	if code != 0 {
-		return &cliError{args: args, out: out.String()}
+		return "", &cliError{args: args, out: out.String() + errs.String()}
 	}
-	return nil
+	return out.String(), nil
 }
 
 type cliError struct {
@@ -339,6 +348,178 @@ func TestUEFISecureBootRefusesForeign(t *testing.T) {
 			v.Kill(t)
 			v.Never(t, "EFI stub")
 			v.Never(t, "UEFI Interactive Shell")
+		})
+	}
+}
+
+// nextKernelVersion makes the kernel an update ships in these tests: Spine's kernel, same
+// source and configuration, under a release of its own ("6.1.192-spine.2"), so its bytes and
+// its uname -r differ. It has its own cache entry: a fresh machine builds it once (the few
+// objects that print the release, and the links), later runs find it built.
+const nextKernelVersion = ".2"
+
+var nextKernelOnce = sync.OnceValues(func() (kernel.Kernel, error) {
+	cache, err := kernel.DefaultCacheDir()
+	if err != nil {
+		return kernel.Kernel{}, err
+	}
+	return kernel.Build(context.Background(), cache, kernel.Options{ExtraVersion: nextKernelVersion, Log: os.Stderr})
+})
+
+func nextKernel(t *testing.T) kernel.Kernel {
+	t.Helper()
+	start := time.Now()
+	k, err := nextKernelOnce()
+	if err != nil {
+		t.Fatalf("the update's kernel: %v", err)
+	}
+	t.Logf("the update's kernel %s: %s (built, or found in the cache)", k.Release, time.Since(start).Round(time.Millisecond))
+	if k.SHA256 == fx.kernel.SHA256 || k.Release == fx.kernel.Release {
+		t.Fatalf("the update's kernel is not another kernel: %s %s, Spine's %s %s", k.Release, k.SHA256, fx.kernel.Release, fx.kernel.SHA256)
+	}
+	return k
+}
+
+// ctlStatus asks the machine for its status as an operator does, with spine ctl status (the
+// JSON form, and the text form's kernel line), and checks which slot and kernel it runs.
+func ctlStatus(t *testing.T, sock, slot string, k kernel.Kernel) control.StatusInfo {
+	t.Helper()
+	out, err := spineOut("ctl", "--socket", sock, "--json", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st control.StatusInfo
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("spine ctl --json status: %v: %s", err, out)
+	}
+	if st.Slot != slot || st.Kernel.Release != k.Release || st.Kernel.SHA256 != k.SHA256 || !strings.HasPrefix(st.Kernel.Version, "#1 SMP ") {
+		t.Errorf("status says slot %s, kernel %+v; want slot %s, kernel %s sha256 %s", st.Slot, st.Kernel, slot, k.Release, k.SHA256)
+	}
+	text, err := spineOut("ctl", "--socket", sock, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := "kernel:       " + k.Release + " (" + st.Kernel.Version + "), the slot's, sha256 " + k.SHA256; !strings.Contains(text, line+"\n") {
+		t.Errorf("spine ctl status lacks %q:\n%s", line, text)
+	}
+	return st
+}
+
+// An update whose Spine carries another kernel (Article VI §1: an update replaces the Spine,
+// its kernel included) boots under that kernel: stage 0 starts it for the trial and spine ctl
+// status shows it. The trial is rebooted before it commits, so the boot law reverts: the
+// machine comes back on slot a under slot a's kernel, which status shows again.
+func TestUEFIKernelUpdateReverts(t *testing.T) {
+	t.Parallel()
+	next, old := nextKernel(t), fx.kernel
+	v1 := buildSpine(t, spineOpts{kernel: true, governor: quickHealth})
+	// A health window the test never waits out: the trial is still uncommitted when it reboots.
+	v2 := buildSpine(t, spineOpts{version: 2, kern: &next, governor: `health_window = "30m"`})
+	disk := ownerDisk(t, v1, "")
+	stageOffline(t, disk, v2)
+	cfg, sock := withControl(t, answering(firmwareMachine(t, disk)))
+	cfg.MaxBoots = 2
+	cfg.Timeout = 3 * uefiTimeout
+	start := time.Now()
+	v := vmtest.Boot(t, cfg)
+	v.WaitEvent(t, event.SlotTry, uefiTimeout, kv("slot", "b"), kv("state", "trial"), kv("tries_left", "0"))
+	v.WaitEvent(t, event.KernelStart, bootTimeout, kv("slot", "b"), kv("release", next.Release), kv("sha256", next.SHA256))
+	waitUp(t, v, "tiny", 2, "b", bootTimeout)
+	if st := ctlStatus(t, sock, "b", next); st.Committed || st.Slots[1].State != "trial" {
+		t.Errorf("the trial before its reboot: committed %v, slot b %+v", st.Committed, st.Slots[1])
+	}
+	if err := spineCLI("ctl", "--socket", sock, "reboot"); err != nil {
+		t.Fatal(err)
+	}
+	wantContains(t, v.WaitEvent(t, event.Halt, bootTimeout, kv("action", "reboot")), "reason", "operator asked")
+	// Stage 0 again: the trial used its one try, so slot a boots, under its own kernel.
+	v.WaitEvent(t, event.Stage1Start, uefiTimeout, kv("role", "stage0"))
+	v.WaitEvent(t, event.KernelStart, bootTimeout, kv("slot", "a"), kv("release", old.Release), kv("sha256", old.SHA256))
+	waitUp(t, v, "tiny", 1, "a", bootTimeout)
+	// Slot a is committed again: primary, and the record's last-known-good Spine.
+	v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+	st := ctlStatus(t, sock, "a", old)
+	if st.Slots[1].State != "bad" || !strings.Contains(st.Slots[1].Reason, bootctl.ReasonOutOfTries) {
+		t.Errorf("slot b after its trial was rebooted: %+v", st.Slots[1])
+	}
+	v.Kill(t)
+	t.Logf("two firmware boots, the update's kernel then the old one: %s", time.Since(start).Round(time.Millisecond))
+	// The kernels' own banners: one boot under each (stage 0's is quiet).
+	for _, k := range []kernel.Kernel{next, old} {
+		if n := v.Count("Linux version " + k.Release + " "); n != 1 {
+			t.Errorf("the console shows %d boots of kernel %s, want 1", n, k.Release)
+		}
+	}
+	if n := len(v.Events(event.Committed, kv("slot", "b"))); n != 0 {
+		t.Errorf("the trial committed %d times", n)
+	}
+	rec := record(t, disk)
+	if rec.Primary != 0 || rec.Slots[0].State != bootctl.Good || rec.Slots[0].Version != 1 || rec.Slots[1].State != bootctl.Bad {
+		t.Errorf("record after the revert: %+v", rec)
+	}
+}
+
+// bay0 crashing reboots the machine under firmware boot with nothing added by the harness
+// (Article II §3): no command line reaches a firmware boot, so the fault is linked into the
+// trial Spine's bay0 (a test build) and the disk carries it. Before the watchdog is armed
+// (slot b's bay0, first thing under its own kernel) nothing but the kernel can reboot: its
+// built-in panic timeout does. After it (the governor, up), the kernel's panic reboots as well,
+// before the watchdog would. Either way bay0 never halts by itself, and the boot law goes on:
+// the trial used its try, so slot a boots.
+func TestUEFIBay0CrashReboots(t *testing.T) {
+	t.Parallel()
+	v1 := buildSpine(t, spineOpts{kernel: true, governor: quickHealth})
+	for _, c := range []struct{ name, kind string }{
+		{"before-watchdog", "crash-stage1"},
+		{"after-watchdog", "crash-main"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			disk := ownerDisk(t, v1, "")
+			stageOffline(t, disk, buildSpine(t, spineOpts{version: 2, kernel: true, fault: c.kind}))
+			cfg := answering(firmwareMachine(t, disk))
+			// No pvpanic device: a kernel panic resets the machine as on hardware.
+			cfg.PanicReboots = true
+			cfg.MaxBoots = 2
+			cfg.Timeout = 3 * uefiTimeout
+			start := time.Now()
+			v := vmtest.Boot(t, cfg)
+			v.WaitEvent(t, event.SlotTry, uefiTimeout, kv("slot", "b"), kv("state", "trial"), kv("tries_left", "0"))
+			v.WaitEvent(t, event.KernelStart, bootTimeout, kv("slot", "b"))
+			v.WaitEvent(t, event.Stage1Start, bootTimeout, kv("role", "slot b"))
+			if c.kind == "crash-main" {
+				v.WaitEvent(t, event.WatchdogArmed, bootTimeout)
+				waitUp(t, v, "tiny", 2, "b", bootTimeout)
+			}
+			v.WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", c.kind))
+			crashed := time.Now()
+			v.WaitFor(t, "Kernel panic - not syncing: Attempted to kill init!", bootTimeout)
+			v.WaitEvent(t, event.Stage1Start, uefiTimeout, kv("role", "stage0"))
+			t.Logf("firmware again %s after the crash", time.Since(crashed).Round(time.Millisecond))
+			v.WaitEvent(t, event.KernelStart, bootTimeout, kv("slot", "a"))
+			if c.kind == "crash-main" {
+				// The governor that crashed had marked its boot unclean; no halt cleared that, so
+				// the next boot says the last one ended without a word. (Before the watchdog, no
+				// governor ran: slot b's spent try is the record's account.)
+				wantContains(t, v.WaitEvent(t, event.LastReset, bootTimeout), "reason", "unclean")
+			}
+			waitUp(t, v, "tiny", 1, "a", bootTimeout)
+			v.WaitEvent(t, event.Committed, bootTimeout, kv("slot", "a"))
+			v.Kill(t)
+			t.Logf("trial, crash, reboot, slot a up: %s", time.Since(start).Round(time.Millisecond))
+			// The reboot was the kernel's: bay0 neither halted nor was its watchdog starved.
+			v.NeverEvent(t, event.Halt)
+			v.NeverEvent(t, event.WatchdogStarving)
+			// Only the governors arm (adopt) the watchdog: slot a's, and slot b's if it got that far.
+			want := map[string]int{"crash-stage1": 1, "crash-main": 2}[c.kind]
+			if n := len(v.Events(event.WatchdogArmed)); n != want {
+				t.Errorf("%d governors armed the watchdog, want %d", n, want)
+			}
+			rec := record(t, disk)
+			if rec.Primary != 0 || rec.Slots[0].State != bootctl.Good || rec.Slots[1].State != bootctl.Bad ||
+				!strings.Contains(rec.Slots[1].Reason, bootctl.ReasonOutOfTries) {
+				t.Errorf("record after the crashed trial: %+v", rec)
+			}
 		})
 	}
 }

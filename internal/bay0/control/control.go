@@ -459,6 +459,8 @@ type StatusInfo struct {
 	MinVersion uint64 `json:"min_version"`
 	// Slots describes both slots, A then B.
 	Slots []SlotInfo `json:"slots"`
+	// Kernel is the kernel the machine runs.
+	Kernel KernelInfo `json:"kernel"`
 	// UptimeMS is the time since the kernel started, in milliseconds.
 	UptimeMS uint64 `json:"uptime_ms"`
 	// PersistMounted says whether /persist is mounted.
@@ -486,6 +488,17 @@ type StatusInfo struct {
 type BootPhase struct {
 	Name string `json:"name"`
 	MS   int64  `json:"ms"`
+}
+
+// KernelInfo describes the running kernel.
+type KernelInfo struct {
+	// Release and Version are what uname -r and uname -v print.
+	Release string `json:"release"`
+	Version string `json:"version"`
+	// SHA256 is the hash of the kernel image that stage 0 checked against the running slot's
+	// signed manifest before it started it: the slot's own kernel. Empty when the kernel did
+	// not come from the slot (a direct boot, where the host handed QEMU the kernel).
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // SlotInfo is what the boot-control record says about one slot.

@@ -40,6 +40,7 @@ func testStatus() StatusInfo {
 			{Slot: "a", State: "good", Version: 3},
 			{Slot: "b", State: "bad", Version: 4, Reason: "verity: root hash mismatch"},
 		},
+		Kernel:   KernelInfo{Release: "6.1.192-spine", Version: "#1 SMP Thu Jan  1 00:00:00 UTC 2026", SHA256: "93dc"},
 		UptimeMS: 12345, PersistMounted: true,
 		Watchdog:  WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
 		LastReset: "fatal: persona supervisor: deadlock", Missing: []string{"persona web waiting: could not start: no eth0"},
@@ -679,7 +680,7 @@ func TestStatusJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"spine":"demo","version":3,"slot":"a","min_version":2,"slots":[{"slot":"a","state":"good","version":3,"tries_left":0,"reason":""},{"slot":"b","state":"bad","version":4,"tries_left":0,"reason":"verity: root hash mismatch"}],"uptime_ms":12345,"persist_mounted":true,"watchdog":{"enabled":true,"timeout_ms":10000,"since_feed_ms":400},"last_reset":"fatal: persona supervisor: deadlock","committed":false,"missing":["persona web waiting: could not start: no eth0"],"boot":[{"name":"stage1: setup","ms":310},{"name":"persist","ms":2200}]}`
+	want := `{"spine":"demo","version":3,"slot":"a","min_version":2,"slots":[{"slot":"a","state":"good","version":3,"tries_left":0,"reason":""},{"slot":"b","state":"bad","version":4,"tries_left":0,"reason":"verity: root hash mismatch"}],"kernel":{"release":"6.1.192-spine","version":"#1 SMP Thu Jan  1 00:00:00 UTC 2026","sha256":"93dc"},"uptime_ms":12345,"persist_mounted":true,"watchdog":{"enabled":true,"timeout_ms":10000,"since_feed_ms":400},"last_reset":"fatal: persona supervisor: deadlock","committed":false,"missing":["persona web waiting: could not start: no eth0"],"boot":[{"name":"stage1: setup","ms":310},{"name":"persist","ms":2200}]}`
 	if string(b) != want {
 		t.Errorf("status JSON\n got %s\nwant %s", b, want)
 	}

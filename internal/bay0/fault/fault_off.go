@@ -5,3 +5,5 @@ package fault
 const enabled = false
 
 const marker = ""
+
+func builtinKind() string { return "" }

@@ -67,6 +67,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 		MinVersion: rec.MinVersion, UptimeMS: uint64(time.Since(g.started).Milliseconds()),
 		PersistMounted: persist.Mounted(), LastReset: r.lastReset, RSSKiB: int64(selfRSS()),
 		Watchdog: control.WatchdogInfo{Enabled: true, TimeoutMS: uint64(r.dog.dev.Timeout().Milliseconds())},
+		Kernel:   runningKernel(r.boot),
 	}
 	if fed := r.dog.lastFeed.Load(); fed != 0 {
 		since := uint64(time.Since(time.Unix(0, fed)).Milliseconds())

@@ -9,7 +9,7 @@ import (
 
 // injectFault, in a test build only (package fault), obeys bay0.fault=panic and hang-main a
 // few seconds after the system is up: it panics the main loop, or blocks it forever (the
-// watchdog must then reset the machine).
+// watchdog must then reset the machine); crash-main kills bay0 at once.
 func injectFault(g *Governor) {
 	kind := fault.Kind()
 	if kind == "" {
@@ -17,6 +17,8 @@ func injectFault(g *Governor) {
 	}
 	g.logf("fault injection armed: %s (%s)", kind, fault.Marker)
 	g.emit(event.New(event.FaultArmed).With("kind", kind))
+	// The console's lines are queued: let them out before the crash, so the test sees it fire.
+	fault.CrashAt("main", func() { g.emit(event.New(event.FaultFired).With("kind", kind)); g.con.Flush(2 * time.Second) })
 	switch kind {
 	case "panic":
 		time.Sleep(2 * time.Second)

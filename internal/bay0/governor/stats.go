@@ -4,6 +4,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/format/handoff"
 )
 
 // kernelUptime is the time since the kernel started, as /proc/uptime says ("12.34s").
@@ -32,4 +35,17 @@ func selfRSS() int {
 		}
 	}
 	return -1
+}
+
+// runningKernel describes the kernel bay0 runs under: its release and version as uname
+// prints them, and the hash stage 0 checked it against when it is the slot's own (boot).
+func runningKernel(boot handoff.Handoff) control.KernelInfo {
+	read := func(name string) string {
+		b, err := os.ReadFile("/proc/sys/kernel/" + name)
+		if err != nil {
+			return "?"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return control.KernelInfo{Release: read("osrelease"), Version: read("version"), SHA256: boot.KernelSHA256}
 }

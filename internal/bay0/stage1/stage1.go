@@ -46,9 +46,19 @@ const (
 // reading it back through dm-verity and SquashFS and starting the Go runtime again).
 var ErrGovernHere = errors.New("stage 1 done: this bay0 is the Spine's own, governing here")
 
+// KernelStartTimeout bounds each part of stage 0's handover to the slot's kernel, which takes
+// seconds on hardware and far longer under an emulator on a busy host: loading it (read, hash,
+// kexec_file_load; the feeder goes on feeding for that long), then, with the watchdog's
+// timeout set to it, everything until the slot's stage 1 arms the watchdog again with
+// WatchdogTimeout (kexec's purgatory checks the loaded segments' hashes, the kernel
+// decompresses and boots, bay0 starts), when nothing can feed it. A hang there still resets
+// the machine, only later.
+const KernelStartTimeout = 60 * time.Second
+
 // Dog is the armed hardware watchdog.
 type Dog interface {
 	Feed() error
+	SetTimeout(time.Duration) error
 	// FD is the descriptor the governor inherits across exec.
 	FD() int
 }
@@ -108,6 +118,7 @@ func Run(sys System, log io.Writer) error {
 		return fmt.Errorf("set up early system: %w", err)
 	}
 	phase("setup")
+	fault.CrashAt("stage1", func() { fmt.Fprintln(log, event.New(event.FaultFired).With("kind", "crash-stage1")) })
 	dog, err := sys.ArmWatchdog()
 	if err != nil {
 		return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("no hardware watchdog: %v", err)}
@@ -148,6 +159,13 @@ func Run(sys System, log io.Writer) error {
 		name := bootctl.SlotName(mounted.Slot)
 		if role == initramfs.RoleStage0 {
 			phase("start kernel")
+			// From here on only the handover progresses, and nothing in it can beat: loading the
+			// kernel is a few long calls, and after the kexec nothing of stage 0 runs. It gets
+			// KernelStartTimeout, from the feeder and then from the hardware.
+			mon.Only("start kernel", KernelStartTimeout, time.Now())
+			if err := dog.SetTimeout(KernelStartTimeout); err != nil {
+				return &halt.PowerError{Action: halt.PowerOff, Reason: fmt.Sprintf("watchdog timeout for the slot kernel's start: %v", err)}
+			}
 			if err := sys.StartKernel(mounted, pems); err != nil {
 				return fmt.Errorf("start the kernel of slot %s: %w", name, err)
 			}
@@ -250,6 +268,8 @@ func bootChosen(sys System, log io.Writer, dev bootctl.Device, rec bootctl.Recor
 	fmt.Fprintf(log, "bay0: stage1: slot %s verified: %s v%d root %s\n", name, h.Manifest.Name, h.Manifest.Version, h.Manifest.RootHash)
 	fmt.Fprintln(log, event.New(event.SlotVerified).With("slot", name).With("name", h.Manifest.Name).
 		Uint("version", h.Manifest.Version).With("root", h.Manifest.RootHash))
+	// This kernel is the one stage 0 checked against this manifest before starting it.
+	h.KernelSHA256 = h.Manifest.KernelSHA256
 	return handOver(h)
 }
 

@@ -35,12 +35,14 @@ type fakeSystem struct {
 	role      initramfs.Role
 	eager     []bool // Mount's eager argument, per call
 	switchErr error  // what SwitchRoot returns; default an error standing for the exec
+	timeout   time.Duration
 }
 
-type fakeDog struct{}
+type fakeDog struct{ timeout *time.Duration }
 
-func (fakeDog) Feed() error { return nil }
-func (fakeDog) FD() int     { return 7 }
+func (fakeDog) Feed() error                        { return nil }
+func (fakeDog) FD() int                            { return 7 }
+func (d fakeDog) SetTimeout(t time.Duration) error { *d.timeout = t; return nil }
 
 func (f *fakeSystem) Setup() error                              { return nil }
 func (f *fakeSystem) TrustedKeys() ([]ed25519.PublicKey, error) { return nil, nil }
@@ -57,7 +59,10 @@ func (f *fakeSystem) StartKernel(h handoff.Handoff, _ [][]byte) error {
 	f.started = &h
 	return errors.New("started")
 }
-func (f *fakeSystem) ArmWatchdog() (Dog, error) { f.armed = true; return fakeDog{}, nil }
+func (f *fakeSystem) ArmWatchdog() (Dog, error) {
+	f.armed, f.timeout = true, WatchdogTimeout
+	return fakeDog{&f.timeout}, nil
+}
 func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint64, eager bool, progress func()) (handoff.Handoff, error) {
 	f.eager = append(f.eager, eager)
 	if !f.armed {
@@ -73,8 +78,11 @@ func (f *fakeSystem) Mount(slot int, size uint64, _ []ed25519.PublicKey, _ uint6
 	if f.mountErr[slot] != nil {
 		return handoff.Handoff{}, f.mountErr[slot]
 	}
-	return handoff.Handoff{Slot: slot, Manifest: manifest.Manifest{Name: "t", Version: rec.Slots[slot].Version}}, nil
+	return handoff.Handoff{Slot: slot, Manifest: manifest.Manifest{Name: "t", Version: rec.Slots[slot].Version, KernelSHA256: slotKernel}}, nil
 }
+
+// slotKernel is the kernel_sha256 of every fake slot's manifest.
+const slotKernel = "5e1f0000000000000000000000000000000000000000000000000000000000aa"
 
 func newSystem(t *testing.T, rec bootctl.Record) *fakeSystem {
 	t.Helper()
@@ -152,6 +160,11 @@ func TestPrimaryFirst(t *testing.T) {
 	if len(sys.mounts) != 1 || sys.mounts[0] != 1 || sys.switched == nil || sys.switched.Slot != 1 {
 		t.Fatalf("primary B: mounts %v, switched %+v", sys.mounts, sys.switched)
 	}
+	// A direct boot's kernel came from the host, not from the slot: the governor must not
+	// report the manifest's kernel as the running one.
+	if sys.switched.KernelSHA256 != "" {
+		t.Errorf("stage 1 under a kernel it did not check says it runs %s", sys.switched.KernelSHA256)
+	}
 }
 
 // TestStage0StartsTheSlotKernel: as stage 0, the law runs as in stage 1 (the trial's try is
@@ -170,6 +183,10 @@ func TestStage0StartsTheSlotKernel(t *testing.T) {
 	}
 	if sys.started == nil || sys.started.Slot != 1 {
 		t.Fatalf("want slot b's kernel started, got %+v", sys.started)
+	}
+	// Nothing feeds the watchdog between the kexec and the slot's stage 1.
+	if sys.timeout != KernelStartTimeout {
+		t.Errorf("watchdog timeout %s when the slot kernel starts, want %s", sys.timeout, KernelStartTimeout)
 	}
 	got, _, err := bootctl.Load(sys.dev)
 	if err != nil {
@@ -201,8 +218,11 @@ func TestSlotRoleBootsOnlyThatSlot(t *testing.T) {
 	if !bytes.Equal(before, sys.dev.b) {
 		t.Error("the record changed under the slot's kernel")
 	}
-	if len(sys.switched.Keys) != 0 || sys.switched.WatchdogFD != 7 {
+	if len(sys.switched.Keys) != 0 || sys.switched.WatchdogFD != 7 || sys.switched.KernelSHA256 != slotKernel {
 		t.Errorf("handoff %+v", sys.switched)
+	}
+	if sys.timeout != WatchdogTimeout {
+		t.Errorf("the slot's stage 1 hands over with watchdog timeout %s, want %s", sys.timeout, WatchdogTimeout)
 	}
 }
 
@@ -235,6 +255,8 @@ type countingDog struct{ feeds atomic.Int64 }
 
 func (d *countingDog) Feed() error { d.feeds.Add(1); return nil }
 func (d *countingDog) FD() int     { return 7 }
+
+func (d *countingDog) SetTimeout(time.Duration) error { return nil }
 
 // dogSystem is a fakeSystem whose watchdog counts feeds.
 type dogSystem struct {

@@ -25,6 +25,10 @@ type Handoff struct {
 	// WatchdogFD is the hardware watchdog that stage 1 armed and left open across the exec
 	// (-1 or absent: none); the governor goes on feeding it.
 	WatchdogFD int `json:"watchdog_fd"`
+	// KernelSHA256 is set when the running kernel is the slot's own: stage 0 checked its image
+	// against this hash (the manifest's kernel_sha256) before it started it. Empty on a direct
+	// boot, where the kernel came from elsewhere.
+	KernelSHA256 string `json:"kernel_sha256,omitempty"`
 	// Phases are stage 1's phases and how long each took, in order.
 	Phases []Phase `json:"phases,omitempty"`
 }

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,7 +102,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 	}
 	var kernelSum string
 	if opts.KernelImage != "" {
-		if kernelSum, err = placeKernel(opts.KernelImage, root); err != nil {
+		if kernelSum, err = placeKernel(opts.KernelImage, opts.Kernel, root); err != nil {
 			return manifest.Manifest{}, err
 		}
 	}
@@ -176,14 +178,20 @@ func fileSHA256(path string) (string, error) {
 }
 
 // placeKernel copies the kernel image into the tree at manifest.KernelPath and returns its
-// sha256.
-func placeKernel(image, root string) (string, error) {
+// sha256. The image must be the release the manifest names, which is what stage 0 and
+// spine inspect report.
+func placeKernel(image, release, root string) (string, error) {
 	b, err := os.ReadFile(image)
 	if err != nil {
 		return "", fmt.Errorf("kernel image: %w", err)
 	}
 	if len(b) < 1024 || string(b[0x202:0x206]) != "HdrS" {
 		return "", fmt.Errorf("kernel image %s is not a bzImage (no x86 boot header)", image)
+	}
+	if got, err := kernel.ImageRelease(image); err != nil {
+		return "", err
+	} else if got != release {
+		return "", fmt.Errorf("kernel image %s is release %q, the manifest would say %q", image, got, release)
 	}
 	dst := filepath.Join(root, filepath.FromSlash(manifest.KernelPath))
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -465,13 +473,27 @@ func goBuildInto(ctx context.Context, dir, pkg string, t *tree.Tree, scratch str
 
 // GoStatic builds a static, reproducible binary of a Go package of this module, from dir.
 func GoStatic(ctx context.Context, dir, pkg, out string, tags ...string) error {
+	return GoStaticVars(ctx, dir, pkg, out, nil, tags...)
+}
+
+// GoStaticVars is GoStatic with string variables set at link time (-ldflags -X name=value):
+// vars maps a variable's full name (import path.name) to its value.
+func GoStaticVars(ctx context.Context, dir, pkg, out string, vars map[string]string, tags ...string) error {
 	// go build runs in dir, so a relative output path would land there rather than where the
 	// caller meant.
 	out, err := filepath.Abs(out)
 	if err != nil {
 		return fmt.Errorf("resolve %q: %w", out, err)
 	}
-	args := []string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}
+	ldflags := "-ldflags=-s -w -buildid="
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		// go splits -ldflags at spaces and reads quotes: keep each -X one plain word.
+		if strings.ContainsAny(name+vars[name], " \t\n'\"\\") {
+			return fmt.Errorf("go build %s: link-time variable %s=%q has a space or a quote", pkg, name, vars[name])
+		}
+		ldflags += " -X " + name + "=" + vars[name]
+	}
+	args := []string{"build", "-trimpath", ldflags, "-o", out}
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}

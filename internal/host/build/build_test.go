@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -189,11 +190,19 @@ func TestBuildCarriesKernel(t *testing.T) {
 	dir, opts := project(t, testConfig)
 	kern := make([]byte, 4096)
 	copy(kern[0x202:], "HdrS")
-	copy(kern[1024:], "not really a kernel")
+	binary.LittleEndian.PutUint16(kern[0x20e:], 1024-0x200) // the version string's offset
+	copy(kern[1024:], opts.Kernel+" (not really a kernel) #1\x00")
 	opts.KernelImage = filepath.Join(dir, "bzImage")
 	if err := os.WriteFile(opts.KernelImage, kern, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The manifest names the release the image is, or nothing is built.
+	named := opts.Kernel
+	opts.Kernel = "6.1.0-other"
+	if _, err := Build(ctx, opts); err == nil || !strings.Contains(err.Error(), `release "6.1.0-test"`) {
+		t.Errorf("a kernel image of another release: %v", err)
+	}
+	opts.Kernel = named
 	m, err := Build(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -356,5 +365,34 @@ func TestBuildDemo(t *testing.T) {
 	}
 	if !reflect.DeepEqual(m.Personas, []string{"heartbeat", "web"}) {
 		t.Errorf("personas %v", m.Personas)
+	}
+}
+
+// TestFaultKindLinksOnlyIntoTestBuilds: GoStaticVars links a fault kind into a fault-injection
+// build of bay0 (how the e2e suite makes a disk carry its fault); a release build has no such
+// variable, so the same flag leaves no trace in it. A value go would split is refused.
+func TestFaultKindLinksOnlyIntoTestBuilds(t *testing.T) {
+	const kind = "crash-linkcheck-7f3a9c"
+	vars := map[string]string{"alpinespine.org/spine/internal/bay0/fault.builtin": kind}
+	dir := t.TempDir()
+	for _, c := range []struct {
+		tags []string
+		want bool
+	}{{[]string{"faultinject"}, true}, {nil, false}} {
+		out := filepath.Join(dir, "bay0-"+strings.Join(c.tags, ""))
+		if err := GoStaticVars(context.Background(), "../../..", "./cmd/bay0", out, vars, c.tags...); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(b, []byte(kind)); got != c.want {
+			t.Errorf("bay0 built with tags %v carries the linked fault kind: %v, want %v", c.tags, got, c.want)
+		}
+	}
+	err := GoStaticVars(context.Background(), "../../..", "./cmd/bay0", filepath.Join(dir, "x"), map[string]string{"a.b": "two words"})
+	if err == nil || !strings.Contains(err.Error(), "space or a quote") {
+		t.Errorf("a value with a space: %v", err)
 	}
 }

@@ -175,6 +175,7 @@ func printResult(w io.Writer, req control.Request, resp control.Response, onlyEv
 func printStatus(w io.Writer, s control.StatusInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "spine:\t%s v%d (slot %s)\n", s.Spine, s.Version, s.Slot)
+	fmt.Fprintf(tw, "kernel:\t%s\n", kernelLine(s.Kernel))
 	fmt.Fprintf(tw, "uptime:\t%s\n", ms(s.UptimeMS))
 	fmt.Fprintf(tw, "persist:\t%s\n", yesNo(s.PersistMounted, "mounted", "not mounted"))
 	wd := "disabled"
@@ -230,6 +231,18 @@ func printStatus(w io.Writer, s control.StatusInfo) error {
 		}
 	}
 	return nil
+}
+
+// kernelLine is the running kernel in one line, with its hash when stage 0 checked it.
+func kernelLine(k control.KernelInfo) string {
+	line := orDash(k.Release)
+	if k.Version != "" {
+		line += " (" + k.Version + ")"
+	}
+	if k.SHA256 == "" {
+		return line + ", not the slot's own kernel (direct boot)"
+	}
+	return line + ", the slot's, sha256 " + k.SHA256
 }
 
 func printPersonas(w io.Writer, ps []control.PersonaInfo) error {

@@ -26,6 +26,7 @@ func (h *ctlHandler) Status() (control.StatusInfo, error) {
 			{Slot: "b", State: "trial", Version: 4, TriesLeft: 1, Reason: "verity: root hash mismatch"},
 		},
 		UptimeMS: 12345, PersistMounted: true,
+		Kernel:    control.KernelInfo{Release: "6.1.192-spine", Version: "#1 SMP PREEMPT_DYNAMIC Thu Jan  1 00:00:00 UTC 2026", SHA256: "5e1f"},
 		Watchdog:  control.WatchdogInfo{Enabled: true, TimeoutMS: 10000, SinceFeedMS: ptr(uint64(400))},
 		LastReset: "fatal: persona web: supervisor hung", Committed: true,
 		Denied: []string{"persona web: denied syscall accept4 (288), 3 times"},
@@ -107,6 +108,7 @@ func TestCtlTables(t *testing.T) {
 		want string
 	}{
 		{[]string{"status"}, `spine:        demo v3 (slot a)
+kernel:       6.1.192-spine (#1 SMP PREEMPT_DYNAMIC Thu Jan  1 00:00:00 UTC 2026), the slot's, sha256 5e1f
 uptime:       12.345s
 persist:      mounted
 watchdog:     enabled, timeout 10s, fed 400ms ago

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -121,5 +124,33 @@ func TestVeritysetup(t *testing.T) {
 	f.Close()
 	if out, err := run(); err == nil {
 		t.Errorf("veritysetup verify accepted a flipped data byte:\n%s", out)
+	}
+}
+
+// TestInspectShowsKernel: a Spine built with --kernel IMAGE names that image's release (read
+// from its own boot header) and sha256 in its manifest, and inspect shows both.
+func TestInspectShowsKernel(t *testing.T) {
+	kern := make([]byte, 4096)
+	copy(kern[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(kern[0x20e:], 1024-0x200) // the version string's offset
+	copy(kern[1024:], "6.1.192-spine.2 (spine@spine) #1 SMP\x00")
+	image := filepath.Join(t.TempDir(), "bzImage")
+	writeFile(t, image, string(kern), 0o644)
+	img := filepath.Join(t.TempDir(), "k.img")
+	mustSpine(t, epoch, "build", "--kernel", image, "--config", smallProject(t), "--key", sharedKeys(t).key, "--out", img, "--bay0", bay0(t))
+	var m struct {
+		Kernel       string `json:"kernel"`
+		KernelSHA256 string `json:"kernel_sha256"`
+	}
+	if err := json.Unmarshal([]byte(mustSpine(t, nil, "inspect", "--json", img).stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(kern)
+	if m.Kernel != "6.1.192-spine.2" || m.KernelSHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("inspect --json: kernel %q sha256 %q, want 6.1.192-spine.2 %x", m.Kernel, m.KernelSHA256, sum)
+	}
+	if out := mustSpine(t, nil, "inspect", img).stdout; !strings.Contains(out, "kernel:        6.1.192-spine.2\n") ||
+		!strings.Contains(out, "kernel sha256: "+m.KernelSHA256+"\n") {
+		t.Errorf("inspect:\n%s", out)
 	}
 }

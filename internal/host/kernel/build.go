@@ -104,7 +104,7 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, fragment 
 			return err
 		}
 	}
-	env := buildEnv(os.Getenv("PATH"), epoch)
+	env := buildEnv(os.Getenv("PATH"), epoch, opts.ExtraVersion)
 	// Run in the object tree: kbuild then sees the source tree as "..".
 	mk := func(args ...string) error {
 		return runTool(ctx, logFile, logPath, objDir, env, "make", append([]string{"-f", "../Makefile", "ARCH=x86_64"}, args...)...)
@@ -133,8 +133,8 @@ func build(ctx context.Context, src Source, epoch int64, opts Options, fragment 
 		return fmt.Errorf("kernel: make kernelrelease: %w (log: %s)", err, logPath)
 	}
 	release := strings.TrimSpace(lastLine(rel.String()))
-	if release != src.Release() {
-		return fmt.Errorf("kernel: the source builds release %q, want %q", release, src.Release())
+	if release != opts.release(src) {
+		return fmt.Errorf("kernel: the source builds release %q, want %q", release, opts.release(src))
 	}
 
 	outputs := []struct{ from, to string }{
@@ -192,9 +192,10 @@ func unpack(ctx context.Context, src Source, work string, log io.Writer) error {
 
 // buildEnv is the whole environment of the kernel build: nothing inherited but PATH, so a
 // caller's MAKEFLAGS, CC or locale cannot change the bytes, and the recorded time, user and
-// host fixed.
-func buildEnv(path string, epoch int64) []string {
-	return []string{
+// host fixed. A non-empty extra is appended to the release (LOCALVERSION); an empty one is left
+// out, so the plain kernel's environment is what it always was.
+func buildEnv(path string, epoch int64, extra string) []string {
+	env := []string{
 		"PATH=" + path,
 		"HOME=/nonexistent",
 		"LC_ALL=C",
@@ -206,6 +207,10 @@ func buildEnv(path string, epoch int64) []string {
 		"KBUILD_BUILD_VERSION=1",
 		"KCONFIG_NOTIMESTAMP=1",
 	}
+	if extra != "" {
+		env = append(env, "LOCALVERSION="+extra)
+	}
+	return env
 }
 
 // runTool runs a build tool with its output appended to log; on failure the error carries the

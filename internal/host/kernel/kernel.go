@@ -94,6 +94,22 @@ type Options struct {
 	// Log receives progress lines (not the compiler's output, which goes to a log file kept on
 	// failure). May be nil.
 	Log io.Writer
+	// ExtraVersion is appended to the release (make's LOCALVERSION, e.g. ".2" gives
+	// "6.1.192-spine.2"): the same source and configuration shipped as a kernel of its own,
+	// told apart by `uname -r` and by its bytes. The configuration is untouched, so building
+	// it after the plain kernel recompiles only the few objects that print the release and
+	// relinks. Empty for the plain release.
+	ExtraVersion string
+}
+
+// checkExtraVersion refuses an ExtraVersion that cannot be part of a release string.
+func checkExtraVersion(s string) error {
+	if len(s) > 32 || strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".+_-", r))
+	}) {
+		return fmt.Errorf("%w: extra version %q: want at most 32 of a-z A-Z 0-9 . + _ -", ErrConfig, s)
+	}
+	return nil
 }
 
 // Source describes the installed source package.
@@ -108,6 +124,9 @@ func (s Source) Release() string {
 	up, _, _ := strings.Cut(s.Version, "-")
 	return up + LocalVersion
 }
+
+// release is what a build of s with opts reports as its release.
+func (o Options) release(s Source) string { return s.Release() + o.ExtraVersion }
 
 // Stage0 is what makes a kernel image the signed boot program: an initramfs built into the
 // image and a command line built in that replaces whatever the firmware passes. Signed as a
@@ -147,11 +166,16 @@ CONFIG_CMDLINE_OVERRIDE=y
 
 // key names a built kernel in the cache: the source version, then a hash of everything else
 // that decides its bytes.
-func key(src Source, epoch int64, frag []byte, s *Stage0) string {
+func key(src Source, epoch int64, frag []byte, s *Stage0, extra string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%d\n", recipe, epoch)
 	h.Write(frag)
 	name := src.Version + "-"
+	// Only when set, so the plain kernel keeps the key (and the cache entry) it always had.
+	if extra != "" {
+		fmt.Fprintf(h, "\nextraversion %s\n", extra)
+		name += "x-"
+	}
 	if s != nil {
 		fmt.Fprintf(h, "\ninitramfs %d\n", len(s.Initramfs))
 		h.Write(s.Initramfs)
@@ -182,6 +206,9 @@ func buildVariant(ctx context.Context, cacheDir string, opts Options, s0 *Stage0
 	if err != nil {
 		return Kernel{}, err
 	}
+	if err := checkExtraVersion(opts.ExtraVersion); err != nil {
+		return Kernel{}, err
+	}
 	src, err := InstalledSource(ctx)
 	if err != nil {
 		return Kernel{}, err
@@ -195,7 +222,7 @@ func buildVariant(ctx context.Context, cacheDir string, opts Options, s0 *Stage0
 		return Kernel{}, fmt.Errorf("kernel: cache directory: %w", err)
 	}
 	base := filepath.Join(cacheDir, "kernel")
-	k := key(src, epoch, frag, s0)
+	k := key(src, epoch, frag, s0, opts.ExtraVersion)
 	dir := filepath.Join(base, k)
 	if kern, err := load(dir, src); err == nil {
 		return kern, nil

@@ -80,7 +80,7 @@ func TestFragment(t *testing.T) {
 func TestBuildEnv(t *testing.T) {
 	t.Setenv("MAKEFLAGS", "-j64")
 	t.Setenv("CC", "clang")
-	env := buildEnv("/bin", 1767225600)
+	env := buildEnv("/bin", 1767225600, "")
 	want := []string{
 		"PATH=/bin", "SOURCE_DATE_EPOCH=1767225600", "KBUILD_BUILD_TIMESTAMP=Thu Jan  1 00:00:00 UTC 2026",
 		"KBUILD_BUILD_USER=spine", "KBUILD_BUILD_HOST=spine", "KBUILD_BUILD_VERSION=1", "LC_ALL=C",
@@ -91,17 +91,40 @@ func TestBuildEnv(t *testing.T) {
 		}
 	}
 	for _, e := range env {
-		if strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "CC=") {
-			t.Errorf("build environment inherits %q", e)
+		if strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "CC=") || strings.HasPrefix(e, "LOCALVERSION") {
+			t.Errorf("build environment inherits or adds %q", e)
 		}
+	}
+	if env := buildEnv("/bin", 1767225600, ".2"); !slices.Contains(env, "LOCALVERSION=.2") {
+		t.Errorf("an extra version does not reach the build: %q", env)
+	}
+}
+
+func TestExtraVersion(t *testing.T) {
+	for _, ok := range []string{"", ".2", "-next+1_a"} {
+		if err := checkExtraVersion(ok); err != nil {
+			t.Errorf("extra version %q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{" 2", "a/b", "x\n", `"`, strings.Repeat("a", 33)} {
+		if err := checkExtraVersion(bad); !errors.Is(err, ErrConfig) {
+			t.Errorf("extra version %q: %v, want ErrConfig", bad, err)
+		}
+	}
+	if got := (Options{ExtraVersion: ".2"}).release(Source{Version: "6.1.192-2"}); got != "6.1.192-spine.2" {
+		t.Errorf("release with extra version: %q", got)
 	}
 }
 
 func TestKey(t *testing.T) {
 	src := Source{Version: "6.1.192-2"}
-	k := key(src, 1, Fragment, nil)
-	if !strings.HasPrefix(k, "6.1.192-2-") || key(src, 1, Fragment, nil) != k || key(src, 2, Fragment, nil) == k || key(Source{Version: "6.1.193-1"}, 1, Fragment, nil) == k {
+	k := key(src, 1, Fragment, nil, "")
+	if !strings.HasPrefix(k, "6.1.192-2-") || key(src, 1, Fragment, nil, "") != k || key(src, 2, Fragment, nil, "") == k || key(Source{Version: "6.1.193-1"}, 1, Fragment, nil, "") == k {
 		t.Errorf("key does not follow source version and epoch: %q", k)
+	}
+	// Another release name is another kernel.
+	if kx := key(src, 1, Fragment, nil, ".2"); !strings.HasPrefix(kx, "6.1.192-2-x-") || kx == k || kx == key(src, 1, Fragment, nil, ".3") {
+		t.Errorf("extra version keys: %q", kx)
 	}
 	// A stage 0 image is its own cache entry, one per built-in initramfs and command line.
 	s1 := &Stage0{Initramfs: []byte("archive one"), Cmdline: "console=ttyS0"}
@@ -111,9 +134,9 @@ func TestKey(t *testing.T) {
 	}
 	s2 := &Stage0{Initramfs: []byte("archive two"), Cmdline: "console=ttyS0"}
 	f2, _ := s2.fragment()
-	k1 := key(src, 1, f1, s1)
-	if !strings.HasPrefix(k1, "6.1.192-2-stage0-") || k1 == key(src, 1, f2, s2) || k1 == k {
-		t.Errorf("stage 0 keys: %q %q", k1, key(src, 1, f2, s2))
+	k1 := key(src, 1, f1, s1, "")
+	if !strings.HasPrefix(k1, "6.1.192-2-stage0-") || k1 == key(src, 1, f2, s2, "") || k1 == k {
+		t.Errorf("stage 0 keys: %q %q", k1, key(src, 1, f2, s2, ""))
 	}
 	for _, want := range []string{`CONFIG_INITRAMFS_SOURCE="stage0.cpio"`, `CONFIG_CMDLINE="console=ttyS0 noinitrd"`, "CONFIG_CMDLINE_OVERRIDE=y"} {
 		if !strings.Contains(string(f1), want) {
