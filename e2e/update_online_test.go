@@ -100,6 +100,10 @@ func TestOnlineUpdate(t *testing.T) {
 	if st.Slots[1].State != "trial" || st.Slots[0].State != "good" || st.Slot != "a" {
 		t.Fatalf("status after staging: %+v", st)
 	}
+	// A direct boot: the host handed QEMU the kernel, so status names it but claims no hash.
+	if st.Kernel.Release != fx.kernel.Release || st.Kernel.SHA256 != "" {
+		t.Errorf("status of a directly booted kernel: %+v, want release %s and no sha256", st.Kernel, fx.kernel.Release)
+	}
 	if _, err := c.Call(ctx, control.Request{Verb: control.VerbReboot}); err != nil {
 		t.Fatalf("reboot: %v", err)
 	}
