@@ -140,3 +140,7 @@ func ReadHeader(r io.Reader) (Header, error) {
 	}
 	return h, nil
 }
+
+// ChannelFD is the file descriptor on which a courier persona's workload finds its channel to
+// bay0: a unix socket on which each request arrives with one transfer socket (SCM_RIGHTS).
+const ChannelFD = 3
