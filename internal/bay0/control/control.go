@@ -25,6 +25,7 @@ import (
 	"unicode/utf8"
 
 	"alpinespine.org/spine/internal/bay0/update"
+	"alpinespine.org/spine/internal/format/courier"
 )
 
 // Version is the protocol version, the "v" of every request and response.
@@ -117,6 +118,7 @@ var (
 	ErrMissingField    = errors.New("missing field")
 	ErrUnexpectedField = errors.New("field not allowed")
 	ErrBadName         = errors.New("bad persona name")
+	ErrBadSource       = errors.New("bad update source")
 	ErrBadResponse     = errors.New("bad response")
 	// ErrNotSupported answers a verb the governor does not implement yet (update, until the
 	// Handler is also an Updater).
@@ -142,6 +144,10 @@ type Request struct {
 	// answer (see Serve).
 	Offer *update.Offer `json:"offer,omitempty"`
 	Size  int64         `json:"size,omitempty"`
+	// Source belongs to update only, instead of Offer and Size: the artifact the machine's
+	// courier persona fetches, oci://REGISTRY/REPOSITORY@sha256:DIGEST (package courier).
+	// The digest is the operator's word: bay0 accepts no other bytes.
+	Source string `json:"source,omitempty"`
 }
 
 // Validate checks r against the rules DecodeRequest applies to a line.
@@ -154,10 +160,17 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w %q", ErrUnknownVerb, shorten(string(r.Verb)))
 	}
 	switch {
+	case r.Verb == VerbUpdate && r.Source != "":
+		if r.Offer != nil || r.Size != 0 {
+			return fmt.Errorf("%w: update takes either a source or an offer and a size", ErrUnexpectedField)
+		}
+		if _, err := courier.ParseRef(r.Source); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadSource, err)
+		}
 	case r.Verb == VerbUpdate && (r.Offer == nil || r.Size <= 0 || r.Size > MaxUpdateBody):
-		return fmt.Errorf("%w: update needs an offer and a body size in 1..%d", ErrMissingField, int64(MaxUpdateBody))
-	case r.Verb != VerbUpdate && (r.Offer != nil || r.Size != 0):
-		return fmt.Errorf("%w \"offer\"/\"size\" for %s", ErrUnexpectedField, r.Verb)
+		return fmt.Errorf("%w: update needs an offer and a body size in 1..%d, or a source", ErrMissingField, int64(MaxUpdateBody))
+	case r.Verb != VerbUpdate && (r.Offer != nil || r.Size != 0 || r.Source != ""):
+		return fmt.Errorf("%w \"offer\"/\"size\"/\"source\" for %s", ErrUnexpectedField, r.Verb)
 	case r.Verb != VerbLogs && r.After != 0:
 		return fmt.Errorf("%w \"after\" for %s", ErrUnexpectedField, r.Verb)
 	case rule == needsName && r.Name == "":
@@ -222,6 +235,8 @@ func DecodeRequest(line []byte) (Request, error) {
 			return unmarshalField(key, raw, &r.Size)
 		case "after":
 			return unmarshalField(key, raw, &r.After)
+		case "source":
+			return unmarshalField(key, raw, &r.Source)
 		}
 		return fmt.Errorf("%w %q", ErrUnknownField, shorten(key))
 	})

@@ -39,6 +39,13 @@ type Updater interface {
 	Update(req Request, ready func() error, body io.Reader, progress func()) (any, error)
 }
 
+// Fetcher is implemented by a Handler that takes updates fetched by the machine's courier
+// (an update with a Source); without it they are answered with ErrNotSupported. UpdateFrom
+// runs while Serve keeps reporting progress; it must call progress as bytes arrive.
+type Fetcher interface {
+	UpdateFrom(req Request, progress func()) (any, error)
+}
+
 // Ready is the first answer to an accepted update: send the body now.
 type Ready struct {
 	Ready bool  `json:"ready"`
@@ -109,6 +116,15 @@ func Serve(ctx context.Context, rw io.ReadWriter, h Handler, progress func()) er
 				progress()
 				continue
 			}
+			if req, ok := fetchRequest(h, it); ok {
+				serveFetch(h.(Fetcher), req, &w, progress)
+				progress()
+				select {
+				case next <- nil:
+				case <-done:
+				}
+				continue
+			}
 			if resp, ok := answer(h, it); ok {
 				w.write(resp)
 			}
@@ -131,10 +147,67 @@ func updateRequest(h Handler, it readItem) (Request, bool) {
 		return Request{}, false
 	}
 	req, err := DecodeRequest(it.line)
-	if err != nil || req.Verb != VerbUpdate {
+	if err != nil || req.Verb != VerbUpdate || req.Source != "" {
 		return Request{}, false
 	}
 	return req, true
+}
+
+// fetchRequest picks out a valid update-from-source request for a Handler that fetches.
+func fetchRequest(h Handler, it readItem) (Request, bool) {
+	if it.tooLong || isBlank(it.line) {
+		return Request{}, false
+	}
+	if _, ok := h.(Fetcher); !ok {
+		return Request{}, false
+	}
+	req, err := DecodeRequest(it.line)
+	if err != nil || req.Verb != VerbUpdate || req.Source == "" {
+		return Request{}, false
+	}
+	return req, true
+}
+
+// serveFetch runs one courier update off the loop, reporting progress until it ends, then
+// writes its answer. Requests read meanwhile wait their turn.
+func serveFetch(f Fetcher, req Request, w *answerWriter, progress func()) {
+	type outcome struct {
+		result any
+		err    error
+	}
+	res := make(chan outcome, 1)
+	go func() {
+		r, err := f.UpdateFrom(req, progress)
+		res <- outcome{r, err}
+	}()
+	tick := time.NewTicker(ProgressInterval)
+	defer tick.Stop()
+	var out outcome
+wait:
+	for {
+		select {
+		case out = <-res:
+			break wait
+		case <-tick.C:
+			progress()
+		}
+	}
+	w.write(resultLine(req.ID, out.result, out.err))
+}
+
+// resultLine is the answer to an update: its result, or its error.
+func resultLine(id uint64, result any, err error) []byte {
+	if err != nil {
+		return errorLine(id, fmt.Errorf("update: %w", err))
+	}
+	b, err := marshalLine(result)
+	if err == nil {
+		var line []byte
+		if line, err = EncodeResponse(Response{V: Version, ID: id, OK: true, Result: b}); err == nil {
+			return line
+		}
+	}
+	return errorLine(id, fmt.Errorf("update: %w", err))
 }
 
 // serveUpdate runs one update: the Updater checks the offer and says ready, the reader goroutine
@@ -207,19 +280,7 @@ wait:
 		case <-done:
 		}
 	}
-	if out.err != nil {
-		w.write(errorLine(req.ID, fmt.Errorf("update: %w", out.err)))
-		return
-	}
-	b, err := marshalLine(out.result)
-	if err == nil {
-		var line []byte
-		if line, err = EncodeResponse(Response{V: Version, ID: req.ID, OK: true, Result: b}); err == nil {
-			w.write(line)
-			return
-		}
-	}
-	w.write(errorLine(req.ID, fmt.Errorf("update: %w", err)))
+	w.write(resultLine(req.ID, out.result, out.err))
 }
 
 // answer turns one line into its response; ok is false for a blank line, which gets none.

@@ -692,3 +692,56 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// fetchingHandler is a Handler that fetches updates through a courier.
+type fetchingHandler struct {
+	fakeHandler
+	release chan struct{}
+}
+
+func (f *fetchingHandler) UpdateFrom(req Request, progress func()) (any, error) {
+	f.record("update-from " + req.Source)
+	<-f.release
+	progress()
+	if strings.Contains(req.Source, "/bad@") {
+		return nil, errors.New("the courier sent other bytes")
+	}
+	return map[string]any{"state": "staged"}, nil
+}
+
+const source = "oci://10.0.2.2:5000/spines/demo@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestServeFetcher(t *testing.T) {
+	f := &fetchingHandler{release: make(chan struct{})}
+	hs := serve(t, f)
+	// The transfer runs off the loop: the loop keeps reporting progress meanwhile, and a
+	// request sent behind it is answered after it, in order.
+	hs.send(`{"v":1,"id":1,"verb":"update","source":"` + source + `"}` + "\n")
+	hs.send(`{"v":1,"id":2,"verb":"status"}` + "\n")
+	before := hs.progress.Load()
+	deadline := time.Now().Add(5 * time.Second)
+	for hs.progress.Load() < before+2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if hs.progress.Load() < before+2 {
+		t.Fatal("no progress while the courier worked")
+	}
+	close(f.release)
+	if r := hs.recv(); !r.OK || r.ID != 1 || !strings.Contains(string(r.Result), "staged") {
+		t.Fatalf("update answer %+v", r)
+	}
+	if r := hs.recv(); !r.OK || r.ID != 2 {
+		t.Fatalf("status answer %+v", r)
+	}
+	hs.wantError(`{"v":1,"id":3,"verb":"update","source":"`+strings.Replace(source, "/demo@", "/bad@", 1)+`"}`, "other bytes")
+
+	// Sources are checked before any handler sees them.
+	hs.wantError(`{"v":1,"id":4,"verb":"update","source":"oci://10.0.2.2:5000/spines/demo:v2"}`, "names no digest")
+	hs.wantError(`{"v":1,"id":5,"verb":"update","source":"`+source+`","size":5}`, "either a source or an offer")
+	hs.wantError(`{"v":1,"id":6,"verb":"status","source":"`+source+`"}`, "field not allowed")
+}
+
+func TestServeSourceWithoutFetcher(t *testing.T) {
+	hs := serve(t, &updatingHandler{})
+	hs.wantError(`{"v":1,"id":1,"verb":"update","source":"`+source+`"}`, "not supported")
+}

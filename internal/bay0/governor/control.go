@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
+	bay0courier "alpinespine.org/spine/internal/bay0/courier"
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
 	"alpinespine.org/spine/internal/bay0/supervise"
 	"alpinespine.org/spine/internal/bay0/update"
 	"alpinespine.org/spine/internal/format/bootctl"
+	"alpinespine.org/spine/internal/format/courier"
 	"alpinespine.org/spine/internal/format/disk"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/format/handoff"
@@ -155,6 +157,60 @@ func (h *ctlHandler) Poweroff() error {
 // written, then update.Stager writes, reads back and verifies it, and only then marks it for
 // trial and makes it primary; a failure restores the slot from the running Spine.
 func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Reader, progress func()) (any, error) {
+	return h.stage(*req.Offer, req.Size, ready, body, progress)
+}
+
+// courierStall bounds how long a courier may go without sending while it hands over a Spine;
+// courierStart is the longer wait for its first bytes (it fetches the manifest and the image's
+// tail before it sends anything).
+const (
+	courierStall = control.BodyStall
+	courierStart = 60 * time.Second
+)
+
+// UpdateFrom stages the Spine the operator named by digest, fetched by the courier persona
+// over its network and handed over on a socket made for this transfer. The courier is a
+// sender like any other: its bytes must hash to the named artifact and pass every check an
+// update streamed on the control line passes.
+func (h *ctlHandler) UpdateFrom(req control.Request, progress func()) (any, error) {
+	g, p := h.g, h.r.personas
+	ref, err := courier.ParseRef(req.Source)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", update.ErrRefused, err)
+	}
+	if p.courier == nil {
+		return nil, fmt.Errorf("%w: this Spine's policy has no courier persona (courier = true)", update.ErrRefused)
+	}
+	if !h.r.committed.Load() {
+		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(h.r.policy.Governor.HealthWindow))
+	}
+	for _, st := range p.sup.Status() {
+		if st.Name == p.courierName && st.State != supervise.Running {
+			return nil, fmt.Errorf("%w: the courier persona %s is %s", update.ErrRefused, st.Name, st.State)
+		}
+	}
+	g.logf("update: asking courier %s for %s", p.courierName, ref)
+	g.emit(event.New(event.CourierAsked).With("name", p.courierName).With("ref", ref.String()))
+	f, err := p.courier.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	in := &bay0courier.StallReader{F: f, Stall: courierStart, Progress: progress}
+	tr, err := bay0courier.Accept(in, ref)
+	if err != nil {
+		g.logf("update: courier %s: %v", p.courierName, err)
+		g.emit(event.New(event.UpdateFailed).With("slot", "-").With("reason", err.Error()))
+		return nil, fmt.Errorf("%w: %v", update.ErrRefused, err)
+	}
+	in.Stall = courierStall
+	return h.stage(tr.Offer, tr.Size, func() error { return nil }, tr.Body, progress)
+}
+
+// stage checks an offer and, once ready says so, has update.Stager write the body into the
+// inactive slot, read it back and verify it, and only then mark it for trial and make it
+// primary; a failure restores the slot from the running Spine.
+func (h *ctlHandler) stage(offer update.Offer, size int64, ready func() error, body io.Reader, progress func()) (any, error) {
 	g, r := h.g, h.r
 	if !r.committed.Load() {
 		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(r.policy.Governor.HealthWindow))
@@ -181,12 +237,12 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 		return nil, fmt.Errorf("size of %s: %w", dev, err)
 	}
 	rec := r.record.snapshot()
-	m, ft, err := req.Offer.Check(trusted, update.Floor{Running: r.boot.Manifest.Version, MinVersion: rec.MinVersion, SlotSize: slotSize})
+	m, ft, err := offer.Check(trusted, update.Floor{Running: r.boot.Manifest.Version, MinVersion: rec.MinVersion, SlotSize: slotSize})
 	if err != nil {
 		return nil, err
 	}
-	if req.Size != update.BodySize(ft) {
-		return nil, fmt.Errorf("%w: body of %d bytes announced, the image needs %d", update.ErrRefused, req.Size, update.BodySize(ft))
+	if size != update.BodySize(ft) {
+		return nil, fmt.Errorf("%w: body of %d bytes announced, the image needs %d", update.ErrRefused, size, update.BodySize(ft))
 	}
 	g.logf("update: %s v%d accepted for slot %s", m.Name, m.Version, bootctl.SlotName(target))
 	g.emit(event.New(event.UpdateAccepted).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)))
@@ -199,7 +255,7 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 	}
 	defer done()
 	st.Progress = func(int64) { progress() }
-	tm, err := st.Stage(body, *req.Offer, ft, m)
+	tm, err := st.Stage(body, offer, ft, m)
 	if err != nil {
 		g.logf("update: slot %s not staged: %v", bootctl.SlotName(target), err)
 		g.emit(event.New(event.UpdateFailed).With("slot", bootctl.SlotName(target)).With("reason", err.Error()))
@@ -210,7 +266,7 @@ func (h *ctlHandler) Update(req control.Request, ready func() error, body io.Rea
 		bootctl.SlotName(target), written.Round(time.Millisecond), verified.Round(time.Millisecond))
 	g.emit(event.New(event.UpdateStaged).With("name", m.Name).Uint("version", m.Version).With("slot", bootctl.SlotName(target)).
 		Int("write_ms", written.Milliseconds()).Int("verify_ms", verified.Milliseconds()))
-	return control.UpdateResult{Name: m.Name, Version: m.Version, Slot: bootctl.SlotName(target), Bytes: req.Size,
+	return control.UpdateResult{Name: m.Name, Version: m.Version, Slot: bootctl.SlotName(target), Bytes: size,
 		WriteMS: uint64(written.Milliseconds()), VerifyMS: uint64(verified.Milliseconds())}, nil
 }
 

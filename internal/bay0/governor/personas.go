@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
+	bay0courier "alpinespine.org/spine/internal/bay0/courier"
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/supervise"
@@ -24,6 +26,10 @@ type personas struct {
 	sup    *supervise.Supervisor
 	stop   func()
 	logs   personaLogs
+	// courier is bay0's end of the courier persona's channel, nil without one; courierName
+	// names that persona.
+	courier     *bay0courier.Channel
+	courierName string
 }
 
 // startPersonas is the personas phase: it makes PID 1's reaper (before any child exists) and
@@ -36,7 +42,20 @@ func (g *Governor) startPersonas(pol policy.Policy, persistRoot string) (*person
 		return nil, err
 	}
 	logs := g.openPersonaLogs(pol, persistRoot)
+	var courierCh *bay0courier.Channel
+	var courierEnd *os.File
+	courierName := ""
+	for _, q := range pol.Personas {
+		if q.Courier {
+			courierName = q.Name
+			// A channel that cannot be made leaves the courier refused, not the machine down.
+			if courierCh, courierEnd, err = bay0courier.NewChannel(); err != nil {
+				g.logf("courier %s: %v", q.Name, err)
+			}
+		}
+	}
 	sup, err := supervise.New(supervise.Config{
+		Courier:   courierEnd,
 		KernelLog: kmsg,
 		Console:   g.log,
 		Output: func(name string) io.Writer {
@@ -68,7 +87,7 @@ func (g *Governor) startPersonas(pol policy.Policy, persistRoot string) (*person
 		defer close(done)
 		return sup.Run(ctx)
 	})
-	return &personas{reaper: r, sup: sup, stop: stop, logs: logs}, nil
+	return &personas{reaper: r, sup: sup, stop: stop, logs: logs, courier: courierCh, courierName: courierName}, nil
 }
 
 // quiesce is the personas' halt duty. The supervisor would replace the personas halt has just

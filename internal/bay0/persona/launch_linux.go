@@ -223,6 +223,12 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		childEnds = append(childEnds, data)
 		files = append(files, data.Fd())
 	}
+	if s.Courier != nil {
+		for len(files) < CourierFD {
+			files = append(files, ^uintptr(0)) // closed in the child
+		}
+		files = append(files, s.Courier.Fd())
+	}
 	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(s.UID), Size: IDBlock}}
 	gids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(s.GID), Size: IDBlock}}
 	attr := &syscall.ProcAttr{

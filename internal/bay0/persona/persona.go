@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -39,6 +40,9 @@ const (
 	SyncFD    = 4 // persona-init's reports to the parent (see sync.go)
 	ReleaseFD = 5 // one byte from the parent once the workload's deferred limits are set
 	DataFD    = 6 // present only when Config.Data: a detached mount of the persona's /data
+	// CourierFD is present only when Config.Courier: the persona's end of its channel to
+	// bay0; persona-init hands it to the workload as courier.ChannelFD.
+	CourierFD = 7
 )
 
 // InitArg is the first argument that makes bay0 persona-init.
@@ -94,6 +98,9 @@ type Spec struct {
 	// is killed.
 	StopSignal  unix.Signal
 	StopTimeout time.Duration
+	// Courier, if set, is the persona's end of its channel to bay0 (the persona is the
+	// machine's courier): every instance gets it.
+	Courier *os.File
 }
 
 // UplinkName is the name of the persona's uplink device inside its network namespace.
@@ -301,6 +308,8 @@ type Config struct {
 	ShmSize int64    `json:"shm_size"`
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
 	DNS     []string `json:"dns,omitempty"`
+	// Courier says that CourierFD carries the courier channel.
+	Courier bool `json:"courier,omitempty"`
 }
 
 // Rlimit is one resource limit (setrlimit(2)), soft and hard alike.
@@ -354,7 +363,8 @@ func ResolvConf(dns []string) string {
 func (s Spec) Config() Config {
 	return Config{Version: ConfigVersion, Name: s.Name, Tree: s.Tree, Exec: s.Exec, Env: s.Env,
 		Workdir: s.Workdir, TmpSize: s.TmpSize, RunSize: s.RunSize, Data: s.DataDir != "", Seccomp: s.Seccomp,
-		Uplink: s.Uplink, User: s.user(), ShmSize: s.shmSize(), Rlimits: s.Rlimits, DNS: s.DNS}
+		Uplink: s.Uplink, User: s.user(), ShmSize: s.shmSize(), Rlimits: s.Rlimits, DNS: s.DNS,
+		Courier: s.Courier != nil}
 }
 
 // shmSize is ShmSize, or for a Spec made by hand without one, the policy's default.

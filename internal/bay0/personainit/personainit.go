@@ -74,6 +74,7 @@ func Run(args []string) (stage string, err error) {
 		{"release", awaitRelease},
 		{"seccomp", func() error { return seccomp.Install(filter) }},
 		{"close fds", closeExtraFDs},
+		{"courier channel", func() error { return courierChannel(cfg.Courier) }},
 	}
 	for _, s := range steps {
 		if err := s.run(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/format/courier"
 )
 
 // Securebits (linux/securebits.h): root inside the namespace gets no capabilities from exec or
@@ -139,6 +140,18 @@ func becomeUser(u persona.IDs) error {
 func closeExtraFDs() error {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
+	}
+	return nil
+}
+
+// courierChannel gives the workload of the courier persona its channel to bay0 at
+// courier.ChannelFD (the config's fd, closed by now), open across the exec.
+func courierChannel(on bool) error {
+	if !on {
+		return nil
+	}
+	if err := unix.Dup3(persona.CourierFD, courier.ChannelFD, 0); err != nil {
+		return fmt.Errorf("courier channel: %w", err)
 	}
 	return nil
 }

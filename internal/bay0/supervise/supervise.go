@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,9 @@ type Config struct {
 	Containment func(name string, err error)
 	// Check makes one health check, off the loop; default probe.Check.
 	Check func(context.Context, probe.Target) error
+	// Courier is the persona end of the courier channel, given to every instance of the
+	// policy's courier persona; without it that persona is refused.
+	Courier *os.File
 }
 
 // State is where a persona is in its life.
@@ -294,6 +298,12 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 		// A persona whose filter cannot be built is refused alone: the others, and bay0, run.
 		if err == nil && e.spec.Uplink != nil {
 			e.spec.Uplink.Siblings = persona.Siblings(pol, p.Name)
+		}
+		if err == nil && p.Courier {
+			if cfg.Courier == nil {
+				err = errors.New("courier = true, but bay0 made no courier channel")
+			}
+			e.spec.Courier = cfg.Courier
 		}
 		if e.refusal = err; e.refusal != nil {
 			e.state, e.lastExit = Refused, "refused: "+e.refusal.Error()

@@ -74,6 +74,7 @@ const (
 	PersonaHealthy   Kind = "persona-healthy"   // name ms (its health check passed, ms after its start)
 	PersonaUnhealthy Kind = "persona-unhealthy" // name reason (its health check failed its retries: replaced)
 	UpdateAccepted   Kind = "update-accepted"   // name version slot
+	CourierAsked     Kind = "courier-asked"     // name ref (the operator named an artifact; the courier persona fetches it)
 	UpdateFailed     Kind = "update-failed"     // slot reason
 	UpdateStaged     Kind = "update-staged"     // name version slot write_ms verify_ms
 	UpdateWriting    Kind = "update-writing"    // slot (its previous Spine is given up)

@@ -128,6 +128,11 @@ type Persona struct {
 	// DNS lists the name servers written to the persona's /etc/resolv.conf when its tree has
 	// none (at most 3, as glibc reads); it needs an uplink.
 	DNS []string `toml:"dns,omitempty" json:"dns,omitempty"`
+	// Courier makes this persona the machine's courier: bay0 gives it a channel on which, when
+	// the operator asks for `update oci://...` on the control line, it receives one socket per
+	// transfer to hand over the Spine it fetched (internal/format/courier). It needs an uplink;
+	// it grants nothing else, and at most one persona is the courier.
+	Courier bool `toml:"courier,omitempty" json:"courier,omitempty"`
 	// LogPersist keeps the persona's output in /persist across reboots: bay0 writes it, on
 	// the persona's behalf, to /persist/.logs/<name>, which no persona mounts, at most LogSize
 	// bytes (default DefaultLogSize) in two files rotated in turn. Without it the persona's
@@ -312,6 +317,7 @@ func (p *Policy) Validate() error {
 	}
 	seen := map[string]bool{}
 	addrs := map[netip.Addr]string{}
+	courier := ""
 	for i := range p.Personas {
 		q := &p.Personas[i]
 		if err := q.validate(); err != nil {
@@ -321,6 +327,12 @@ func (p *Policy) Validate() error {
 			return fmt.Errorf("persona %q is defined twice", q.Name)
 		}
 		seen[q.Name] = true
+		if q.Courier {
+			if courier != "" {
+				return fmt.Errorf("personas %q and %q are both the courier; a machine has at most one", courier, q.Name)
+			}
+			courier = q.Name
+		}
 		for _, a := range q.UplinkAddrs() {
 			if other, ok := addrs[a]; ok {
 				return fmt.Errorf("personas %q and %q both have the uplink address %s", other, q.Name, a)
@@ -387,6 +399,9 @@ func (q *Persona) validate() error {
 	}
 	if err := q.validateUplink(); err != nil {
 		return err
+	}
+	if q.Courier && q.Network != "uplink" {
+		return errors.New(`courier needs network = "uplink": a courier fetches Spines over its own network`)
 	}
 	switch q.Restart {
 	case "":

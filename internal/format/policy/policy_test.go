@@ -153,6 +153,7 @@ func TestParseRefuses(t *testing.T) {
 		{"rlimit nofile", minimal + "rlimits = { nofile = 2000000 }\n", "nofile 2000000 is outside 64..1048576"},
 		{"rlimit value", minimal + "rlimits = { core = -1 }\n", "negative"},
 		{"dns without uplink", minimal + "dns = [\"10.0.2.3\"]\n", `dns needs network = "uplink"`},
+		{"courier without uplink", minimal + "courier = true\n", `courier needs network = "uplink"`},
 		{"dns not ip", minimal + uplink + "dns = [\"ns1.example\"]\n", `dns server "ns1.example" is not an IP address`},
 		{"dns too many", minimal + uplink + "dns = [\"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\", \"::1\"]\n", "dns lists 4 servers"},
 		{"stop signal", minimal + "stop_signal = \"SIGRTMIN+3\"\n", "stop_signal: signal \"SIGRTMIN+3\""},
@@ -437,7 +438,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"governor":{"watchdog_timeout":"1s"},"persona":[]}`))
 	full, err := parseTOML(minimal + uplink + "user = \"104:110\"\nstop_signal = \"INT\"\nstop_timeout = \"30s\"\n" +
 		"shm_size = \"8MiB\"\nrlimits = { nofile = 1024, core = 0 }\ndns = [\"10.0.2.3\", \"fd00::3\"]\n" +
-		"log_persist = true\nlog_size = \"2MiB\"\n[persona.health]\nhttp = \"/up\"\nhttp_port = 8000\nretries = 5\n")
+		"log_persist = true\nlog_size = \"2MiB\"\ncourier = true\n[persona.health]\nhttp = \"/up\"\nhttp_port = 8000\nretries = 5\n")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -516,5 +517,16 @@ func TestLogsAndHealth(t *testing.T) {
 		if _, err := parseTOML(minimal + extra); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", extra, err, want)
 		}
+	}
+}
+
+func TestOneCourier(t *testing.T) {
+	one := minimal + uplink + "courier = true\n"
+	if q := parse(t, one).Personas[0]; !q.Courier {
+		t.Fatal("courier = true was lost")
+	}
+	two := one + strings.Replace(strings.Replace(minimal+uplink+"courier = true\n", `name = "web"`, `name = "web2"`, 1), "10.0.2.15", "10.0.2.16", 1)
+	if _, err := parseTOML(two); err == nil || !strings.Contains(err.Error(), "both the courier") {
+		t.Fatalf("two couriers: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"alpinespine.org/spine/internal/bay0/control"
+	"alpinespine.org/spine/internal/format/courier"
 	"alpinespine.org/spine/internal/format/event"
 	"alpinespine.org/spine/internal/host/ctlclient"
 )
@@ -37,6 +38,17 @@ func ctlCmd() command {
 				if args[0] == string(control.VerbUpdate) {
 					if len(args) != 2 {
 						return errUsage
+					}
+					if strings.HasPrefix(args[1], courier.Scheme) {
+						// The courier's fetch takes as long as the registry and the network
+						// need: the default answer timeout is for quick verbs.
+						wait := 30 * time.Minute
+						fs.Visit(func(f *flag.Flag) {
+							if f.Name == "timeout" {
+								wait = *timeout
+							}
+						})
+						return ctlFetch(ctx, env, *socket, args[1], wait, *reboot, *asJSON)
 					}
 					return ctlUpdate(ctx, env, *socket, args[1], *reboot, *asJSON)
 				}
@@ -294,6 +306,37 @@ func yesNo(b bool, yes, no string) string {
 	return no
 }
 
+// ctlFetch asks bay0 to have its courier persona fetch the Spine named by digest, then
+// reboots into it if asked.
+func ctlFetch(ctx context.Context, env *Env, socket, source string, wait time.Duration, reboot, asJSON bool) error {
+	req := control.Request{V: control.Version, Verb: control.VerbUpdate, Source: source}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	c, err := ctlclient.Dial(socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	fmt.Fprintf(env.Stderr, "update: bay0's courier fetches %s\n", source)
+	resp, err := c.Call(cctx, req)
+	var re *ctlclient.RemoteError
+	if errors.As(err, &re) {
+		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
+	}
+	if err != nil {
+		return err
+	}
+	var r control.UpdateResult
+	if err := resp.Decode(&r); err != nil {
+		return err
+	}
+	return staged(ctx, env, c, r, time.Since(start), reboot, asJSON)
+}
+
 // ctlUpdate streams a signed Spine to bay0 with a progress bar, then reboots into it if asked.
 func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON bool) error {
 	c, err := ctlclient.Dial(socket)
@@ -319,6 +362,11 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 	if err != nil {
 		return err
 	}
+	return staged(ctx, env, c, r, time.Since(start), reboot, asJSON)
+}
+
+// staged reports a staged update and reboots into it if asked.
+func staged(ctx context.Context, env *Env, c *ctlclient.Client, r control.UpdateResult, el time.Duration, reboot, asJSON bool) error {
 	if asJSON {
 		b, err := json.Marshal(r)
 		if err != nil {
@@ -326,7 +374,6 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 		}
 		fmt.Fprintf(env.Stdout, "%s\n", b)
 	} else {
-		el := time.Since(start)
 		fmt.Fprintf(env.Stdout, "staged %s v%d in slot %s (%d bytes in %s, %.1f MB/s); it boots as a trial next time\n",
 			r.Name, r.Version, r.Slot, r.Bytes, el.Round(time.Millisecond), float64(r.Bytes)/el.Seconds()/1e6)
 	}
