@@ -155,6 +155,9 @@ func wait(fd int, events int16, deadline time.Time) error {
 	}
 }
 
+// errClosed is a server that ended the connection without answering the request.
+var errClosed = errors.New("closed without an answer")
+
 func writeAll(fd int, b []byte, deadline time.Time) error {
 	for len(b) > 0 {
 		n, err := unix.Write(fd, b)
@@ -163,6 +166,9 @@ func writeAll(fd int, b []byte, deadline time.Time) error {
 				return err
 			}
 			continue
+		}
+		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+			return errClosed
 		}
 		if err != nil {
 			return err
@@ -186,11 +192,14 @@ func readLine(fd int, deadline time.Time) ([]byte, error) {
 				return nil, err
 			}
 			continue
+		case errors.Is(err, unix.ECONNRESET) && len(buf) == 0:
+			// A server that closes before reading the request resets the connection.
+			return nil, errClosed
 		case err != nil:
 			return nil, err
 		case n == 0:
 			if len(buf) == 0 {
-				return nil, errors.New("closed without an answer")
+				return nil, errClosed
 			}
 			return buf, nil
 		}
