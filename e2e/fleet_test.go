@@ -68,15 +68,17 @@ func runFleet(t *testing.T, args ...string) (int, []fleet.Progress, string) {
 
 // TestFleetRollout (issue 20.3/20.4): three machines, reached over a socket, a unix:// address
 // and a TCP console server. A good Spine rolls across all of them (canary first); a Spine that
-// fails its trial on the canary halts the rollout with the other two untouched, and the canary
-// comes back on the last good Spine by itself.
+// fails its health window on the canary halts the rollout with the other two untouched, and the
+// canary comes back on the last good Spine by itself.
 func TestFleetRollout(t *testing.T) {
 	t.Parallel()
 	v1 := buildSpine(t, spineOpts{governor: quickHealth})
 	v2 := buildSpine(t, spineOpts{version: 2, governor: quickHealth})
-	// v3's bay0 is the fault-injection build, told by every machine's command line to panic:
-	// v1 and v2 ignore it, so only a boot of v3 fails.
-	v3 := buildSpine(t, spineOpts{version: 3, faulty: true, governor: quickHealth})
+	// v3 boots, but a persona of it never passes its health check (nothing listens on its
+	// port): the trial never commits, and at its deadline the machine reverts by itself.
+	sick := fmt.Sprintf("[[persona]]\nname = \"sick\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n"+
+		"[persona.health]\ntcp = 9\ninterval = \"1s\"\nretries = 2\nstart_period = \"3s\"\n[persona.source]\ndir = %q\n", filepath.Join(fx.dir, "tiny-tree"))
+	v3 := buildSpine(t, spineOpts{version: 3, personas: sick, governor: quickHealth + "\ntrial_deadline = \"20s\""})
 
 	dir := t.TempDir()
 	pub := filepath.Join(dir, "spine.pub")
@@ -87,8 +89,6 @@ func TestFleetRollout(t *testing.T) {
 	vms := make([]*vmtest.VM, 3)
 	for i := range vms {
 		cfg, sock := withControl(t, machine(makeDisk(t, v1, "", nil)))
-		cfg.Cmdline = "bay0.fault=panic"
-		cfg.PanicReboots = true
 		cfg.MaxBoots = 4
 		cfg.Timeout = 8 * bootTimeout
 		vms[i] = vmtest.Boot(t, cfg)
@@ -127,7 +127,7 @@ func TestFleetRollout(t *testing.T) {
 	if p := final[0]; p.Phase != fleet.Failed || p.Version != 2 || !strings.Contains(p.Detail, "reverted") {
 		t.Errorf("the canary after v3: %+v", p)
 	}
-	vms[0].WaitEvent(t, event.FaultFired, bootTimeout, kv("kind", "panic"))
+	wantContains(t, vms[0].WaitEvent(t, event.TrialDeadline, bootTimeout, kv("slot", "a")), "missing", "persona sick")
 	vms[0].WaitEvent(t, event.Committed, bootTimeout, kv("slot", "b"), kv("version", "2"))
 	for i := 1; i < 3; i++ {
 		if p := final[i]; p.Phase != fleet.Pending {
