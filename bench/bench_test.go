@@ -56,7 +56,7 @@ func TestBenchmarksQuick(t *testing.T) {
 	}
 	for _, want := range []string{"verity-tree", "verity-tree-1thread", "verity-tree-sha256-limit",
 		"persona-start-host", "persona-start-host-floor", "persona-start-guest", "persona-start-guest-floor",
-		"boot-to-personas", "boot-to-personas-debian", "boot-spine-vs-debian-kernel", "boot-firmware-vs-direct", "bay0-rss-after-free", "bay0-rss-steady", "update-staging", "update-staging-vs-dd-readback", "update-staging-online"} {
+		"boot-to-personas", "boot-to-personas-debian", "boot-spine-vs-debian-kernel", "boot-firmware-vs-direct", "bay0-rss-after-free", "bay0-rss-steady", "update-staging", "update-staging-vs-dd-readback", "update-staging-online", "update-courier", "update-courier-vs-dd"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no row %s (rows: %v)", want, names)
 		}

@@ -3,7 +3,7 @@
 //
 //	go run ./bench [--quick] [--json FILE] [NAME...]
 //
-// NAME selects benchmarks (verity, persona, boot, firmware, update); none means all. --quick runs each
+// NAME selects benchmarks (verity, persona, boot, firmware, update, courier); none means all. --quick runs each
 // with small sizes and one or few runs, to prove it still works (the integration tests do
 // this); its ratios mean little. --json writes every row, as a JSON list, to FILE.
 package main
@@ -78,6 +78,7 @@ var benchmarks = []benchmark{
 	{name: "boot", run: benchBoot},
 	{name: "firmware", run: benchFirmware},
 	{name: "update", run: benchUpdate},
+	{name: "courier", run: benchCourier},
 }
 
 func main() {

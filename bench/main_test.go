@@ -41,7 +41,7 @@ func TestJSONRows(t *testing.T) {
 // TestBenchmarkNames pins the names `go run ./bench NAME` takes, in the order a full run runs
 // them.
 func TestBenchmarkNames(t *testing.T) {
-	want := []string{"verity", "persona", "boot", "firmware", "update"}
+	want := []string{"verity", "persona", "boot", "firmware", "update", "courier"}
 	if got := benchmarkNames(); !reflect.DeepEqual(got, want) {
 		t.Errorf("benchmarks %v, want %v", got, want)
 	}

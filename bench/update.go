@@ -11,15 +11,10 @@ import (
 	"strconv"
 	"time"
 
-	"alpinespine.org/spine/internal/bay0/control"
-	"alpinespine.org/spine/internal/bay0/update"
-	"alpinespine.org/spine/internal/format/event"
-	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/build"
 	"alpinespine.org/spine/internal/host/ctlclient"
 	"alpinespine.org/spine/internal/host/provision"
-	"alpinespine.org/spine/internal/host/vm"
 )
 
 const (
@@ -140,60 +135,42 @@ func ddIntoSlot(disk, img string) (write, readBack time.Duration, size int64, er
 
 // onlineUpdate boots the demo machine, waits until it takes updates and times one update.
 func onlineUpdate(ctx context.Context, m machine) (time.Duration, error) {
-	dir := filepath.Dir(m.disk)
-	disk := filepath.Join(dir, "online.img")
-	if err := copyFile(m.disk, disk); err != nil {
-		return 0, err
-	}
-	sock := filepath.Join(dir, "ctl.sock")
-	a := vm.NewAnswerer([]byte(benchPassphrase))
-	mach, err := vm.Start(ctx, vm.Config{Kernel: m.kernel.Vmlinux, Initrd: m.initrd, Disk: disk, Console: a, Stdin: a,
-		CtlSocket: sock, Net: true, Timeout: 5 * time.Minute})
+	d, err := updateOn(ctx, m, m.disk, "online", false, func(c *ctlclient.Client) error {
+		_, err := c.UpdateImage(ctx, m.v2, nil)
+		return err
+	})
 	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = mach.Kill(); _, _ = mach.Wait() }()
-	// A freshly provisioned disk's slot is committed: bay0 says so as soon as it is up.
-	if _, err := mach.WaitForEvent(event.Committed, nil, 3*time.Minute); err != nil {
 		return 0, fmt.Errorf("online update: %w", err)
 	}
-	c, err := ctlclient.Dial(sock)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	im, f, err := image.OpenFile(m.v2)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	offer, err := update.OfferFromImage(im)
-	if err != nil {
-		return 0, err
-	}
-	n := update.BodySize(im.Footer)
-	start := time.Now()
-	if _, err := c.Update(ctx, control.Request{Offer: &offer, Size: n}, io.NewSectionReader(f, 0, n), nil); err != nil {
-		return 0, fmt.Errorf("online update: %w", err)
-	}
-	return time.Since(start), nil
+	return d, nil
 }
 
 // bigSpine builds a version-2 Spine with a persona tree of payloadMiB MiB of incompressible
 // data, so that the staging figure measures throughput and not the fixed cost of three fsyncs.
 func bigSpine(ctx context.Context, dir string, m machine, payloadMiB int) (string, error) {
-	tree := filepath.Join(dir, "big-tree", "bin")
-	if err := os.MkdirAll(tree, 0o755); err != nil {
+	tree, err := personaTree(ctx, dir, "big-tree", "./personas/heartbeat", "heartbeat")
+	if err != nil {
 		return "", err
 	}
-	if err := build.GoStatic(ctx, ".", "./personas/heartbeat", filepath.Join(tree, "heartbeat")); err != nil {
+	if err := writeRandomFile(filepath.Join(tree, "payload"), payloadMiB<<20); err != nil {
 		return "", err
 	}
-	if err := writeRandomFile(filepath.Join(dir, "big-tree", "payload"), payloadMiB<<20); err != nil {
+	return signedSpine(ctx, dir, m, "big-v2", fmt.Sprintf("name = \"big\"\nversion = 2\n[[persona]]\nname = \"idle\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n[persona.source]\ndir = %q\n", tree))
+}
+
+// personaTree builds the Go program pkg into a persona tree dir/name, as /bin/bin.
+func personaTree(ctx context.Context, dir, name, pkg, bin string) (string, error) {
+	tree := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Join(tree, "bin"), 0o755); err != nil {
 		return "", err
 	}
-	cfg := filepath.Join(dir, "big.toml")
-	conf := fmt.Sprintf("name = \"big\"\nversion = 2\n[[persona]]\nname = \"idle\"\nexec = [\"/bin/heartbeat\"]\ncpus = 0.1\nmemory = \"16MiB\"\npids = 8\n[persona.source]\ndir = %q\n", filepath.Join(dir, "big-tree"))
+	return tree, build.GoStatic(ctx, ".", pkg, filepath.Join(tree, "bin", bin))
+}
+
+// signedSpine builds the Spine of the configuration conf into dir/name.spine, signed with the
+// benchmark's key, reproducibly.
+func signedSpine(ctx context.Context, dir string, m machine, name, conf string) (string, error) {
+	cfg := filepath.Join(dir, name+".toml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return "", err
 	}
@@ -201,7 +178,7 @@ func bigSpine(ctx context.Context, dir string, m machine, payloadMiB int) (strin
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "big-v2.spine")
+	out := filepath.Join(dir, name+".spine")
 	_, err = build.Build(ctx, build.Options{Config: cfg, Key: priv, Bay0: m.bay0, Out: out, Epoch: 1767225600, Kernel: m.kernel.Release})
 	return out, err
 }

@@ -117,7 +117,7 @@ func Serve(ctx context.Context, rw io.ReadWriter, h Handler, progress func()) er
 				continue
 			}
 			if req, ok := fetchRequest(h, it); ok {
-				serveFetch(h.(Fetcher), req, &w, progress)
+				serveFetch(ctx, h.(Fetcher), req, &w, progress)
 				progress()
 				select {
 				case next <- nil:
@@ -170,29 +170,41 @@ func fetchRequest(h Handler, it readItem) (Request, bool) {
 
 // serveFetch runs one courier update off the loop, reporting progress until it ends, then
 // writes its answer. Requests read meanwhile wait their turn.
-func serveFetch(f Fetcher, req Request, w *answerWriter, progress func()) {
-	type outcome struct {
-		result any
-		err    error
-	}
+func serveFetch(ctx context.Context, f Fetcher, req Request, w *answerWriter, progress func()) {
 	res := make(chan outcome, 1)
 	go func() {
 		r, err := f.UpdateFrom(req, progress)
 		res <- outcome{r, err}
 	}()
+	out := await(ctx, res, progress, nil)
+	w.write(resultLine(req.ID, out.result, out.err))
+}
+
+// outcome is what an update ended with.
+type outcome struct {
+	result any
+	err    error
+}
+
+// await waits for an update running off the loop, reporting progress every ProgressInterval
+// meanwhile; when ctx ends first, cancel (if any) is called once and the wait goes on.
+func await(ctx context.Context, res <-chan outcome, progress func(), cancel func()) outcome {
 	tick := time.NewTicker(ProgressInterval)
 	defer tick.Stop()
-	var out outcome
-wait:
+	done := ctx.Done()
 	for {
 		select {
-		case out = <-res:
-			break wait
+		case out := <-res:
+			return out
 		case <-tick.C:
 			progress()
+		case <-done:
+			if cancel != nil {
+				cancel()
+			}
+			done = nil
 		}
 	}
-	w.write(resultLine(req.ID, out.result, out.err))
 }
 
 // resultLine is the answer to an update: its result, or its error.
@@ -235,10 +247,6 @@ func serveUpdate(ctx context.Context, u Updater, req Request, w *answerWriter, n
 			return errors.New("control channel closed")
 		}
 	}
-	type outcome struct {
-		result any
-		err    error
-	}
 	res := make(chan outcome, 1)
 	go func() {
 		r, err := u.Update(req, ready, pr, progress)
@@ -246,20 +254,9 @@ func serveUpdate(ctx context.Context, u Updater, req Request, w *answerWriter, n
 		pr.CloseWithError(errors.New("update finished"))
 		res <- outcome{r, err}
 	}()
+	out := await(ctx, res, progress, func() { pr.CloseWithError(ctx.Err()) })
 	tick := time.NewTicker(ProgressInterval)
 	defer tick.Stop()
-	var out outcome
-wait:
-	for {
-		select {
-		case out = <-res:
-			break wait
-		case <-tick.C:
-			progress()
-		case <-ctx.Done():
-			pr.CloseWithError(ctx.Err())
-		}
-	}
 	select {
 	case <-armed:
 		// The reader copies or discards the whole body (a stalled client holds it up to
