@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"alpinespine.org/spine/internal/format/courier"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/keys"
 	"alpinespine.org/spine/internal/host/fleet"
@@ -28,6 +29,7 @@ func fleetCmd() command {
 			statePath := fs.String("state", "", "state file that makes the rollout resumable (default: the inventory's path + .state.json)")
 			retry := fs.Bool("retry-failed", false, "on resume, try again the machines that failed before")
 			asJSON := fs.Bool("json", false, "print each change as a JSON line and the final states as a JSON list")
+			source := fs.String("source", "", "oci://REGISTRY/REPO@sha256:DIGEST of the same image (spine push prints it): each machine's courier persona fetches it instead of the image crossing its control line")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 || *inventory == "" || len(pubs) == 0 {
 					return errUsage
@@ -39,6 +41,11 @@ func fleetCmd() command {
 				m, err := image.CheckFile(args[0], trusted, 0)
 				if err != nil {
 					return fmt.Errorf("%s is not a valid Spine: %w", args[0], err)
+				}
+				if *source != "" {
+					if _, err := courier.ParseRef(*source); err != nil {
+						return err
+					}
 				}
 				inv, err := fleet.LoadInventory(*inventory)
 				if err != nil {

@@ -21,6 +21,9 @@ import (
 type Line interface {
 	Status(ctx context.Context) (control.StatusInfo, error)
 	Update(ctx context.Context, image string, progress func(sent, total int64)) (control.UpdateResult, error)
+	// Fetch has the machine's courier persona fetch the Spine named by source
+	// (oci://REGISTRY/REPO@sha256:DIGEST) and stage it.
+	Fetch(ctx context.Context, source string) (control.UpdateResult, error)
 	Reboot(ctx context.Context) error
 	Close() error
 }
@@ -30,7 +33,10 @@ type Connect func(ctx context.Context, m Machine) (Line, error)
 
 // Target is the Spine being rolled out.
 type Target struct {
-	Image    string `json:"image"`
+	Image string `json:"image"`
+	// Source, if set, is where each machine's courier fetches the Spine (an oci:// reference
+	// by digest, of the same image): the bytes then do not cross the control lines.
+	Source   string `json:"source,omitempty"`
 	Name     string `json:"name"`
 	Version  uint64 `json:"version"`
 	RootHash string `json:"root_hash"`
@@ -196,12 +202,17 @@ func (r *rollout) machine(ctx context.Context, m Machine, i, wave int) {
 	}
 	p.Phase = Updating
 	r.set(i, p)
-	res, err := line.Update(ctx, t.Image, func(sent, total int64) {
-		if pct := int(sent * 100 / max(total, 1)); pct/10 != p.Percent/10 {
-			p.Percent = pct
-			r.set(i, p)
-		}
-	})
+	var res control.UpdateResult
+	if t.Source != "" {
+		res, err = line.Fetch(ctx, t.Source)
+	} else {
+		res, err = line.Update(ctx, t.Image, func(sent, total int64) {
+			if pct := int(sent * 100 / max(total, 1)); pct/10 != p.Percent/10 {
+				p.Percent = pct
+				r.set(i, p)
+			}
+		})
+	}
 	if err != nil {
 		fail("update: %v", err)
 		return
@@ -322,6 +333,18 @@ func (l clientLine) Status(ctx context.Context) (control.StatusInfo, error) {
 
 func (l clientLine) Update(ctx context.Context, image string, progress func(sent, total int64)) (control.UpdateResult, error) {
 	return l.c.UpdateImage(ctx, image, progress)
+}
+
+func (l clientLine) Fetch(ctx context.Context, source string) (control.UpdateResult, error) {
+	resp, err := l.c.Call(ctx, control.Request{Verb: control.VerbUpdate, Source: source})
+	if err != nil {
+		return control.UpdateResult{}, err
+	}
+	var r control.UpdateResult
+	if err := resp.Decode(&r); err != nil {
+		return control.UpdateResult{}, fmt.Errorf("update answer: %w", err)
+	}
+	return r, nil
 }
 
 func (l clientLine) Reboot(ctx context.Context) error {

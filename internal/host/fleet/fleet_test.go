@@ -101,6 +101,17 @@ func (f *fakeMachine) Update(_ context.Context, _ string, progress func(sent, to
 	return control.UpdateResult{Name: f.spine, Version: 2, Slot: "b"}, nil
 }
 
+func (f *fakeMachine) Fetch(ctx context.Context, source string) (control.UpdateResult, error) {
+	f.logMu.Lock()
+	*f.log = append(*f.log, "fetch "+f.name+" "+source)
+	f.logMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates++
+	f.staged = 2
+	return control.UpdateResult{Name: f.spine, Version: 2, Slot: "b"}, nil
+}
+
 func (f *fakeMachine) Reboot(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -227,6 +238,20 @@ func TestRolloutHaltsAtRevertingCanaryAndResumes(t *testing.T) {
 	}
 	if s := phases(got); s != "m1=done m2=done m3=done" {
 		t.Fatalf("after the retry: %s", s)
+	}
+}
+
+func TestRolloutThroughCouriers(t *testing.T) {
+	ff := newFleet("commit", "commit")
+	opts := ff.options("")
+	opts.Target.Source = "oci://registry.example/spines/demo@sha256:" + strings.Repeat("ab", 32)
+	if _, err := Run(context.Background(), ff.inv, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ff.log {
+		if !strings.HasPrefix(l, "fetch ") || !strings.HasSuffix(l, opts.Target.Source) {
+			t.Fatalf("with a source, machines fetch it through their couriers: %v", ff.log)
+		}
 	}
 }
 
