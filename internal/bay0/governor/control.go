@@ -204,7 +204,30 @@ func (h *ctlHandler) UpdateFrom(req control.Request, progress func()) (any, erro
 		return nil, fmt.Errorf("%w: %v", update.ErrRefused, err)
 	}
 	in.Stall = courierStall
-	return h.stage(tr.Offer, tr.Size, func() error { return nil }, tr.Body, progress)
+	body := &reportingReader{r: tr.Body, total: tr.Size, report: func(pct int, n int64) {
+		g.logf("update: courier %s: %d%% (%d of %d bytes)", p.courierName, pct, n, tr.Size)
+	}}
+	return h.stage(tr.Offer, tr.Size, func() error { return nil }, body, progress)
+}
+
+// reportingReader tells report each quarter of total it passes, so a transfer that takes a
+// while shows on the console how far it got.
+type reportingReader struct {
+	r      io.Reader
+	total  int64
+	n      int64
+	last   int
+	report func(pct int, n int64)
+}
+
+func (r *reportingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += int64(n)
+	if pct := int(r.n * 100 / max(r.total, 1)); pct/25 > r.last/25 {
+		r.last = pct
+		r.report(pct, r.n)
+	}
+	return n, err
 }
 
 // stage checks an offer and, once ready says so, has update.Stager write the body into the
