@@ -41,6 +41,11 @@ type Keep struct {
 	err    error
 	closed bool
 	dirFD  int
+	// failing says the latest write failed.
+	failing bool
+	// OnFail, if set, is told of the first failed write after a good one (so a full or
+	// broken /persist is said once, not at every line).
+	OnFail func(error)
 }
 
 // OpenKeep opens (making it if needed, mode 0700) the kept log in dir, at most limit bytes in
@@ -93,8 +98,9 @@ func (k *Keep) open() error {
 func (k *Keep) Write(p []byte) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	n := len(p)
 	if k.closed {
-		return len(p), nil
+		return n, nil
 	}
 	if int64(len(p)) > k.half {
 		p = append(p[:k.half-1:k.half-1], '\n')
@@ -102,20 +108,27 @@ func (k *Keep) Write(p []byte) (int, error) {
 	if k.size+int64(len(p)) > k.half {
 		if err := k.rotate(); err != nil {
 			k.fail(err)
-			return len(p), nil
+			return n, nil
 		}
 	}
-	n, err := k.f.Write(p)
-	k.size += int64(n)
+	w, err := k.f.Write(p)
+	k.size += int64(w)
 	if err != nil {
 		k.fail(fmt.Errorf("kept log: write %s: %w", k.f.Name(), err))
+		return n, nil
 	}
-	return len(p), nil
+	k.failing = false
+	return n, nil
 }
 
+// fail counts a lost write. Precondition: k.mu held.
 func (k *Keep) fail(err error) {
 	k.lost++
 	k.err = err
+	if !k.failing && k.OnFail != nil {
+		k.OnFail(err)
+	}
+	k.failing = true
 }
 
 // rotate makes current previous and starts an empty current. Precondition: k.mu held.

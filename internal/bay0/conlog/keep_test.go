@@ -90,3 +90,25 @@ func TestKeepRefusesSymlinks(t *testing.T) {
 		t.Error("OpenKeep took a bound below MinKeep")
 	}
 }
+
+// TestKeepSaysItsFirstFailure: a write that fails is counted, said once until one succeeds
+// again, and never reported to the writer (the console's MultiWriter must go on).
+func TestKeepSaysItsFirstFailure(t *testing.T) {
+	dir := t.TempDir()
+	k, err := OpenKeep(dir, MinKeep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var said []error
+	k.OnFail = func(err error) { said = append(said, err) }
+	k.f.Close() // the file goes away under the writer
+	for range 3 {
+		if n, err := k.Write([]byte("line\n")); n != 5 || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if n, err := k.Err(); n != 3 || err == nil || len(said) != 1 {
+		t.Errorf("Err = %d, %v; said %d times", n, err, len(said))
+	}
+	k.Close()
+}

@@ -46,6 +46,8 @@ func (g *Governor) openPersonaLogs(pol policy.Policy, persistRoot string) person
 		for _, line := range tail {
 			fmt.Fprintln(l.ring, line)
 		}
+		name := p.Name
+		keep.OnFail = func(err error) { g.logf("persona %s: lines not kept in /persist: %v", name, err) }
 		l.keep = keep
 		g.emit(event.New(event.LogsKept).With("name", p.Name).Int("lines", int64(len(tail))).Int("bytes", int64(p.LogSize)))
 		fmt.Fprintf(keep, "bay0: persona %s: a new boot begins\n", p.Name)
