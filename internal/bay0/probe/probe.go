@@ -43,7 +43,14 @@ func Check(ctx context.Context, t Target) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	// Closed with a reset, never left in TIME_WAIT or orphaned in FIN_WAIT: a socket that
+	// outlived the check could keep the persona's network namespace, and with it the MAC
+	// address of its uplink, alive after the persona is gone, so that its next instance could
+	// not bring its uplink up (EADDRINUSE).
+	defer func() {
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(fd)
+	}()
 	where := netip.AddrPortFrom(t.Addr, uint16(t.Port)).String()
 	if err := connect(fd, t.Addr, t.Port, deadline); err != nil {
 		return fmt.Errorf("connect %s: %w", where, err)
