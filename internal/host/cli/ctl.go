@@ -77,12 +77,8 @@ func ctlCmd() command {
 					defer cancel()
 				}
 				resp, err := c.Call(ctx, req)
-				var re *ctlclient.RemoteError
-				if errors.As(err, &re) {
-					return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
-				}
 				if err != nil {
-					return err
+					return remoteError(err)
 				}
 				if *asJSON {
 					_, err := fmt.Fprintf(env.Stdout, "%s\n", resp.Result)
@@ -91,6 +87,15 @@ func ctlCmd() command {
 				return printResult(env.Stdout, req, resp, *events)
 			}
 		}}
+}
+
+// remoteError makes the governor's refusal an exit status 1 with its words; other errors pass.
+func remoteError(err error) error {
+	var re *ctlclient.RemoteError
+	if errors.As(err, &re) {
+		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
+	}
+	return err
 }
 
 // followEvery is how often spine ctl logs --follow asks for new lines.
@@ -112,12 +117,8 @@ func followLogs(ctx context.Context, out, errOut io.Writer, c *ctlclient.Client,
 		if ctx.Err() != nil {
 			return nil
 		}
-		var re *ctlclient.RemoteError
-		if errors.As(err, &re) {
-			return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
-		}
 		if err != nil {
-			return err
+			return remoteError(err)
 		}
 		var l control.LogsResult
 		if err := resp.Decode(&l); err != nil {
@@ -323,12 +324,8 @@ func ctlFetch(ctx context.Context, env *Env, socket, source string, wait time.Du
 	defer cancel()
 	fmt.Fprintf(env.Stderr, "update: bay0's courier fetches %s\n", source)
 	resp, err := c.Call(cctx, req)
-	var re *ctlclient.RemoteError
-	if errors.As(err, &re) {
-		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
-	}
 	if err != nil {
-		return err
+		return remoteError(err)
 	}
 	var r control.UpdateResult
 	if err := resp.Decode(&r); err != nil {
@@ -355,12 +352,8 @@ func ctlUpdate(ctx context.Context, env *Env, socket, img string, reboot, asJSON
 	if bar != nil {
 		bar.done()
 	}
-	var re *ctlclient.RemoteError
-	if errors.As(err, &re) {
-		return &ExitError{Code: 1, Err: fmt.Errorf("bay0: %s", re.Message)}
-	}
 	if err != nil {
-		return err
+		return remoteError(err)
 	}
 	return staged(ctx, env, c, r, time.Since(start), reboot, asJSON)
 }
