@@ -253,11 +253,16 @@ func (g *Governor) mainLoop(r *running) error {
 	deadline := g.started.Add(time.Duration(r.policy.Governor.TrialDeadline))
 	for {
 		select {
-		case <-upTick.C:
-			if r.personas.sup.AllUp() {
+		case now := <-upTick.C:
+			switch {
+			case r.personas.sup.AllUp():
 				allUp = true
 				upTick.Stop()
 				g.personasUp(r)
+			case now.Sub(g.started) > upPollFor:
+				// A persona that does not come up is not waited for this often for ever:
+				// the main tick still sees it come up.
+				upTick.Stop()
 			}
 		case err := <-g.fatal:
 			g.abrupt.Store(true)
@@ -290,8 +295,12 @@ func (g *Governor) mainLoop(r *running) error {
 	}
 }
 
-// upPoll is how often the main loop asks whether every persona is up, until they are.
-const upPoll = 20 * time.Millisecond
+// upPoll is how often the main loop asks whether every persona is up, until they are or
+// upPollFor has passed since the governor started.
+const (
+	upPoll    = 20 * time.Millisecond
+	upPollFor = 2 * time.Minute
+)
 
 // personasUp says that every persona is running, at the kernel uptime when it was seen, and
 // gives back the boot's garbage.
