@@ -323,13 +323,9 @@ func ctlFetch(ctx context.Context, env *Env, socket, source string, wait time.Du
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	fmt.Fprintf(env.Stderr, "update: bay0's courier fetches %s\n", source)
-	resp, err := c.Call(cctx, req)
+	r, err := c.Fetch(cctx, source)
 	if err != nil {
 		return remoteError(err)
-	}
-	var r control.UpdateResult
-	if err := resp.Decode(&r); err != nil {
-		return err
 	}
 	return staged(ctx, env, c, r, time.Since(start), reboot, asJSON)
 }

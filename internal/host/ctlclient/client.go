@@ -239,7 +239,17 @@ func (c *Client) UpdateImage(ctx context.Context, path string, progress func(sen
 	if progress != nil {
 		report = func(n int64) { progress(n, size) }
 	}
-	resp, err := c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), report)
+	return updateResult(c.Update(ctx, control.Request{Offer: &offer, Size: size}, io.NewSectionReader(f, 0, size), report))
+}
+
+// Fetch asks bay0 to have its courier persona fetch the Spine named by source
+// (oci://REGISTRY/REPO@sha256:DIGEST) and stage it; it returns when the update is staged or
+// refused.
+func (c *Client) Fetch(ctx context.Context, source string) (control.UpdateResult, error) {
+	return updateResult(c.Call(ctx, control.Request{Verb: control.VerbUpdate, Source: source}))
+}
+
+func updateResult(resp control.Response, err error) (control.UpdateResult, error) {
 	if err != nil {
 		return control.UpdateResult{}, err
 	}

@@ -336,15 +336,7 @@ func (l clientLine) Update(ctx context.Context, image string, progress func(sent
 }
 
 func (l clientLine) Fetch(ctx context.Context, source string) (control.UpdateResult, error) {
-	resp, err := l.c.Call(ctx, control.Request{Verb: control.VerbUpdate, Source: source})
-	if err != nil {
-		return control.UpdateResult{}, err
-	}
-	var r control.UpdateResult
-	if err := resp.Decode(&r); err != nil {
-		return control.UpdateResult{}, fmt.Errorf("update answer: %w", err)
-	}
-	return r, nil
+	return l.c.Fetch(ctx, source)
 }
 
 func (l clientLine) Reboot(ctx context.Context) error {
