@@ -30,11 +30,7 @@ func benchCourier(ctx context.Context, cfg config, dir string) error {
 	if err != nil {
 		return err
 	}
-	payload := payloadMiB
-	if cfg.quick {
-		payload = quickPayloadMiB
-	}
-	big, err := bigSpine(ctx, dir, m, payload)
+	big, payload, err := cfg.bigSpine(ctx, dir, m)
 	if err != nil {
 		return err
 	}

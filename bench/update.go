@@ -38,11 +38,7 @@ func benchUpdate(ctx context.Context, cfg config, dir string) error {
 	if err != nil {
 		return err
 	}
-	payload := payloadMiB
-	if cfg.quick {
-		payload = quickPayloadMiB
-	}
-	big, err := bigSpine(ctx, dir, m, payload)
+	big, payload, err := cfg.bigSpine(ctx, dir, m)
 	if err != nil {
 		return err
 	}
@@ -143,6 +139,17 @@ func onlineUpdate(ctx context.Context, m machine) (time.Duration, error) {
 		return 0, fmt.Errorf("online update: %w", err)
 	}
 	return d, nil
+}
+
+// bigSpine builds the benchmarks' large version-2 Spine, with payloadMiB of payload in a full
+// run and quickPayloadMiB in a quick one, and says which.
+func (c config) bigSpine(ctx context.Context, dir string, m machine) (path string, payload int, err error) {
+	payload = payloadMiB
+	if c.quick {
+		payload = quickPayloadMiB
+	}
+	path, err = bigSpine(ctx, dir, m, payload)
+	return path, payload, err
 }
 
 // bigSpine builds a version-2 Spine with a persona tree of payloadMiB MiB of incompressible

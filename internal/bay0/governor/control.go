@@ -181,8 +181,8 @@ func (h *ctlHandler) UpdateFrom(req control.Request, progress func()) (any, erro
 	if p.courier == nil {
 		return nil, fmt.Errorf("%w: this Spine's policy has no courier persona (courier = true)", update.ErrRefused)
 	}
-	if !h.r.committed.Load() {
-		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(h.r.policy.Governor.HealthWindow))
+	if err := h.takesUpdates(); err != nil {
+		return nil, err
 	}
 	for _, st := range p.sup.Status() {
 		if st.Name == p.courierName && st.State != supervise.Running {
@@ -230,13 +230,22 @@ func (r *reportingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// takesUpdates refuses updates until this boot has committed. UpdateFrom asks it before the
+// courier fetches anything; stage asks again, as every update goes through it.
+func (h *ctlHandler) takesUpdates() error {
+	if !h.r.committed.Load() {
+		return fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(h.r.policy.Governor.HealthWindow))
+	}
+	return nil
+}
+
 // stage checks an offer and, once ready says so, has update.Stager write the body into the
 // inactive slot, read it back and verify it, and only then mark it for trial and make it
 // primary; a failure restores the slot from the running Spine.
 func (h *ctlHandler) stage(offer update.Offer, size int64, ready func() error, body io.Reader, progress func()) (any, error) {
 	g, r := h.g, h.r
-	if !r.committed.Load() {
-		return nil, fmt.Errorf("%w: this boot has not committed yet (health window %s)", update.ErrRefused, time.Duration(r.policy.Governor.HealthWindow))
+	if err := h.takesUpdates(); err != nil {
+		return nil, err
 	}
 	target, err := update.Target(r.record.snapshot(), r.boot.Slot)
 	if err != nil {

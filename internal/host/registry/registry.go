@@ -5,7 +5,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -20,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"alpinespine.org/spine/internal/format/image"
@@ -92,7 +92,7 @@ func Push(ctx context.Context, path, ref string, trusted []ed25519.PublicKey, o 
 	}
 	ro := o.remote(ctx)
 	repo := r.Context()
-	if err := remote.WriteLayer(repo, emptyConfig{}, ro...); err != nil {
+	if err := remote.WriteLayer(repo, emptyConfig(), ro...); err != nil {
 		return Published{}, fmt.Errorf("push %s: config blob: %w", ref, err)
 	}
 	if err := remote.WriteLayer(repo, layer, ro...); err != nil {
@@ -250,21 +250,6 @@ func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.pat
 func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return os.Open(l.path) }
 
 // emptyConfig is the OCI empty descriptor's blob, the config of every Spine artifact.
-type emptyConfig struct{}
-
-func (emptyConfig) Digest() (v1.Hash, error) {
-	return v1.NewHash(ociartifact.Digest(ociartifact.EmptyConfig))
+func emptyConfig() v1.Layer {
+	return static.NewLayer(ociartifact.EmptyConfig, ociartifact.EmptyMediaType)
 }
-func (c emptyConfig) DiffID() (v1.Hash, error) { return c.Digest() }
-func (emptyConfig) Size() (int64, error)       { return int64(len(ociartifact.EmptyConfig)), nil }
-func (emptyConfig) MediaType() (types.MediaType, error) {
-	return ociartifact.EmptyMediaType, nil
-}
-func (emptyConfig) Compressed() (io.ReadCloser, error) {
-	return readCloser(ociartifact.EmptyConfig), nil
-}
-func (emptyConfig) Uncompressed() (io.ReadCloser, error) {
-	return readCloser(ociartifact.EmptyConfig), nil
-}
-
-func readCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }

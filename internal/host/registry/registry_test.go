@@ -266,7 +266,7 @@ func TestPullRefusesOtherArtifacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`
-	if err := remote.WriteLayer(ref.Context(), emptyConfig{}); err != nil {
+	if err := remote.WriteLayer(ref.Context(), emptyConfig()); err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Put(ref, rawManifest(other)); err != nil {
