@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -698,5 +699,33 @@ func waitConsole(t *testing.T, c *syncBuffer, want string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("console never said %q:\n%s", want, c)
 		}
+	}
+}
+
+// TestCourierChannelOnlyToCourier: bay0's channel for fetched updates reaches the courier
+// persona's instances and no other persona's; without a channel the courier is refused alone.
+func TestCourierChannelOnlyToCourier(t *testing.T) {
+	courier := pentry("courier", 2)
+	courier.Network, courier.Address, courier.Courier = "uplink", "10.0.2.15/24", true
+	pol := testPolicy(t, pentry("web", 1), courier)
+	ch, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	var console syncBuffer
+	s, err := New(Config{Console: &console, Launcher: newFakeLauncher(), Courier: ch}, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ps["courier"].spec.Courier != ch || s.ps["web"].spec.Courier != nil {
+		t.Fatalf("channel given to courier %v, web %v", s.ps["courier"].spec.Courier, s.ps["web"].spec.Courier)
+	}
+	s, err = New(Config{Console: &console, Launcher: newFakeLauncher()}, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ps["courier"].state != Refused || s.ps["web"].state == Refused {
+		t.Fatalf("without a channel: courier %s, web %s", s.ps["courier"].state, s.ps["web"].state)
 	}
 }
