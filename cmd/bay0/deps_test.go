@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -59,17 +60,60 @@ func TestBay0DependencyBoundary(t *testing.T) {
 	}
 	t.Logf("bay0 links %d packages: %d standard, %d of ours, %d third-party:\n  %s", len(deps), len(std), len(ours), len(third), strings.Join(third, "\n  "))
 
+	bin := buildBay0(t)
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bay0 is %d bytes (%.1f MiB) stripped", fi.Size(), float64(fi.Size())/(1<<20))
+}
+
+// buildBay0 builds bay0 as the Makefile does and returns its path.
+func buildBay0(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bay0")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	fi, err := os.Stat(bin)
-	if err != nil {
-		t.Fatal(err)
+	return bin
+}
+
+// maxInitBytes bounds what one package's initialisation may allocate in bay0. Every bay0
+// start pays for it, persona-init's included: a regular expression with a bounded repeat
+// compiled into a package variable cost each persona start milliseconds (issue 17).
+// Expensive values are built on first use (sync.OnceValue) instead.
+const maxInitBytes = 64 << 10
+
+// TestBay0InitIsCheap runs bay0 outside PID 1, where it stops right after the package
+// initialisation, with the runtime's init trace on, and fails on any package whose init
+// allocates more than maxInitBytes. Allocations, unlike times, are the same on every run.
+func TestBay0InitIsCheap(t *testing.T) {
+	cmd := exec.Command(buildBay0(t))
+	cmd.Env = []string{"GODEBUG=inittrace=1"}
+	out, _ := cmd.CombinedOutput() // bay0 refuses to run as anything but PID 1
+	var total, n int
+	for _, line := range strings.Split(string(out), "\n") {
+		// init PKG @T ms, D ms clock, B bytes, A allocs
+		f := strings.Fields(line)
+		if len(f) < 10 || f[0] != "init" || f[8] != "bytes," {
+			continue
+		}
+		b, err := strconv.Atoi(f[7])
+		if err != nil {
+			t.Fatalf("init trace line %q: %v", line, err)
+		}
+		n++
+		total += b
+		if b > maxInitBytes {
+			t.Errorf("package %s allocates %d bytes at init, more than %d: build it on first use", f[1], b, maxInitBytes)
+		}
 	}
-	t.Logf("bay0 is %d bytes (%.1f MiB) stripped", fi.Size(), float64(fi.Size())/(1<<20))
+	if n == 0 {
+		t.Fatalf("no init trace from bay0:\n%s", out)
+	}
+	t.Logf("%d package inits allocate %d bytes in all", n, total)
 }
 
 func allowed(pkg string) bool {

@@ -22,6 +22,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 
 	"alpinespine.org/spine/internal/format/ociartifact"
 )
@@ -42,9 +43,16 @@ type Ref struct {
 
 func (r Ref) String() string { return Scheme + r.Registry + "/" + r.Repository + "@" + r.Digest }
 
+// The reference patterns are compiled on first use: every bay0 start, persona-init's
+// included, links this package, and compiling the registry pattern's bounded repeat at
+// package init cost milliseconds on each.
 var (
-	registryRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$`)
-	repositoryRE = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
+	registryRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$`)
+	})
+	repositoryRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
+	})
 )
 
 // ParseRef parses oci://REGISTRY/REPOSITORY@sha256:DIGEST.
@@ -61,10 +69,10 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("reference %q: %w", s, err)
 	}
 	reg, repo, ok := strings.Cut(name, "/")
-	if !ok || !registryRE.MatchString(reg) {
+	if !ok || !registryRE().MatchString(reg) {
 		return Ref{}, fmt.Errorf("reference %q: no registry host before the repository", s)
 	}
-	if len(repo) > 255 || !repositoryRE.MatchString(repo) {
+	if len(repo) > 255 || !repositoryRE().MatchString(repo) {
 		return Ref{}, fmt.Errorf("reference %q: repository %q is not a valid OCI repository name", s, repo)
 	}
 	return Ref{Registry: reg, Repository: repo, Digest: digest}, nil

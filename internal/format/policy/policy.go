@@ -167,8 +167,9 @@ const (
 )
 
 // httpPathRE is what an HTTP health path may be: absolute, printable, no spaces (it is sent
-// as is in the request line).
-var httpPathRE = regexp.MustCompile(`^/[!-~]{0,255}$`)
+// as is in the request line). Compiled on first use: bay0 and persona-init link this package,
+// and the bounded repeat costs milliseconds to compile at every start.
+var httpPathRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^/[!-~]{0,255}$`) })
 
 func (h *Health) validate() error {
 	switch {
@@ -180,7 +181,7 @@ func (h *Health) validate() error {
 		return fmt.Errorf("health: tcp port %d is outside 1..65535", h.TCP)
 	case h.TCP != 0 && h.HTTPPort != 0:
 		return errors.New("health: http_port needs http")
-	case h.HTTP != "" && !httpPathRE.MatchString(h.HTTP):
+	case h.HTTP != "" && !httpPathRE().MatchString(h.HTTP):
 		return fmt.Errorf("health: http %q is not an absolute path without spaces", h.HTTP)
 	case h.HTTP != "" && (h.HTTPPort < 1 || h.HTTPPort > 65535):
 		return fmt.Errorf("health: http_port %d is outside 1..65535", h.HTTPPort)
