@@ -159,6 +159,7 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 
 	live := dm.Verity{Name: name, Device: dev, Manifest: m, RestartOnCorruption: true}
 	node, err := dm.MapVerity(live)
+	progress()
 	if err != nil {
 		return handoff.Handoff{}, err
 	}
@@ -175,7 +176,8 @@ func (l Linux) Mount(slot int, size uint64, trusted []ed25519.PublicKey, minVers
 		_ = dm.Remove(name)
 		return handoff.Handoff{}, errors.New("the Spine has no /bin/bay0")
 	}
-	if err := auditRoot(newRoot); err != nil {
+	progress()
+	if err := auditRoot(newRoot, progress); err != nil {
 		_ = unix.Unmount(newRoot, 0)
 		_ = dm.Remove(name)
 		return handoff.Handoff{}, err
@@ -210,8 +212,10 @@ func verifyEagerly(log io.Writer, slot int, dev, name string, m manifest.Manifes
 // Spine, not that the build obeyed the constitution: one forced past the audit (a shell, a
 // second init, writable configuration, a persona tree nothing governs) is refused here like a
 // damaged one, and the boot law moves on.
-func auditRoot(root string) error {
-	files, err := audit.Dir(root)
+func auditRoot(root string, progress func()) error {
+	// The walk reads every inode of the Spine through the verity device: on a big Spine and a
+	// slow machine that takes seconds, each entry of which is progress.
+	files, err := audit.Dir(root, progress)
 	if err != nil {
 		return fmt.Errorf("audit the Spine: %w", err)
 	}

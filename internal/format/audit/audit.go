@@ -201,10 +201,14 @@ func layout(p string, t fs.FileMode) string {
 	return "not part of the Spine layout"
 }
 
-// Dir lists a directory tree with lstat modes.
-func Dir(root string) ([]File, error) {
+// Dir lists a directory tree with lstat modes. progress, if not nil, is called after each
+// entry: stage 1 walks a whole mounted Spine under a watchdog that wants to see it progress.
+func Dir(root string, progress func()) ([]File, error) {
 	var files []File
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if progress != nil {
+			progress()
+		}
 		if err != nil {
 			return err
 		}

@@ -268,7 +268,7 @@ func TestDir(t *testing.T) {
 
 func mustDir(t *testing.T, root string) []File {
 	t.Helper()
-	files, err := Dir(root)
+	files, err := Dir(root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,25 @@ func mustDir(t *testing.T, root string) []File {
 }
 
 func TestDirMissing(t *testing.T) {
-	if _, err := Dir(filepath.Join(t.TempDir(), "nope")); err == nil {
+	if _, err := Dir(filepath.Join(t.TempDir(), "nope"), nil); err == nil {
 		t.Error("Dir of a missing directory succeeded")
+	}
+}
+
+// Stage 1 feeds the watchdog from the walk: every entry must count as progress.
+func TestDirReportsProgressPerEntry(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"a/b", "a/c", "d"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := 0
+	files, err := Dir(root, func() { calls++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != len(files) || len(files) != 5 {
+		t.Errorf("progress called %d times for %d entries, want once per entry (5: the root, a, a/b, a/c, d)", calls, len(files))
 	}
 }

@@ -115,7 +115,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 			return manifest.Manifest{}, err
 		}
 	}
-	files, err := audit.Dir(root)
+	files, err := audit.Dir(root, nil)
 	if err != nil {
 		return manifest.Manifest{}, err
 	}

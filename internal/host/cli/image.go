@@ -240,7 +240,7 @@ func auditInput(ctx context.Context, p string) ([]audit.File, audit.Reader, erro
 		return nil, nil, err
 	}
 	if st.IsDir() {
-		files, err := audit.Dir(p)
+		files, err := audit.Dir(p, nil)
 		return files, audit.DirReader(p), err
 	}
 	entries, err := squashfs.List(ctx, p)
