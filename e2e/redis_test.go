@@ -64,7 +64,8 @@ func TestWorkloadDebianRedisServesHost(t *testing.T) {
 }
 
 // pythonPersona is Python's http.server from Debian's python3, on its loopback only, with an
-// HTTP health check.
+// HTTP health check every 500 ms (so the first answer is timed finely) that calls it unhealthy
+// only after ten misses in a row: under TCG on a loaded machine one answer can miss 500 ms.
 const pythonPersona = `[[persona]]
 name = "py"
 exec = ["/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/usr/bin"]
@@ -76,6 +77,7 @@ order = 3
 http = "/"
 http_port = 8000
 interval = "500ms"
+retries = 10
 start_period = "5m"
 [persona.source]
 debian = ["python3"]
