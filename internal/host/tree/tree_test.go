@@ -415,7 +415,7 @@ func TestPrunePassesAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	auditPersona := func() []audit.Violation {
-		files, err := audit.Dir(spine)
+		files, err := audit.Dir(spine, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
