@@ -14,6 +14,7 @@ deps:
 
 build:
 	$(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(BIN)/bay0 ./cmd/bay0
+	$(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(BIN)/persona-init ./cmd/persona-init
 	$(GO) build -trimpath -o $(BIN)/spine ./cmd/spine
 
 # Spine's kernel, built once per machine into the cache (minutes the first time, then instant).

@@ -291,6 +291,7 @@ type machine struct {
 	personas        int
 	key, pub        string
 	bay0            string
+	personaInit     string // /bin/persona-init of m's Spines
 	v1, v2          string
 }
 
@@ -300,7 +301,10 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 	if m.kernel, err = guestKernel(ctx); err != nil {
 		return m, err
 	}
-	bay0 := filepath.Join(dir, "bay0")
+	bay0, personaInit := filepath.Join(dir, "bay0"), filepath.Join(dir, "persona-init")
+	if err := build.GoStatic(ctx, ".", "./cmd/persona-init", personaInit); err != nil {
+		return m, err
+	}
 	if err := build.GoStatic(ctx, ".", "./cmd/bay0", bay0); err != nil {
 		return m, err
 	}
@@ -323,9 +327,9 @@ func prepareMachine(ctx context.Context, dir string) (machine, error) {
 		return m, err
 	}
 	img := filepath.Join(dir, "demo-v1.spine")
-	m.v1, m.v2, m.bay0 = img, filepath.Join(dir, "demo-v2.spine"), bay0
+	m.v1, m.v2, m.bay0, m.personaInit = img, filepath.Join(dir, "demo-v2.spine"), bay0, personaInit
 	for v, out := range map[uint64]string{1: img, 2: m.v2} {
-		mf, err := build.Build(ctx, build.Options{Config: "demo/spine.toml", Key: priv, Bay0: bay0, Out: out, Epoch: 1767225600,
+		mf, err := build.Build(ctx, build.Options{Config: "demo/spine.toml", Key: priv, Bay0: bay0, PersonaInit: personaInit, Out: out, Epoch: 1767225600,
 			Version: v, Kernel: m.kernel.Release})
 		if err != nil {
 			return m, err

@@ -74,7 +74,7 @@ func firmwareDisk(ctx context.Context, m machine, dir string) (disk, vars string
 		return "", "", err
 	}
 	spine := filepath.Join(dir, "demo-kernel.spine")
-	if _, err := build.Build(ctx, build.Options{Config: "demo/spine.toml", Key: priv, Bay0: m.bay0, Out: spine, Epoch: 1767225600,
+	if _, err := build.Build(ctx, build.Options{Config: "demo/spine.toml", Key: priv, Bay0: m.bay0, PersonaInit: m.personaInit, Out: spine, Epoch: 1767225600,
 		Version: 1, Kernel: m.kernel.Release, KernelImage: m.kernel.Image}); err != nil {
 		return "", "", err
 	}

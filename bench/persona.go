@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 	"alpinespine.org/spine/internal/format/initramfs"
@@ -60,15 +61,23 @@ func benchPersona(ctx context.Context, cfg config, dir string) error {
 	if err := build.GoStatic(ctx, ".", "./bench/personaguest", guest); err != nil {
 		return fmt.Errorf("build persona guest: %w", err)
 	}
+	personaInit := filepath.Join(dir, "persona-init")
+	if err := build.GoStatic(ctx, ".", "./cmd/persona-init", personaInit); err != nil {
+		return fmt.Errorf("build persona-init: %w", err)
+	}
 	const shared = "user, pid, mount, net, ipc, uts and cgroup namespaces, read-only root, tmpfs /dev /tmp /run, allowlist seccomp compiled per start; " +
 		"start to exit of a static Go /bin/true, teardown included"
 
-	host, err := personaOnHost(ctx, dir, guest, crun, unshare, runs)
+	host, err := personaOnHost(ctx, dir, guest, personaInit, crun, unshare, runs)
 	if err != nil {
 		return err
 	}
-	cond := fmt.Sprintf("host kernel %s, no cgroup on any side (host is cgroup v1; a private cgroup2 /sys/fs/cgroup for crun); %s; median of %d alternating, p95 ours %s crun %s; ours clone to exec %s",
-		kernelRelease(), shared, host.runs, showNS(host.ours[1]), showNS(host.crun[1]), showNS(host.exec[0]))
+	initSize := "?"
+	if fi, err := os.Stat(personaInit); err == nil {
+		initSize = fmt.Sprintf("%.1f MiB", float64(fi.Size())/(1<<20))
+	}
+	cond := fmt.Sprintf("host kernel %s, no cgroup on any side (host is cgroup v1; a private cgroup2 /sys/fs/cgroup for crun); %s; ours through the Spine's persona-init (cmd/persona-init, %s); median of %d alternating, p95 ours %s crun %s; ours clone to exec %s",
+		kernelRelease(), shared, initSize, host.runs, showNS(host.ours[1]), showNS(host.crun[1]), showNS(host.exec[0]))
 	// Issue 17's floors: at least 2x faster than crun, at most 1.6x the unshare floor.
 	vsCrun := nsRow("persona-start-host", host.ours[0], "crun run", host.crun[0], cond)
 	vsCrun.Floor = 2
@@ -82,7 +91,7 @@ func benchPersona(ctx context.Context, cfg config, dir string) error {
 		return err
 	}
 	initrd := filepath.Join(dir, "initrd.cpio")
-	if err := personaInitrd(initrd, guest, crun, unshare); err != nil {
+	if err := personaInitrd(initrd, guest, personaInit, crun, unshare); err != nil {
 		return err
 	}
 	var console bytes.Buffer
@@ -132,7 +141,7 @@ func parsePersonaResult(line string) (personaResult, error) {
 }
 
 // personaOnHost lays out the tree and crun's bundle in dir and runs personaguest on the host.
-func personaOnHost(ctx context.Context, dir, guest, crun, unshare string, runs int) (personaResult, error) {
+func personaOnHost(ctx context.Context, dir, guest, personaInit, crun, unshare string, runs int) (personaResult, error) {
 	// The persona's mapped ids must reach the tree; MkdirTemp made dir private to root.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return personaResult{}, err
@@ -161,7 +170,7 @@ func personaOnHost(ctx context.Context, dir, guest, crun, unshare string, runs i
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o644); err != nil {
 		return personaResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, guest, "host", tree, bundle, crun, filepath.Join(dir, "crun-root"), unshare, strconv.Itoa(runs))
+	cmd := exec.CommandContext(ctx, guest, "host", tree, bundle, crun, filepath.Join(dir, "crun-root"), unshare, personaInit, strconv.Itoa(runs))
 	// A mount namespace of its own, where personaguest mounts a cgroup2 /sys/fs/cgroup: crun
 	// refuses to run beside the host's cgroup v1 hierarchies, even with its manager disabled.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
@@ -198,9 +207,11 @@ func guestKernel(ctx context.Context) (kernel.Kernel, error) {
 }
 
 // personaInitrd writes the benchmark guest's initramfs: the guest as /init and as the tree's
-// /bin/true, crun and unshare with the shared libraries they link, and crun's bundle.
-func personaInitrd(out, guest, crun, unshare string) error {
-	files := map[string]string{"/init": guest, benchTree + "/bin/true": guest, "/usr/bin/crun": crun, "/usr/bin/unshare": unshare}
+// /bin/true, persona-init at its place in a Spine, crun and unshare with the shared libraries
+// they link, and crun's bundle.
+func personaInitrd(out, guest, personaInit, crun, unshare string) error {
+	files := map[string]string{"/init": guest, benchTree + "/bin/true": guest, launch.InitPath: personaInit,
+		"/usr/bin/crun": crun, "/usr/bin/unshare": unshare}
 	for _, bin := range []string{crun, unshare} {
 		libs, err := sharedLibraries(bin)
 		if err != nil {

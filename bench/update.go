@@ -186,6 +186,6 @@ func signedSpine(ctx context.Context, dir string, m machine, name, conf string) 
 		return "", err
 	}
 	out := filepath.Join(dir, name+".spine")
-	_, err = build.Build(ctx, build.Options{Config: cfg, Key: priv, Bay0: m.bay0, Out: out, Epoch: 1767225600, Kernel: m.kernel.Release})
+	_, err = build.Build(ctx, build.Options{Config: cfg, Key: priv, Bay0: m.bay0, PersonaInit: m.personaInit, Out: out, Epoch: 1767225600, Kernel: m.kernel.Release})
 	return out, err
 }

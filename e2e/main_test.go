@@ -29,14 +29,16 @@ import (
 
 // fixture is built once per run and shared, read-only, by every scenario.
 type fixture struct {
-	dir      string
-	kernel   kernel.Kernel
-	bay0     string
-	key      ed25519.PrivateKey
-	otherKey ed25519.PrivateKey // not trusted by the initramfs
-	initrd   string
-	pub      []byte // the trusted public key (PEM) baked into the initramfs
-	accel    string // QEMU accelerator, probed once
+	dir    string
+	kernel kernel.Kernel
+	bay0   string
+	// personaInit is /bin/persona-init of every Spine the scenarios build.
+	personaInit string
+	key         ed25519.PrivateKey
+	otherKey    ed25519.PrivateKey // not trusted by the initramfs
+	initrd      string
+	pub         []byte // the trusted public key (PEM) baked into the initramfs
+	accel       string // QEMU accelerator, probed once
 	// unusedPattern is a run of bytes found only inside a file of the "tiny" Spine that nothing
 	// ever reads, so damage there is invisible to lazy verification.
 	unusedPattern []byte
@@ -77,6 +79,10 @@ func setup() error {
 	fx.accel = vm.DetectAccel(ctx, vm.DefaultQEMU)
 	fx.bay0 = filepath.Join(dir, "bay0")
 	if err := goBuild(fx.bay0, "./cmd/bay0"); err != nil {
+		return err
+	}
+	fx.personaInit = filepath.Join(dir, "persona-init")
+	if err := goBuild(fx.personaInit, "./cmd/persona-init"); err != nil {
 		return err
 	}
 	// Fixed keys: stage 0, which carries the trusted key, is then built once per bay0, not once
@@ -269,7 +275,7 @@ dir = %q
 	if o.kernel {
 		kernelImage = kern.Image
 	}
-	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, Out: out,
+	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: o.key, Bay0: o.bay0, PersonaInit: fx.personaInit, Out: out,
 		Epoch: 1767225600, Kernel: kern.Release, KernelImage: kernelImage, AllowFaultInjection: o.faulty, ForcePastAudit: o.force}); err != nil {
 		t.Fatalf("build spine: %v", err)
 	}

@@ -76,7 +76,7 @@ func buildPersonaSpine(t *testing.T, personas ...string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "personas-v1.spine")
-	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: fx.key, Bay0: fx.bay0, Out: out,
+	if _, err := build.Build(context.Background(), build.Options{Config: cfg, Key: fx.key, Bay0: fx.bay0, PersonaInit: fx.personaInit, Out: out,
 		Epoch: 1767225600, Kernel: fx.kernel.Release}); err != nil {
 		t.Fatalf("build spine: %v\n%s", err, conf)
 	}

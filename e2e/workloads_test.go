@@ -143,7 +143,7 @@ func TestWorkloadBrokenLayerRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "broken.spine")
-	_, err = build.Build(context.Background(), build.Options{Config: cfg, Key: fx.key, Bay0: fx.bay0, Out: out,
+	_, err = build.Build(context.Background(), build.Options{Config: cfg, Key: fx.key, Bay0: fx.bay0, PersonaInit: fx.personaInit, Out: out,
 		Epoch: 1767225600, Kernel: fx.kernel.Release})
 	if !errors.Is(err, ocitree.ErrDigestMismatch) || !strings.Contains(err.Error(), "layer "+w.Layers[1]) ||
 		!strings.Contains(err.Error(), `persona "ociapp"`) || !strings.Contains(err.Error(), archive) {

@@ -4,9 +4,10 @@
 // `crun run` of the same tree with the same namespaces, limits and an allowlist profile, and
 // against the floor, `unshare -U -p -m -n -i -u -C --fork` of the same workload, alternating,
 // in the same kernel, and prints one result line. Run on the build host as
-// `personaguest host TREE BUNDLE CRUN CRUN-ROOT UNSHARE RUNS`, it does the same without cgroups
-// on any side (the host's controllers are cgroup v1). Copied to /bin/true in the tree, it is
-// also the workload, which exits at once.
+// `personaguest host TREE BUNDLE CRUN CRUN-ROOT UNSHARE PERSONA-INIT RUNS`, it does the same
+// without cgroups on any side (the host's controllers are cgroup v1). Ours launches through
+// persona-init, the Spine's own (cmd/persona-init). Copied to /bin/true in the tree, this
+// program is also the workload, which exits at once.
 package main
 
 import (
@@ -22,7 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/persona"
-	"alpinespine.org/spine/internal/bay0/personainit"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 )
 
@@ -32,12 +32,15 @@ const (
 	guestBundle = "/bundle"
 	guestCrun   = "/usr/bin/crun"
 	guestShare  = "/usr/bin/unshare"
+	guestInit   = "/bin/persona-init"
 )
 
 // setup is where the tree and the tools are, and how many launches to time.
 type setup struct {
 	tree, bundle, crun, crunRoot, unshare string
-	runs                                  int
+	// personaInit is the persona-init program ours launches through.
+	personaInit string
+	runs        int
 	// cgroupParent is where our leaves go; "" starts without a cgroup (persona.StartUnbounded)
 	// and runs crun with its cgroup manager disabled.
 	cgroupParent string
@@ -47,16 +50,13 @@ func main() {
 	if filepath.Base(os.Args[0]) == "true" {
 		return
 	}
-	if personainit.Inside() && len(os.Args) > 1 && os.Args[1] == persona.InitArg {
-		personainit.Main(os.Args[2:])
-	}
-	if a := os.Args; len(a) == 8 && a[1] == "host" {
-		n, err := strconv.Atoi(a[7])
+	if a := os.Args; len(a) == 9 && a[1] == "host" {
+		n, err := strconv.Atoi(a[8])
 		if err == nil {
 			err = hostMounts()
 		}
 		if err == nil {
-			err = measure(setup{tree: a[2], bundle: a[3], crun: a[4], crunRoot: a[5], unshare: a[6], runs: n})
+			err = measure(setup{tree: a[2], bundle: a[3], crun: a[4], crunRoot: a[5], unshare: a[6], personaInit: a[7], runs: n})
 		}
 		if err != nil {
 			fmt.Printf("BENCH-ERROR %v\n", err)
@@ -111,7 +111,7 @@ func guest() error {
 		return err
 	}
 	return measure(setup{tree: guestTree, bundle: guestBundle, crun: guestCrun, crunRoot: "/run/crun", unshare: guestShare,
-		runs: n, cgroupParent: parent})
+		personaInit: guestInit, runs: n, cgroupParent: parent})
 }
 
 // measure times s.runs launches of each side, alternating, after a few warm-up rounds, and
@@ -119,7 +119,7 @@ func guest() error {
 func measure(s setup) error {
 	spec := persona.Spec{Name: "bench", Tree: s.tree, Exec: []string{"/bin/true"}, UID: persona.IDRange(0), GID: persona.IDRange(0),
 		Limits: persona.Limits{CPUMax: "100000 100000", MemoryMax: 64 << 20, PidsMax: 32}, TmpSize: 16 << 20, RunSize: 1 << 20,
-		Self: "/proc/self/exe", CgroupParent: s.cgroupParent}
+		Self: s.personaInit, CgroupParent: s.cgroupParent}
 	start := persona.Start
 	crunArgs := []string{"--cgroup-manager=cgroupfs"}
 	if s.cgroupParent == "" {

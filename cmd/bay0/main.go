@@ -12,21 +12,17 @@ import (
 	"alpinespine.org/spine/internal/bay0/governor"
 	"alpinespine.org/spine/internal/bay0/halt"
 	"alpinespine.org/spine/internal/bay0/persist"
-	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/personainit"
 	"alpinespine.org/spine/internal/bay0/stage1"
 )
 
 func main() {
 	console := os.Stdout
-	// persona-init is PID 1 of a persona's PID namespace, not of the machine. It is told apart
-	// by its user namespace, which kernel command line arguments cannot fake; and a bay0 in a
-	// persona's user namespace is persona-init or nothing, never stage 1 or the governor.
+	// A persona's init is persona-init (/bin/persona-init, its own program), never bay0. A bay0
+	// started in a persona's user namespace, which kernel command line arguments cannot fake,
+	// is neither stage 1 nor the governor: it stops at once.
 	if personainit.Inside() {
-		if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
-			personainit.Main(os.Args[2:]) // does not return
-		}
-		fmt.Fprintln(os.Stderr, "bay0: inside a persona, only persona-init runs")
+		fmt.Fprintln(os.Stderr, "bay0: inside a persona, bay0 does not run")
 		os.Exit(2)
 	}
 	if os.Getpid() != 1 {

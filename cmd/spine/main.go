@@ -8,14 +8,14 @@ import (
 	"os/signal"
 	"syscall"
 
-	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/personainit"
 	"alpinespine.org/spine/internal/host/cli"
 )
 
 func main() {
-	// spine run re-executes this binary as a persona's init, as bay0 does.
-	if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
+	// spine run re-executes this binary as the persona's init (a Spine has /bin/persona-init).
+	if len(os.Args) > 1 && os.Args[1] == launch.InitArg {
 		personainit.Main(os.Args[2:])
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/persist"
 )
 
@@ -224,7 +225,7 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 		files = append(files, data.Fd())
 	}
 	if s.Courier != nil {
-		for len(files) < CourierFD {
+		for len(files) < launch.CourierFD {
 			files = append(files, ^uintptr(0)) // closed in the child
 		}
 		files = append(files, s.Courier.Fd())
@@ -250,7 +251,7 @@ func start(s Spec, sp Spawner, out io.Writer, cg *Cgroup) (*Instance, error) {
 			Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
 		},
 	}
-	argv := []string{"bay0", InitArg, fmt.Sprintf("--config-fd=%d", ConfigFD)}
+	argv := []string{"persona-init", launch.InitArg, fmt.Sprintf("--config-fd=%d", launch.ConfigFD)}
 	started := time.Now()
 	pid, pidfd := 0, -1
 	exited, err := sp.Spawn(func() (int, error) {

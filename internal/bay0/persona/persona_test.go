@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/format/policy"
 )
 
@@ -44,7 +45,7 @@ func TestNewSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := s.Config().Uplink; u == nil || !reflect.DeepEqual(*u, Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
+	if u := s.Config().Uplink; u == nil || !reflect.DeepEqual(*u, launch.Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2"}) {
 		t.Errorf("uplink config %+v", u)
 	}
 	p.Address = "10.0.2.15"
@@ -56,7 +57,7 @@ func TestNewSpec(t *testing.T) {
 		t.Errorf("no user, but the config has %+v", s.Config().User)
 	}
 	p.User = "104:110"
-	if s, err = NewSpec(p, 1, "/", "/persist", nil); err != nil || s.RunAs != (IDs{104, 110}) || *s.Config().User != s.RunAs {
+	if s, err = NewSpec(p, 1, "/", "/persist", nil); err != nil || s.RunAs != (launch.IDs{UID: 104, GID: 110}) || *s.Config().User != s.RunAs {
 		t.Errorf("user 104:110: %+v %v", s.RunAs, err)
 	}
 	if uid, gid := s.RunAs.Host(s.UID); uid != IDRange(1)+104 || gid != IDRange(1)+110 {
@@ -70,56 +71,13 @@ func TestNewSpec(t *testing.T) {
 
 // TestEnvironmentFiles: what a tree without its own /etc/hosts and /etc/resolv.conf gets, and
 // the rlimits in the order they are set.
-func TestEnvironmentFiles(t *testing.T) {
-	if got := HostsFile("web", &Uplink{Address: "10.0.2.15/24", Address6: "fd00::15/64"}); got !=
-		"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.0.2.15\tweb\nfd00::15\tweb\n" {
-		t.Errorf("hosts with an uplink:\n%s", got)
-	}
-	if got := HostsFile("job", nil); !strings.HasSuffix(got, "\n127.0.1.1\tjob\n") {
-		t.Errorf("hosts without an uplink:\n%s", got)
-	}
-	if got := ResolvConf([]string{"10.0.2.3", "fd00::3"}); got != "nameserver 10.0.2.3\nnameserver fd00::3\n" {
-		t.Errorf("resolv.conf:\n%s", got)
-	}
+func TestSpecRlimits(t *testing.T) {
 	s, err := NewSpec(samplePolicy(), 0, "/", "/persist", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Rlimit{{unix.RLIMIT_CORE, 0}, {unix.RLIMIT_NOFILE, 65536}}; !reflect.DeepEqual(s.Rlimits, want) || s.ShmSize != 8<<20 {
+	if want := []launch.Rlimit{{Resource: unix.RLIMIT_CORE, Value: 0}, {Resource: unix.RLIMIT_NOFILE, Value: 65536}}; !reflect.DeepEqual(s.Rlimits, want) || s.ShmSize != 8<<20 {
 		t.Errorf("rlimits %v, shm %d", s.Rlimits, s.ShmSize)
-	}
-}
-
-func TestUplinkParse(t *testing.T) {
-	a, err := Uplink{Address: "10.0.2.15/24", Gateway: "10.0.2.2", Address6: "fd00::15/64", Gateway6: "fe80::1",
-		Siblings: []string{"10.0.2.16", "fd00::16"}}.Parse()
-	if err != nil || a.Addr.String() != "10.0.2.15/24" || a.Gw.String() != "10.0.2.2" || a.Addr6.String() != "fd00::15/64" ||
-		a.Gw6.String() != "fe80::1" || fmt.Sprint(a.Siblings) != "[10.0.2.16 fd00::16]" {
-		t.Errorf("Parse: %+v %v", a, err)
-	}
-	if a, err := (Uplink{Address: "10.0.2.15/24"}).Parse(); err != nil || a.Gw.IsValid() || a.Addr6.IsValid() {
-		t.Errorf("no gateway: %+v %v", a, err)
-	}
-	for _, u := range []Uplink{{}, {Address: "fd00::1/64"}, {Address: "10.0.2.15/24", Gateway: "10.0.9.2"},
-		{Address: "10.0.2.15/24", Gateway: "x"}, {Address: "10.0.2.15/24", Address6: "10.0.2.16/24"},
-		{Address: "10.0.2.15/24", Gateway6: "fe80::1"}, {Address: "10.0.2.15/24", Siblings: []string{"10.0.2.15"}},
-		{Address: "10.0.2.15/24", Siblings: []string{"nobody"}}} {
-		if _, err := u.Parse(); err == nil {
-			t.Errorf("%+v accepted", u)
-		}
-	}
-}
-
-func TestUplinkSysctls(t *testing.T) {
-	off := fmt.Sprint(UplinkSysctls(false))
-	for _, want := range []string{"{net/ipv6/conf/eth0/disable_ipv6 1}", "{net/ipv4/conf/eth0/rp_filter 1}", "{net/ipv4/conf/all/rp_filter 1}", "{net/ipv4/conf/all/accept_redirects 0}"} {
-		if !strings.Contains(off, want) {
-			t.Errorf("without IPv6: %s lacks %s", off, want)
-		}
-	}
-	on := fmt.Sprint(UplinkSysctls(true))
-	if strings.Contains(on, "disable_ipv6") || !strings.Contains(on, "{net/ipv6/conf/eth0/accept_ra 0}") || !strings.Contains(on, "{net/ipv6/conf/eth0/addr_gen_mode 1}") {
-		t.Errorf("with IPv6: %s", on)
 	}
 }
 
@@ -190,13 +148,13 @@ func TestParseKeyed(t *testing.T) {
 	}
 }
 
-func sampleConfig() Config {
+func sampleConfig() launch.Config {
 	p := samplePolicy()
 	p.Network, p.Address, p.Gateway = "uplink", "10.0.2.15/24", "10.0.2.2"
 	s, _ := NewSpec(p, 0, "/", "/persist", []byte{1, 2, 3, 4, 5, 6, 7, 8})
 	c := s.Config()
 	c.Uplink.Device = "up42"
-	c.User = &IDs{UID: 104, GID: 110}
+	c.User = &launch.IDs{UID: 104, GID: 110}
 	c.DNS = []string{"10.0.2.3"}
 	return c
 }
@@ -207,7 +165,7 @@ func TestConfigRoundTrip(t *testing.T) {
 	if err := c.Encode(&b); err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeConfig(&b)
+	got, err := launch.DecodeConfig(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,62 +174,12 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 }
 
-func TestDecodeConfigRejects(t *testing.T) {
-	good := `{"version":1,"name":"web","tree":"/personas/web","exec":["/bin/web"],"tmp_size":1,"run_size":1,"shm_size":1,"seccomp":"AQIDBAUGBwg="}`
-	if _, err := DecodeConfig(strings.NewReader(good)); err != nil {
-		t.Fatalf("good config: %v", err)
-	}
-	for name, bad := range map[string]string{
-		"version":      strings.Replace(good, `"version":1`, `"version":2`, 1),
-		"unknown key":  strings.Replace(good, `"name"`, `"extra":1,"name"`, 1),
-		"trailing":     good + `{}`,
-		"relative exe": strings.Replace(good, `"/bin/web"`, `"bin/web"`, 1),
-		"dirty tree":   strings.Replace(good, `"/personas/web"`, `"/personas/../etc"`, 1),
-		"name slash":   strings.Replace(good, `"web"`, `"a/b"`, 1),
-		"no seccomp":   strings.Replace(good, `"AQIDBAUGBwg="`, `""`, 1),
-		"zero tmp":     strings.Replace(good, `"tmp_size":1`, `"tmp_size":0`, 1),
-		"nul in exec":  strings.Replace(good, `"/bin/web"`, `"/bin/web\u0000x"`, 1),
-		"empty":        ``,
-		"bad uplink":   strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15","device":"up1"},"seccomp"`, 1),
-		"no device":    strings.Replace(good, `"seccomp"`, `"uplink":{"address":"10.0.2.15/24"},"seccomp"`, 1),
-		"zero shm":     strings.Replace(good, `"shm_size":1`, `"shm_size":0`, 1),
-		"rlimit":       strings.Replace(good, `"seccomp"`, `"rlimits":[{"resource":16,"value":1}],"seccomp"`, 1),
-		"dns":          strings.Replace(good, `"seccomp"`, `"dns":["ns.example"],"seccomp"`, 1),
-		"user range":   strings.Replace(good, `"seccomp"`, `"user":{"uid":65536,"gid":0},"seccomp"`, 1),
-	} {
-		if _, err := DecodeConfig(strings.NewReader(bad)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-func FuzzDecodeConfig(f *testing.F) {
-	var b bytes.Buffer
-	sampleConfig().Encode(&b)
-	f.Add(b.Bytes())
-	f.Add([]byte(`{"version":1}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeConfig(bytes.NewReader(data))
-		if err != nil {
-			return
-		}
-		var out bytes.Buffer
-		if err := c.Encode(&out); err != nil {
-			t.Fatal(err)
-		}
-		again, err := DecodeConfig(&out)
-		if err != nil || !reflect.DeepEqual(c, again) {
-			t.Fatalf("round trip: %v\n%+v\n%+v", err, c, again)
-		}
-	})
-}
-
 func TestReadReports(t *testing.T) {
 	released := 0
 	release := func() error { released++; return nil }
 	var b bytes.Buffer
-	WriteReport(&b, Report{Stage: StageReady})
-	WriteReport(&b, Report{Stage: StageExec})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageExec})
 	if _, err := ReadReports(&b, release); err != nil || released != 1 {
 		t.Errorf("ready, exec then EOF: %v, released %d times", err, released)
 	}
@@ -279,37 +187,37 @@ func TestReadReports(t *testing.T) {
 		t.Errorf("EOF alone: %v, want ErrNoExec", err)
 	}
 	b.Reset()
-	WriteReport(&b, Report{Stage: StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
 	if _, err := ReadReports(&b, release); !errors.Is(err, ErrNoExec) {
 		t.Errorf("ready then EOF: %v, want ErrNoExec", err)
 	}
 	b.Reset()
-	WriteReport(&b, Report{Stage: "mounts", Error: "mount proc: EPERM"})
+	launch.WriteReport(&b, launch.Report{Stage: "mounts", Error: "mount proc: EPERM"})
 	if stage, err := ReadReports(&b, release); stage != "mounts" || err == nil || err.Error() != "mount proc: EPERM" {
 		t.Errorf("error report: %q %v", stage, err)
 	}
 	b.Reset()
-	WriteReport(&b, Report{Stage: StageReady})
-	WriteReport(&b, Report{Stage: StageExec})
-	WriteReport(&b, Report{Stage: StageExec, Error: "exec /bin/x: ENOENT"})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageExec})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageExec, Error: "exec /bin/x: ENOENT"})
 	if _, err := ReadReports(&b, release); err == nil {
 		t.Error("an exec failure after the exec report was taken for success")
 	}
 	// The workload may not run before its release: the CPU quota would not hold it.
 	b.Reset()
-	WriteReport(&b, Report{Stage: StageExec})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageExec})
 	if _, err := ReadReports(&b, release); err == nil {
 		t.Error("an exec report without a release was taken for success")
 	}
 	b.Reset()
-	WriteReport(&b, Report{Stage: StageReady})
-	WriteReport(&b, Report{Stage: StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
 	if _, err := ReadReports(&b, release); err == nil {
 		t.Error("a second ready report was accepted")
 	}
 	b.Reset()
-	WriteReport(&b, Report{Stage: StageReady})
-	WriteReport(&b, Report{Stage: StageExec})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageReady})
+	launch.WriteReport(&b, launch.Report{Stage: launch.StageExec})
 	fail := errors.New("cpu.max: EINVAL")
 	if stage, err := ReadReports(&b, func() error { return fail }); stage != "release" || !errors.Is(err, fail) {
 		t.Errorf("failed release: %q %v", stage, err)

@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/launch"
 )
 
 // The launch protocol. persona-init never answers on the config pipe and the parent never
@@ -39,19 +41,6 @@ import (
 // hold from the clone. A release pipe closed without its byte means the parent gave up:
 // persona-init fails without exec.
 
-// Report is one message from persona-init on the sync pipe.
-type Report struct {
-	Stage string `json:"stage"`
-	Error string `json:"error,omitempty"`
-}
-
-// StageExec is the report sent just before execve of the workload.
-const StageExec = "exec"
-
-// StageReady is the report sent when the setup is done; persona-init then waits for its
-// release on ReleaseFD.
-const StageReady = "ready"
-
 // maxReports bounds what the parent reads from the sync pipe.
 const maxReports = 64 << 10
 
@@ -83,7 +72,7 @@ func ReadReports(r io.Reader, release func() error) (stage string, err error) {
 	dec := json.NewDecoder(io.LimitReader(r, maxReports))
 	execd, ready := false, false
 	for {
-		var rep Report
+		var rep launch.Report
 		if err := dec.Decode(&rep); err != nil {
 			if errors.Is(err, io.EOF) {
 				if execd {
@@ -98,27 +87,17 @@ func ReadReports(r io.Reader, release func() error) (stage string, err error) {
 			return rep.Stage, errors.New(rep.Error)
 		}
 		switch {
-		case rep.Stage == StageReady && !ready:
+		case rep.Stage == launch.StageReady && !ready:
 			ready = true
 			if err := release(); err != nil {
 				return "release", err
 			}
-		case rep.Stage == StageExec && ready:
+		case rep.Stage == launch.StageExec && ready:
 			execd = true
 		default:
 			return rep.Stage, fmt.Errorf("persona-init reported %q out of order", rep.Stage)
 		}
 	}
-}
-
-// WriteReport sends one report.
-func WriteReport(w io.Writer, rep Report) error {
-	b, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
 }
 
 // Describe says how a process ended, in the words of the console log.

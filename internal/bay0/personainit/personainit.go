@@ -1,8 +1,11 @@
-// Package personainit is bay0's hidden persona-init mode: the child side of a persona launch.
-// The governor clones it into the persona's fresh namespaces and cgroup; it builds the
-// persona's root from the inside, gives up every privilege, installs the seccomp filter and
-// execs the workload. Go cannot run code between fork and exec, so this is a re-executed bay0
-// (`bay0 persona-init --config-fd=3`), as runc's init is a re-executed runc.
+// Package personainit is persona-init: the child side of a persona launch. The governor clones
+// it into the persona's fresh namespaces and cgroup; it builds the persona's root from the
+// inside, gives up every privilege, installs the seccomp filter and execs the workload. Go
+// cannot run code between fork and exec, so this runs in a program of its own: the small
+// cmd/persona-init, /bin/persona-init of the Spine (launch.InitPath), which links this package,
+// package launch and little else, so that each launch pays for a small Go start rather than
+// for re-executing the whole of bay0 (issue 17). spine re-executes itself in this mode for
+// `spine run` on a build host.
 //
 // The order is fixed (see Run): uplink (if any, while the governor's /proc can still set its
 // network namespace's sysctls) -> mounts -> masked and read-only /proc paths -> hostname ->
@@ -19,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 )
 
@@ -32,8 +35,8 @@ const ExitFailure = 255
 func Main(args []string) {
 	runtime.LockOSThread()
 	stage, err := Run(args)
-	sync := os.NewFile(persona.SyncFD, "sync")
-	if werr := persona.WriteReport(sync, persona.Report{Stage: stage, Error: err.Error()}); werr != nil {
+	sync := os.NewFile(launch.SyncFD, "sync")
+	if werr := launch.WriteReport(sync, launch.Report{Stage: stage, Error: err.Error()}); werr != nil {
 		fmt.Fprintf(os.Stderr, "persona-init: %s: %v\n", stage, err)
 	}
 	os.Exit(ExitFailure)
@@ -48,7 +51,7 @@ func Run(args []string) (stage string, err error) {
 		return "config", err
 	}
 	f := os.NewFile(uintptr(fd), "config")
-	cfg, err := persona.DecodeConfig(f)
+	cfg, err := launch.DecodeConfig(f)
 	f.Close()
 	if err != nil {
 		return "config", err
@@ -81,8 +84,8 @@ func Run(args []string) (stage string, err error) {
 			return s.name, err
 		}
 	}
-	sync := os.NewFile(persona.SyncFD, "sync")
-	if err := persona.WriteReport(sync, persona.Report{Stage: persona.StageExec}); err != nil {
+	sync := os.NewFile(launch.SyncFD, "sync")
+	if err := launch.WriteReport(sync, launch.Report{Stage: launch.StageExec}); err != nil {
 		return "exec", fmt.Errorf("report exec: %w", err)
 	}
 	return "exec", execWorkload(cfg)
@@ -92,11 +95,11 @@ func Run(args []string) (stage string, err error) {
 // for it (the CPU quota) and let it go on: a release pipe closed without its byte is a parent
 // that gave up.
 func awaitRelease() error {
-	sync := os.NewFile(persona.SyncFD, "sync")
-	if err := persona.WriteReport(sync, persona.Report{Stage: persona.StageReady}); err != nil {
+	sync := os.NewFile(launch.SyncFD, "sync")
+	if err := launch.WriteReport(sync, launch.Report{Stage: launch.StageReady}); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
-	rel := os.NewFile(persona.ReleaseFD, "release")
+	rel := os.NewFile(launch.ReleaseFD, "release")
 	defer rel.Close()
 	var b [1]byte
 	if n, err := rel.Read(b[:]); n != 1 {
@@ -169,17 +172,17 @@ func tmpfsData(size int64, mode uint32) string {
 
 // etcFiles are the files persona-init writes into the persona's /etc when its tree has none of
 // that name: /etc/hosts always, /etc/resolv.conf when the policy names servers.
-func etcFiles(cfg persona.Config) map[string]string {
-	files := map[string]string{"hosts": persona.HostsFile(cfg.Name, cfg.Uplink)}
+func etcFiles(cfg launch.Config) map[string]string {
+	files := map[string]string{"hosts": launch.HostsFile(cfg.Name, cfg.Uplink)}
 	if len(cfg.DNS) > 0 {
-		files["resolv.conf"] = persona.ResolvConf(cfg.DNS)
+		files["resolv.conf"] = launch.ResolvConf(cfg.DNS)
 	}
 	return files
 }
 
 // owner renders the tmpfs options that give a mount's root to the workload's user ("" for
 // the persona's root).
-func owner(u *persona.IDs) string {
+func owner(u *launch.IDs) string {
 	if u == nil {
 		return ""
 	}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/persona"
 	"alpinespine.org/spine/internal/bay0/seccomp"
 )
@@ -23,7 +24,7 @@ import (
 const workloadEnv = "PERSONAINIT_TEST_WORKLOAD"
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == persona.InitArg {
+	if len(os.Args) > 1 && os.Args[1] == launch.InitArg {
 		Main(os.Args[2:])
 	}
 	if os.Getenv(workloadEnv) != "" {
@@ -82,24 +83,24 @@ func workload() {
 	fmt.Printf("extra fds %v\n", extra)
 }
 
-// launch runs the test binary as persona-init in fresh namespaces, as persona.Start does but
+// runInit runs the test binary as persona-init in fresh namespaces, as persona.Start does but
 // without a cgroup (the build host has cgroup v1 controllers), and returns the workload's
 // output and persona-init's reports.
-func launch(t *testing.T, cfg persona.Config) (string, error) {
+func runInit(t *testing.T, cfg launch.Config) (string, error) {
 	t.Helper()
 	return launchReleased(t, cfg, true)
 }
 
-// launchReleased is launch with the parent's release given or, if not release, withheld:
+// launchReleased is runInit with the parent's release given or, if not release, withheld:
 // the release pipe is closed without its byte.
-func launchReleased(t *testing.T, cfg persona.Config, release bool) (string, error) {
+func launchReleased(t *testing.T, cfg launch.Config, release bool) (string, error) {
 	t.Helper()
 	cfgR, cfgW, _ := os.Pipe()
 	syncR, syncW, _ := os.Pipe()
 	relR, relW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
 	devnull, _ := os.Open(os.DevNull)
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: persona.IDBlock}}
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: launch.IDBlock}}
 	attr := &syscall.ProcAttr{
 		Env:   []string{"GOMAXPROCS=1"},
 		Files: []uintptr{devnull.Fd(), outW.Fd(), outW.Fd(), cfgR.Fd(), syncW.Fd(), relR.Fd()},
@@ -109,7 +110,7 @@ func launchReleased(t *testing.T, cfg persona.Config, release bool) (string, err
 			Credential: &syscall.Credential{NoSetGroups: true},
 		},
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"bay0", persona.InitArg, "--config-fd=3"}, attr)
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"bay0", launch.InitArg, "--config-fd=3"}, attr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func launchReleased(t *testing.T, cfg persona.Config, release bool) (string, err
 	return out.String(), rerr
 }
 
-func testConfig(t *testing.T) persona.Config {
+func testConfig(t *testing.T) launch.Config {
 	t.Helper()
 	tree := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(tree, "bin"), 0o755); err != nil {
@@ -172,14 +173,14 @@ func testConfig(t *testing.T) persona.Config {
 		t.Fatal(err)
 	}
 	fb, _ := filter.MarshalBinary()
-	return persona.Config{Version: persona.ConfigVersion, Name: "hosttest", Tree: tree,
+	return launch.Config{Version: launch.ConfigVersion, Name: "hosttest", Tree: tree,
 		Exec: []string{"/bin/workload", "-test.run=^$"}, Env: []string{workloadEnv + "=1"},
 		TmpSize: 1 << 20, RunSize: 1 << 20, ShmSize: 1 << 20, Seccomp: fb,
-		Rlimits: []persona.Rlimit{{Resource: unix.RLIMIT_NOFILE, Value: 4242}}}
+		Rlimits: []launch.Rlimit{{Resource: unix.RLIMIT_NOFILE, Value: 4242}}}
 }
 
 func TestLaunchOnHost(t *testing.T) {
-	out, err := launch(t, testConfig(t))
+	out, err := runInit(t, testConfig(t))
 	if err != nil {
 		t.Fatalf("launch: %v\n%s", err, out)
 	}
@@ -211,8 +212,8 @@ func TestLaunchOnHost(t *testing.T) {
 // still with no capabilities at all, and /run is its own.
 func TestLaunchAsUser(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.User = &persona.IDs{UID: 104, GID: 110}
-	out, err := launch(t, cfg)
+	cfg.User = &launch.IDs{UID: 104, GID: 110}
+	out, err := runInit(t, cfg)
 	if err != nil {
 		t.Fatalf("launch: %v\n%s", err, out)
 	}
@@ -235,7 +236,7 @@ func TestLaunchGeneratesOnlyMissingEtc(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.Tree, "etc", "hosts"), []byte("10.1.1.1 own\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := launch(t, cfg)
+	out, err := runInit(t, cfg)
 	if err != nil {
 		t.Fatalf("launch: %v\n%s", err, out)
 	}
@@ -249,13 +250,13 @@ func TestLaunchGeneratesOnlyMissingEtc(t *testing.T) {
 func TestLaunchReportsFailure(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Exec = []string{"/bin/missing"}
-	_, err := launch(t, cfg)
+	_, err := runInit(t, cfg)
 	if err == nil || !strings.Contains(err.Error(), "exec: exec /bin/missing") {
 		t.Fatalf("launch of a missing binary: %v", err)
 	}
 	cfg = testConfig(t)
 	cfg.Tree = filepath.Join(t.TempDir(), "missing")
-	_, err = launch(t, cfg)
+	_, err = runInit(t, cfg)
 	if err == nil || !strings.HasPrefix(err.Error(), "mounts: read tree") {
 		t.Fatalf("launch of a missing tree: %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/format/courier"
 )
 
@@ -76,7 +76,7 @@ func enterWorkdir(dir string) error {
 // sets, becomes the policy's user (if any: its gid, then its uid, while CAP_SETGID and
 // CAP_SETUID are still effective; SECBIT_NO_SETUID_FIXUP keeps them across the switch), and
 // then empties the effective, permitted and inheritable sets.
-func dropPrivileges(user *persona.IDs) error {
+func dropPrivileges(user *launch.IDs) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
@@ -111,7 +111,7 @@ func dropPrivileges(user *persona.IDs) error {
 }
 
 // setRlimits sets each limit, soft and hard, for the workload to inherit.
-func setRlimits(rs []persona.Rlimit) error {
+func setRlimits(rs []launch.Rlimit) error {
 	for _, r := range rs {
 		// unix.Setrlimit goes through the syscall package, which then no longer restores the
 		// open files limit the Go runtime found at its start.
@@ -125,7 +125,7 @@ func setRlimits(rs []persona.Rlimit) error {
 // becomeUser sets the real, effective and saved gid, then uid, of this thread only: it is the
 // thread that execs, and execve replaces every other one. Supplementary groups stay empty:
 // setgroups is denied in the namespace and the governor has none.
-func becomeUser(u persona.IDs) error {
+func becomeUser(u launch.IDs) error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
 		return fmt.Errorf("setresgid %d: %w", u.GID, e)
 	}
@@ -150,13 +150,13 @@ func courierChannel(on bool) error {
 	if !on {
 		return nil
 	}
-	if err := unix.Dup3(persona.CourierFD, courier.ChannelFD, 0); err != nil {
+	if err := unix.Dup3(launch.CourierFD, courier.ChannelFD, 0); err != nil {
 		return fmt.Errorf("courier channel: %w", err)
 	}
 	return nil
 }
 
-func execWorkload(cfg persona.Config) error {
+func execWorkload(cfg launch.Config) error {
 	err := syscall.Exec(cfg.Exec[0], cfg.Exec, Environ(cfg.Env))
 	return fmt.Errorf("exec %s: %w", cfg.Exec[0], err)
 }

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"alpinespine.org/spine/internal/bay0/persona"
+	"alpinespine.org/spine/internal/bay0/launch"
 )
 
 // scaffold is where the persona's root is assembled before pivot_root. It is a directory of
@@ -20,7 +20,7 @@ const scaffold = "/tmp"
 // persona's tree cannot hold mount points of its own: the root is a small tmpfs holding a
 // read-only bind of each top-level entry of the tree, plus /proc, /dev, /tmp, /run and /data,
 // and is itself made read-only before the pivot.
-func setupRoot(cfg persona.Config) error {
+func setupRoot(cfg launch.Config) error {
 	// Nothing mounted here may propagate back to the governor's namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
@@ -208,15 +208,15 @@ func setupDev(dev string, shmSize int64) error {
 }
 
 // attachData attaches the detached mount of the persona's data directory that the governor
-// passed on persona.DataFD.
+// passed on launch.DataFD.
 func attachData(dst string) error {
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		return fmt.Errorf("make /data: %w", err)
 	}
-	if err := unix.MoveMount(persona.DataFD, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+	if err := unix.MoveMount(launch.DataFD, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach /data: %w", err)
 	}
-	return unix.Close(persona.DataFD)
+	return unix.Close(launch.DataFD)
 }
 
 // maskProc hides and freezes the host-wide parts of a fresh /proc.

@@ -10,19 +10,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/bay0/netlink"
-	"alpinespine.org/spine/internal/bay0/persona"
 )
 
 // uplinkUp configures the macvlan device the governor put in this network namespace under the
-// name u.Device: its name UplinkName, the namespace's settings (persona.UplinkSysctls), its
+// name u.Device: its name UplinkName, the namespace's settings (launch.UplinkSysctls), its
 // addresses, the link up, then the routes, which the kernel refuses on a link that is down: the
 // default routes and an unreachable route to each sibling. persona-init is root of the user
 // namespace that owns the network namespace, so it has CAP_NET_ADMIN here and nowhere else.
 //
 // Precondition: /proc is still the governor's (before setupRoot): its /proc/sys/net shows the
 // caller's own network namespace, and is writable.
-func uplinkUp(u *persona.Uplink) error {
+func uplinkUp(u *launch.Uplink) error {
 	if u == nil {
 		return nil
 	}
@@ -39,11 +39,11 @@ func uplinkUp(u *persona.Uplink) error {
 		return err
 	}
 	defer c.Close()
-	if err := c.Rename(index, persona.UplinkName); err != nil {
+	if err := c.Rename(index, launch.UplinkName); err != nil {
 		return err
 	}
 	ipv6 := a.Addr6.IsValid()
-	for _, s := range persona.UplinkSysctls(ipv6) {
+	for _, s := range launch.UplinkSysctls(ipv6) {
 		err := os.WriteFile("/proc/sys/"+s.Path, []byte(s.Value), 0)
 		if err != nil && !(errors.Is(err, fs.ErrNotExist) && !ipv6 && strings.HasPrefix(s.Path, "net/ipv6/")) {
 			// A kernel without IPv6 has nothing to turn off.

@@ -159,7 +159,8 @@ func Tree(files []File, read Reader) []Violation {
 	return out
 }
 
-// layout enforces the shape of the Spine outside persona trees: /bin/bay0, the baked policy,
+// layout enforces the shape of the Spine outside persona trees: /bin/bay0, /bin/persona-init
+// (the init of every persona, which bay0 runs for each launch), the baked policy,
 // the persona root and empty mount points. Anything else is writable configuration or clutter
 // that nothing in the Spine is allowed to need.
 func layout(p string, t fs.FileMode) string {
@@ -180,7 +181,7 @@ func layout(p string, t fs.FileMode) string {
 			return "must be a regular file"
 		}
 		return ""
-	case p == "bin/bay0" || p == policy.Path:
+	case p == "bin/bay0" || p == "bin/persona-init" || p == policy.Path:
 		if t != 0 {
 			return "must be a regular file"
 		}

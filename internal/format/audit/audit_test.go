@@ -20,7 +20,7 @@ const testPolicy = `{"persona": [{"name": "app", "exec": ["/bin/app"], "cpus": 0
 func cleanTree() []File {
 	d := fs.ModeDir | 0o755
 	return []File{
-		{"", d}, {"bin", d}, {"bin/bay0", 0o755},
+		{"", d}, {"bin", d}, {"bin/bay0", 0o755}, {"bin/persona-init", 0o755},
 		{"etc", d}, {"etc/spine", d}, {"etc/spine/policy.json", 0o644},
 		{"personas", d}, {"personas/app", d}, {"personas/app/bin", d},
 		{"personas/app/bin/app", 0o755}, {"personas/app/bin/sh", 0o755},
@@ -179,6 +179,7 @@ func TestSpecialFiles(t *testing.T) {
 		{"bad policy", cleanTree(), map[string]string{"bin/bay0": "bay0", "etc/spine/policy.json": strings.Replace(testPolicy, `"name"`, `"bogus": 1, "name"`, 1)},
 			Violation{"etc/spine/policy.json", ""}},
 		{"bay0 dir", replaced("bin/bay0", fs.ModeDir|0o755), cleanContents, Violation{"bin/bay0", "must be a regular file"}},
+		{"persona-init dir", replaced("bin/persona-init", fs.ModeDir|0o755), cleanContents, Violation{"bin/persona-init", "must be a regular file"}},
 		{"policy symlink", replaced("etc/spine/policy.json", fs.ModeSymlink|0o777), cleanContents,
 			Violation{"etc/spine/policy.json", "must be a regular file"}},
 		{"etc a file", replaced("etc", 0o644), cleanContents, Violation{"etc", "must be a directory"}},

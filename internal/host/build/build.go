@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 
+	"alpinespine.org/spine/internal/bay0/launch"
 	"alpinespine.org/spine/internal/format/audit"
 	"alpinespine.org/spine/internal/format/image"
 	"alpinespine.org/spine/internal/format/manifest"
@@ -35,7 +37,10 @@ type Options struct {
 	Config string             // path of the TOML configuration
 	Key    ed25519.PrivateKey // signing key
 	Bay0   string             // static bay0 binary placed at /bin/bay0
-	Out    string             // image path
+	// PersonaInit is the static persona-init binary (cmd/persona-init) placed at
+	// /bin/persona-init: bay0 runs it as the init of every persona.
+	PersonaInit string
+	Out         string // image path
 	// Epoch is SOURCE_DATE_EPOCH; when >= 0 the build is reproducible (fixed timestamps, salt
 	// and UUID derived from the inputs). When < 0 the salt and UUID are random.
 	Epoch int64
@@ -90,7 +95,7 @@ func Build(ctx context.Context, opts Options) (manifest.Manifest, error) {
 	}
 	defer os.RemoveAll(work)
 	root := filepath.Join(work, "tree")
-	staged, err := Stage(ctx, cfg, StageOptions{Bay0: opts.Bay0, Dir: root, Cache: opts.Cache})
+	staged, err := Stage(ctx, cfg, StageOptions{Bay0: opts.Bay0, PersonaInit: opts.PersonaInit, Dir: root, Cache: opts.Cache})
 	if err != nil {
 		return manifest.Manifest{}, err
 	}
@@ -230,8 +235,9 @@ func saltAndUUID(cfg Config, epoch int64) ([]byte, [16]byte, error) {
 
 // StageOptions are the inputs of Stage besides the configuration.
 type StageOptions struct {
-	Bay0 string // static bay0 binary placed at /bin/bay0
-	Dir  string // the Spine tree to lay out; it may exist (empty)
+	Bay0        string // static bay0 binary placed at /bin/bay0
+	PersonaInit string // static persona-init binary placed at /bin/persona-init
+	Dir         string // the Spine tree to lay out; it may exist (empty)
 	// Cache is where downloaded inputs are kept; "" is kernel.DefaultCacheDir().
 	Cache string
 }
@@ -246,7 +252,7 @@ type Staged struct {
 	Sources []manifest.Source
 }
 
-// Stage lays out the Spine tree in opts.Dir: /bin/bay0, one tree per persona, the baked policy,
+// Stage lays out the Spine tree in opts.Dir: /bin/bay0, /bin/persona-init, one tree per persona, the baked policy,
 // and the empty mount points bay0 needs.
 func Stage(ctx context.Context, cfg Config, opts StageOptions) (Staged, error) {
 	dir := opts.Dir
@@ -257,6 +263,12 @@ func Stage(ctx context.Context, cfg Config, opts StageOptions) (Staged, error) {
 	}
 	if err := copyFile(opts.Bay0, filepath.Join(dir, "bin/bay0"), 0o755); err != nil {
 		return Staged{}, fmt.Errorf("stage bay0: %w", err)
+	}
+	if opts.PersonaInit == "" {
+		return Staged{}, errors.New("stage persona-init: no persona-init binary given (build ./cmd/persona-init)")
+	}
+	if err := copyFile(opts.PersonaInit, filepath.Join(dir, strings.TrimPrefix(launch.InitPath, "/")), 0o755); err != nil {
+		return Staged{}, fmt.Errorf("stage persona-init: %w", err)
 	}
 	st := Staged{Policy: policy.Policy{Governor: cfg.Governor}}
 	for _, p := range cfg.Personas {

@@ -52,19 +52,20 @@ func mkfifo(t *testing.T, p string) {
 
 var testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
 
-// project writes a configuration, a persona source tree and a stand-in bay0 (the builder
-// copies bay0, it never runs it) into a fresh directory.
+// project writes a configuration, a persona source tree and stand-ins for bay0 and
+// persona-init (the builder copies them, it never runs them) into a fresh directory.
 func project(t *testing.T, config string) (dir string, opts Options) {
 	t.Helper()
 	dir = t.TempDir()
 	write(t, filepath.Join(dir, "spine.toml"), config, 0o644)
 	write(t, filepath.Join(dir, "app/bin/app"), "#!app\n", 0o755)
 	write(t, filepath.Join(dir, "bay0"), "\x7fELF stand-in bay0", 0o755)
+	write(t, filepath.Join(dir, "persona-init"), "\x7fELF stand-in persona-init", 0o755)
 	if err := os.Mkdir(filepath.Join(dir, "out"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return dir, Options{Config: filepath.Join(dir, "spine.toml"), Key: testKey, Bay0: filepath.Join(dir, "bay0"),
-		Out: filepath.Join(dir, "out", "spine.img"), Epoch: 1700000000, Kernel: "6.1.0-test", Workers: 1}
+		PersonaInit: filepath.Join(dir, "persona-init"), Out: filepath.Join(dir, "out", "spine.img"), Epoch: 1700000000, Kernel: "6.1.0-test", Workers: 1}
 }
 
 func write(t *testing.T, p, data string, mode os.FileMode) {

@@ -158,7 +158,7 @@ func TestBuildOCIPolicyWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, Dir: filepath.Join(work, "tree")})
+	st, err := Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, PersonaInit: opts.PersonaInit, Dir: filepath.Join(work, "tree")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,11 +290,11 @@ dir = "app"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, Dir: filepath.Join(t.TempDir(), "tree")}); err != nil {
+	if _, err := Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, PersonaInit: opts.PersonaInit, Dir: filepath.Join(t.TempDir(), "tree")}); err != nil {
 		t.Fatalf("a tree without resolv.conf: %v", err)
 	}
 	write(t, filepath.Join(dir, "app/etc/resolv.conf"), "nameserver 1.1.1.1\n", 0o644)
-	_, err = Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, Dir: filepath.Join(t.TempDir(), "tree")})
+	_, err = Stage(context.Background(), c, StageOptions{Bay0: opts.Bay0, PersonaInit: opts.PersonaInit, Dir: filepath.Join(t.TempDir(), "tree")})
 	if err == nil || !strings.Contains(err.Error(), `persona "app": dns is set, but its tree has its own /etc/resolv.conf`) {
 		t.Errorf("Stage = %v", err)
 	}

@@ -76,6 +76,7 @@ func buildCmd() command {
 			key := fs.String("key", "", "signing key (PKCS#8 PEM)")
 			out := fs.String("out", "", "image file to write")
 			bay0 := fs.String("bay0", "", "static bay0 binary (default: bay0 beside the spine executable)")
+			personaInit := fs.String("persona-init", "", "static persona-init binary, the init of every persona (default: persona-init beside the bay0 binary)")
 			version := fs.Uint64("version", 0, "override the configuration's version")
 			kern := fs.String("kernel", "spine", "kernel image the Spine carries: \"spine\" (Spine's kernel, built on first use), a bzImage path, or \"none\" (boots only under a kernel the host hands QEMU)")
 			return func(ctx context.Context, env *Env, args []string) error {
@@ -92,6 +93,11 @@ func buildCmd() command {
 						return err
 					}
 				}
+				// bay0 and persona-init are built together (make build puts both in bin/).
+				pi := *personaInit
+				if pi == "" {
+					pi = filepath.Join(filepath.Dir(b), "persona-init")
+				}
 				epoch, err := sourceDateEpoch(env)
 				if err != nil {
 					return err
@@ -102,7 +108,7 @@ func buildCmd() command {
 				if err != nil {
 					return err
 				}
-				m, err := build.Build(ctx, build.Options{Config: *cfg, Key: priv, Bay0: b, Out: *out,
+				m, err := build.Build(ctx, build.Options{Config: *cfg, Key: priv, Bay0: b, PersonaInit: pi, Out: *out,
 					Epoch: epoch, Version: *version, Kernel: release, KernelImage: image})
 				if err != nil {
 					return err

@@ -60,17 +60,24 @@ func mustSpine(t testing.TB, env map[string]string, args ...string) result {
 
 var epoch = map[string]string{"SOURCE_DATE_EPOCH": "1700000000"}
 
+// bay0Once builds bay0 and, beside it where spine build looks for it, persona-init.
 var bay0Once = sync.OnceValues(func() (string, error) {
 	p := filepath.Join(shared, "bay0")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", p, "alpinespine.org/spine/cmd/bay0")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build static bay0: %w\n%s", err, out)
+	for out, pkg := range map[string]string{p: "cmd/bay0", filepath.Join(shared, "persona-init"): "cmd/persona-init"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "alpinespine.org/spine/"+pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build static %s: %w\n%s", pkg, err, o)
+		}
 	}
 	return p, nil
 })
 
+// faultBay0Once builds the fault-injection bay0 beside bay0Once's persona-init.
 var faultBay0Once = sync.OnceValues(func() (string, error) {
+	if _, err := bay0Once(); err != nil {
+		return "", err
+	}
 	p := filepath.Join(shared, "bay0-faultinject")
 	cmd := exec.Command("go", "build", "-tags", "faultinject", "-trimpath", "-o", p, "alpinespine.org/spine/cmd/bay0")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

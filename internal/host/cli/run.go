@@ -87,6 +87,8 @@ func runPersona(ctx context.Context, env *Env, cfgPath, name string, extra []str
 		return err
 	}
 	spec.Name, spec.Tree = name, filepath.Join(root, "personas", name)
+	// The build host runs this binary's own persona-init mode (cmd/spine), not the image's.
+	spec.Self = "/proc/self/exe"
 	fitRlimits(&spec, env.Stderr)
 	if q.Network == "uplink" {
 		fmt.Fprintf(env.Stderr, "spine run: %s has an uplink on a machine; here it has loopback only\n", name)
