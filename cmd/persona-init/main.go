@@ -1,9 +1,9 @@
-// Command persona-init is the init of every persona: /bin/persona-init of the Spine, which the
-// governor clones into a persona's fresh namespaces and cgroup as
+// Command persona-init is the init of every persona, /bin/persona-init of the Spine. The
+// governor clones it into a persona's fresh namespaces and cgroup as
 //
 //	persona-init persona-init --config-fd=3
 //
-// It sets the persona up from the inside and execs its workload (package personainit). It is a
+// and it sets the persona up from the inside and execs its workload (package personainit). It is a
 // program of its own, not a mode of bay0, so that a launch starts a small Go binary: it links
 // only personainit and what that needs. It refuses to run anywhere but in a persona's user
 // namespace.

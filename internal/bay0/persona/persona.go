@@ -1,6 +1,6 @@
 // Package persona launches one persona instance: a workload in its own PID, mount, network,
 // IPC, UTS, cgroup and user namespaces, in a cgroup v2 leaf with the policy's limits, set up
-// from the inside by persona-init (a re-executed bay0) and then exec'd.
+// from the inside by persona-init (the Spine's /bin/persona-init) and then exec'd.
 //
 // This file holds the pure parts: the Spec of a persona, the versioned Config handed to
 // persona-init, and the values written to the cgroup. The kernel-facing parts are in the

@@ -162,7 +162,7 @@ func TestBuild(t *testing.T) {
 	for _, e := range entries {
 		paths = append(paths, e.Path)
 	}
-	want := []string{"", "bin", "bin/bay0", "dev", "etc", "etc/spine", "etc/spine/policy.json", "persist",
+	want := []string{"", "bin", "bin/bay0", "bin/persona-init", "dev", "etc", "etc/spine", "etc/spine/policy.json", "persist",
 		"personas", "personas/app", "personas/app/bin", "personas/app/bin/app", "proc", "run", "sys", "tmp"}
 	if !reflect.DeepEqual(paths, want) {
 		t.Errorf("image holds %q\nwant %q", paths, want)
@@ -272,6 +272,19 @@ func TestBuildReproducible(t *testing.T) {
 	}
 	if m3.Version != 9 {
 		t.Errorf("version override: %d", m3.Version)
+	}
+}
+
+// TestBuildNeedsPersonaInit: a Spine without /bin/persona-init could start no persona, so the
+// builder refuses to make one, naming what is missing, and leaves no image.
+func TestBuildNeedsPersonaInit(t *testing.T) {
+	_, opts := project(t, testConfig)
+	opts.PersonaInit = ""
+	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "persona-init") {
+		t.Fatalf("Build without persona-init = %v", err)
+	}
+	if _, err := os.Stat(opts.Out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an image was left at %s: %v", opts.Out, err)
 	}
 }
 
