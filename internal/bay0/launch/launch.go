@@ -30,9 +30,14 @@ const (
 	ReleaseFD = 5 // one byte from the parent once the workload's deferred limits are set
 	DataFD    = 6 // present only when Config.Data: a detached mount of the persona's /data
 	// CourierFD is present only when Config.Courier: the persona's end of its channel to
-	// bay0; persona-init hands it to the workload as courier.ChannelFD.
+	// bay0; persona-init hands it to the workload as CourierChannelFD.
 	CourierFD = 7
 )
+
+// CourierChannelFD is where the courier persona's workload finds its channel: courier.ChannelFD
+// of package internal/format/courier, which persona-init does not link (TestCourierChannelFD
+// keeps the two equal).
+const CourierChannelFD = 3
 
 // InitArg is persona-init's first argument, argv[1]: the mode a binary that is more than
 // persona-init (spine, on a build host) dispatches on.

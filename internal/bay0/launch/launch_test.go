@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"alpinespine.org/spine/internal/format/courier"
 )
 
 func sampleConfig() Config {
@@ -124,4 +126,10 @@ func FuzzDecodeConfig(f *testing.F) {
 			t.Fatalf("round trip: %v\n%+v\n%+v", err, c, again)
 		}
 	})
+}
+
+func TestCourierChannelFD(t *testing.T) {
+	if CourierChannelFD != courier.ChannelFD {
+		t.Errorf("launch.CourierChannelFD is %d, courier.ChannelFD %d", CourierChannelFD, courier.ChannelFD)
+	}
 }

@@ -23,7 +23,7 @@ import (
 	"strings"
 
 	"alpinespine.org/spine/internal/bay0/launch"
-	"alpinespine.org/spine/internal/bay0/seccomp"
+	"alpinespine.org/spine/internal/bay0/seccomp/prog"
 )
 
 // ExitFailure is persona-init's exit status when the launch fails before exec.
@@ -57,7 +57,7 @@ func Run(args []string) (stage string, err error) {
 		return "config", err
 	}
 	os.Clearenv()
-	filter, err := seccomp.Decode(cfg.Seccomp)
+	filter, err := prog.Decode(cfg.Seccomp)
 	if err != nil {
 		return "config", err
 	}
@@ -75,7 +75,7 @@ func Run(args []string) (stage string, err error) {
 		{"rlimits", func() error { return setRlimits(cfg.Rlimits) }},
 		{"privileges", func() error { return dropPrivileges(cfg.User) }},
 		{"release", awaitRelease},
-		{"seccomp", func() error { return seccomp.Install(filter) }},
+		{"seccomp", func() error { return prog.Install(filter) }},
 		{"close fds", closeExtraFDs},
 		{"courier channel", func() error { return courierChannel(cfg.Courier) }},
 	}

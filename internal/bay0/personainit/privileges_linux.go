@@ -9,7 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"alpinespine.org/spine/internal/bay0/launch"
-	"alpinespine.org/spine/internal/format/courier"
 )
 
 // Securebits (linux/securebits.h): root inside the namespace gets no capabilities from exec or
@@ -145,12 +144,12 @@ func closeExtraFDs() error {
 }
 
 // courierChannel gives the workload of the courier persona its channel to bay0 at
-// courier.ChannelFD (the config's fd, closed by now), open across the exec.
+// launch.CourierChannelFD (the config's fd, closed by now), open across the exec.
 func courierChannel(on bool) error {
 	if !on {
 		return nil
 	}
-	if err := unix.Dup3(launch.CourierFD, courier.ChannelFD, 0); err != nil {
+	if err := unix.Dup3(launch.CourierFD, launch.CourierChannelFD, 0); err != nil {
 		return fmt.Errorf("courier channel: %w", err)
 	}
 	return nil

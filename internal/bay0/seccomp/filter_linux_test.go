@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/seccomp/prog"
 )
 
 // The test binary doubles as the filtered program: with helperEnv set it installs the filter
@@ -44,7 +46,7 @@ func helper(scenario string) int {
 		fmt.Println(err)
 		return 3
 	}
-	if err := Install(p); err != nil {
+	if err := prog.Install(p); err != nil {
 		fmt.Println(err)
 		return 3
 	}

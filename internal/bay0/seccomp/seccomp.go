@@ -9,7 +9,6 @@
 package seccomp
 
 import (
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/seccomp/prog"
 	"alpinespine.org/spine/internal/format/syscalls"
 )
 
@@ -45,9 +45,7 @@ const (
 	// x32SyscallBit marks the x32 ABI in the system call number (asm/unistd.h).
 	x32SyscallBit = 0x40000000
 	// MaxInstructions is BPF_MAXINSNS: the kernel refuses longer programs.
-	MaxInstructions = 4096
-	// instructionSize is the size of one struct sock_filter.
-	instructionSize = 8
+	MaxInstructions = prog.MaxInstructions
 )
 
 // nsFlags are the clone flags that create namespaces. A persona is already in all of its
@@ -334,34 +332,9 @@ func ProtocolNames() []string {
 	return n
 }
 
-// Program is a classic BPF seccomp filter, in the kernel's struct sock_filter layout.
-type Program []unix.SockFilter
-
-// MarshalBinary encodes the program as the kernel lays it out on x86-64: 8 bytes per
-// instruction, little-endian.
-func (p Program) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, len(p)*instructionSize)
-	for _, f := range p {
-		b = binary.LittleEndian.AppendUint16(b, f.Code)
-		b = append(b, f.Jt, f.Jf)
-		b = binary.LittleEndian.AppendUint32(b, f.K)
-	}
-	return b, nil
-}
-
-// Decode is the inverse of MarshalBinary. It checks only the shape (the kernel verifies the
-// program itself when it is installed).
-func Decode(b []byte) (Program, error) {
-	if len(b) == 0 || len(b)%instructionSize != 0 || len(b)/instructionSize > MaxInstructions {
-		return nil, fmt.Errorf("seccomp program of %d bytes is not 1..%d instructions of %d bytes", len(b), MaxInstructions, instructionSize)
-	}
-	p := make(Program, len(b)/instructionSize)
-	for i := range p {
-		c := b[i*instructionSize:]
-		p[i] = unix.SockFilter{Code: binary.LittleEndian.Uint16(c), Jt: c[2], Jf: c[3], K: binary.LittleEndian.Uint32(c[4:])}
-	}
-	return p, nil
-}
+// Program is a compiled filter. Package prog, which persona-init links instead of this
+// compiler, encodes, decodes and installs it.
+type Program = prog.Program
 
 // Number returns the x86-64 number of a system call.
 func Number(name string) (uint32, bool) { return syscalls.Number(name) }

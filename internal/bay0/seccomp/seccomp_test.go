@@ -9,6 +9,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"alpinespine.org/spine/internal/bay0/seccomp/prog"
 	"alpinespine.org/spine/internal/format/syscalls"
 )
 
@@ -265,7 +266,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := Decode(b)
+	q, err := prog.Decode(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Error("decode(encode(p)) != p")
 	}
 	for _, bad := range [][]byte{nil, make([]byte, 7), make([]byte, 8*(MaxInstructions+1))} {
-		if _, err := Decode(bad); err == nil {
+		if _, err := prog.Decode(bad); err == nil {
 			t.Errorf("Decode accepted %d bytes", len(bad))
 		}
 	}
@@ -285,12 +286,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add(make([]byte, 8))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := Decode(b)
+		p, err := prog.Decode(b)
 		if err != nil {
 			return
 		}
 		again, _ := p.MarshalBinary()
-		q, err := Decode(again)
+		q, err := prog.Decode(again)
 		if err != nil || !reflect.DeepEqual(p, q) {
 			t.Fatalf("round trip changed the program: %v", err)
 		}
