@@ -35,7 +35,7 @@ const ExitFailure = 255
 func Main(args []string) {
 	runtime.LockOSThread()
 	stage, err := Run(args)
-	sync := os.NewFile(launch.SyncFD, "sync")
+	sync := pipeFile(launch.SyncFD, "sync")
 	if werr := launch.WriteReport(sync, launch.Report{Stage: stage, Error: err.Error()}); werr != nil {
 		fmt.Fprintf(os.Stderr, "persona-init: %s: %v\n", stage, err)
 	}
@@ -50,7 +50,7 @@ func Run(args []string) (stage string, err error) {
 	if err != nil {
 		return "config", err
 	}
-	f := os.NewFile(uintptr(fd), "config")
+	f := pipeFile(fd, "config")
 	cfg, err := launch.DecodeConfig(f)
 	f.Close()
 	if err != nil {
@@ -84,7 +84,7 @@ func Run(args []string) (stage string, err error) {
 			return s.name, err
 		}
 	}
-	sync := os.NewFile(launch.SyncFD, "sync")
+	sync := pipeFile(launch.SyncFD, "sync")
 	if err := launch.WriteReport(sync, launch.Report{Stage: launch.StageExec}); err != nil {
 		return "exec", fmt.Errorf("report exec: %w", err)
 	}
@@ -95,11 +95,11 @@ func Run(args []string) (stage string, err error) {
 // for it (the CPU quota) and let it go on: a release pipe closed without its byte is a parent
 // that gave up.
 func awaitRelease() error {
-	sync := os.NewFile(launch.SyncFD, "sync")
+	sync := pipeFile(launch.SyncFD, "sync")
 	if err := launch.WriteReport(sync, launch.Report{Stage: launch.StageReady}); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
-	rel := os.NewFile(launch.ReleaseFD, "release")
+	rel := pipeFile(launch.ReleaseFD, "release")
 	defer rel.Close()
 	var b [1]byte
 	if n, err := rel.Read(b[:]); n != 1 {

@@ -160,13 +160,32 @@ func execWorkload(cfg launch.Config) error {
 	return fmt.Errorf("exec %s: %w", cfg.Exec[0], err)
 }
 
+// pipeFile opens one of the pipes the parent passed for plain blocking reads and writes. The
+// parent made them non-blocking (os.Pipe), and os.NewFile would hand a non-blocking fd to Go's
+// network poller: an epoll instance, an eventfd and a second thread woken at each read, all
+// paid at every launch for a few hundred bytes. The flag belongs to this end's open file
+// description alone, so the parent's ends stay as they are.
+func pipeFile(fd int, name string) *os.File {
+	_ = unix.SetNonblock(fd, false) // an fd it cannot change is read as it is
+	return os.NewFile(uintptr(fd), name)
+}
+
 // Inside reports whether this process runs in a user namespace other than the initial one,
 // as persona-init always does. The real PID 1 can be handed any arguments on the kernel command
 // line; it must never take itself for persona-init.
+//
+// It reads with plain system calls: os.ReadFile would start Go's network poller, which
+// persona-init has no other use for.
 func Inside() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
+	fd, err := unix.Open("/proc/self/uid_map", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false // no /proc: the machine's PID 1 in the initramfs
 	}
-	return !InitialUIDMap(string(b))
+	defer unix.Close(fd)
+	var b [512]byte // a few lines of three numbers; more is not the initial map either
+	n, err := unix.Read(fd, b[:])
+	if err != nil {
+		return false
+	}
+	return !InitialUIDMap(string(b[:n]))
 }
