@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -79,6 +80,7 @@ func benchBoot(ctx context.Context, cfg config, dir string) error {
 	var kdf time.Duration
 	var kdfDesc, modules string
 	var rss, steady int64
+	var phases string
 	runs := cfg.runs(bootRuns)
 	wait := steadyWait
 	if cfg.quick {
@@ -96,7 +98,7 @@ func benchBoot(ctx context.Context, cfg config, dir string) error {
 			}
 			got[s].ours = append(got[s].ours, b.up-b.kdf)
 			if s == 0 {
-				kdf, kdfDesc, rss = b.kdf, b.kdfDesc, b.rss
+				kdf, kdfDesc, rss, phases = b.kdf, b.kdfDesc, b.rss, b.phases
 				steady = max(steady, b.steadyRSS)
 			} else {
 				modules = b.modules
@@ -116,10 +118,11 @@ func benchBoot(ctx context.Context, cfg config, dir string) error {
 	boot := timed("boot-to-personas", o, "trivial init", t, fmt.Sprintf(
 		"TCG guest, Spine's kernel %s, same QEMU flags; %s against the trivial init's first line on the same kernel; "+
 			"ratio = trivial / ours, floor 0.625x (ours at most 1.6x), aim 0.83x (1.2x); %s; "+
-			"on the host that KDF takes %s and the default cost (argon2id %d MiB t=%d p=%d) %s, %.0fx as long; median of %d alternating",
+			"on the host that KDF takes %s and the default cost (argon2id %d MiB t=%d p=%d) %s, %.0fx as long; median of %d alternating; "+
+			"bay0's timeline in the last run: %s",
 		m.kernel.Release, demo, excl, testKDF.Round(time.Millisecond),
 		persistfmt.DefaultKDF().MemoryKiB>>10, persistfmt.DefaultKDF().Iterations, persistfmt.DefaultKDF().Parallel,
-		defaultKDF.Round(time.Millisecond), float64(defaultKDF)/float64(testKDF), runs))
+		defaultKDF.Round(time.Millisecond), float64(defaultKDF)/float64(testKDF), runs, phases))
 	boot.Floor = 1 / 1.6 // issue 17: kernel start to the personas at most 1.6x the trivial init
 	cfg.emit(boot)
 	cfg.emit(timed("boot-to-personas-debian", d, "trivial init", dt, fmt.Sprintf(
@@ -157,6 +160,9 @@ type demoBoot struct {
 	modules   string // what modinit said it loaded, on Debian's kernel
 	rss       int64
 	steadyRSS int64
+	// phases is bay0's boot timeline as its events said it: each phase's and each persona
+	// start's duration, in order.
+	phases string
 }
 
 // bootDemo boots a copy of the demo machine's disk on side's kernel until personas-up; if
@@ -186,7 +192,18 @@ func bootDemo(ctx context.Context, m machine, side kernelSide, dir string, stead
 	if b.rss, err = strconv.ParseInt(ev.Value("rss_kib"), 10, 64); err != nil {
 		return b, fmt.Errorf("personas-up rss_kib: %w", err)
 	}
+	var phases []string
 	for _, l := range mach.Lines() {
+		if e, err := event.Parse(l); err == nil {
+			switch e.Kind {
+			case event.Phase:
+				phases = append(phases, e.Value("name")+" "+e.Value("ms")+" ms")
+			case event.PersonaStarted:
+				if us, err := strconv.ParseInt(e.Value("startup_us"), 10, 64); err == nil {
+					phases = append(phases, fmt.Sprintf("persona %s clone to exec %.0f ms", e.Value("name"), float64(us)/1000))
+				}
+			}
+		}
 		if mod := modinitRE.FindStringSubmatch(l); mod != nil {
 			b.modules = mod[1]
 		}
@@ -197,6 +214,7 @@ func bootDemo(ctx context.Context, m machine, side kernelSide, dir string, stead
 			}
 		}
 	}
+	b.phases = strings.Join(phases, ", ")
 	if b.kdfDesc == "" {
 		return b, fmt.Errorf("demo boot printed no KDF time before personas-up")
 	}
