@@ -12,7 +12,8 @@
 // its root cannot be written, and whether a program copied into /data may run. With "lateral"
 // it tries to reach the other uplinked personas (lateral.go). With "kernel", as PID 1 of a bare
 // machine, it shows the surfaces Spine's kernel leaves out are gone from the kernel itself
-// (kernel.go).
+// (kernel.go). With "idle", "check", "check-hang" or "flood" it is the workload, the exec health
+// check or the noisy neighbour of the health and log tests (health.go).
 package main
 
 import (
@@ -90,6 +91,23 @@ func main() {
 		case "exec-ok":
 			fmt.Println("probe: bridge: a program from /data ran")
 			return
+		case "idle":
+			idle(arg(2))
+		case "check":
+			if !healthCheck(arg(2)) {
+				os.Exit(1)
+			}
+			return
+		case "check-hang":
+			checkHang()
+		case "leftover":
+			for {
+				time.Sleep(time.Hour)
+			}
+		case "flood":
+			n, _ := strconv.Atoi(arg(2))
+			flood(n)
+			return
 		}
 	}
 	want := "probe"
@@ -107,6 +125,14 @@ func main() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// arg returns os.Args[i], or "".
+func arg(i int) string {
+	if len(os.Args) > i {
+		return os.Args[i]
+	}
+	return ""
 }
 
 func (p *prober) namespaces(want string) {

@@ -551,6 +551,8 @@ type PersonaInfo struct {
 	// Health is the last health check's outcome: absent without a check, "ok", or why it
 	// failed.
 	Health string `json:"health,omitempty"`
+	// HealthOutput is the tail of the last exec health check's output, on one line.
+	HealthOutput string `json:"health_output,omitempty"`
 	// CPUUsec is the running instance's CPU time (its cgroup's cpu.stat usage_usec),
 	// CPUPercent its use over the last second in percent of one core, MemoryBytes its
 	// cgroup's memory.current; all absent when it is not running.

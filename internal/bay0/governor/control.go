@@ -101,7 +101,7 @@ func (h *ctlHandler) Personas() ([]control.PersonaInfo, error) {
 		out = append(out, control.PersonaInfo{Name: s.Name, State: string(s.State), PID: s.Pid, Restarts: uint64(s.Restarts),
 			LastExit: s.LastExit, Denied: s.Denied, Limits: control.Limits{CPUMax: s.Limits.CPUMax,
 				MemoryMax: strconv.FormatInt(s.Limits.MemoryMax, 10), PidsMax: strconv.Itoa(s.Limits.PidsMax)},
-			Health: s.Health, CPUUsec: s.CPUUsec, CPUPercent: math.Round(s.CPUPercent*10) / 10, MemoryBytes: s.MemoryBytes})
+			Health: s.Health, HealthOutput: s.HealthOutput, CPUUsec: s.CPUUsec, CPUPercent: math.Round(s.CPUPercent*10) / 10, MemoryBytes: s.MemoryBytes})
 	}
 	return out, nil
 }

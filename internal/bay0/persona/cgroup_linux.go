@@ -129,6 +129,9 @@ func (c *Cgroup) Destroy(timeout time.Duration) error {
 	}
 	// The kernel may briefly refuse the rmdir while the last exiting task is being released.
 	for {
+		// An exec health check's cgroups inside the leaf, empty by now, go first.
+		_ = unix.Rmdir(filepath.Join(c.Path, CheckCgroup, CheckInner))
+		_ = unix.Rmdir(filepath.Join(c.Path, CheckCgroup))
 		err := unix.Rmdir(c.Path)
 		if err == nil || errors.Is(err, unix.ENOENT) {
 			return nil

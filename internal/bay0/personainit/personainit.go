@@ -13,6 +13,9 @@
 // the CPU quota) -> seccomp -> close-on-exec on every extra fd -> exec. seccomp comes as late
 // as possible so that the setup itself needs none of the calls it forbids; fds are closed last so that no fd of the governor's world reaches the workload
 // (CVE-2024-21626 leaked a host directory fd into runc containers).
+//
+// The same steps serve persona-check (check_linux.go), which runs a persona's exec health check
+// inside the persona.
 package personainit
 
 import (

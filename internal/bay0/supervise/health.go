@@ -16,17 +16,24 @@ import (
 	"alpinespine.org/spine/internal/format/policy"
 )
 
-// A persona's health check (policy health) is made from bay0's side, off the loop, every
-// interval while an instance is up: its first pass makes it healthy; retries failures in a row
+// A persona's health check (policy health) is made off the loop, every interval while an
+// instance is up, from bay0's side (tcp, http) or inside the persona (exec, persona.Check): its first pass makes it healthy; retries failures in a row
 // replace it, as a stuck persona is (Article III §4), but failures within start_period of its
 // start do not count until it has been healthy once. A trial Spine commits only once every
 // required persona with a check is healthy (Missing).
 
-// checkResult is the outcome of one check of generation gen of a persona.
+// checkResult is the outcome of one check of generation gen of a persona, with the tail of
+// its output for an exec check.
 type checkResult struct {
-	name string
-	gen  int
-	err  error
+	name   string
+	gen    int
+	err    error
+	output string
+}
+
+// pidfds is an Instance that can name its workload by a new pidfd (persona.Instance).
+type pidfds interface {
+	DupPidfd() (int, error)
 }
 
 // checkTarget is where a persona's check connects: its uplink address, or its loopback.
@@ -49,14 +56,36 @@ func (s *Supervisor) startChecks(now time.Time) {
 			continue
 		}
 		e.checking = true
-		t := e.target
-		t.PID = e.cur.inst.PID()
 		gen, timeout := e.gen, time.Duration(e.health.Timeout)
+		run := s.checkFunc(e)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			s.checks <- checkResult{name: n, gen: gen, err: s.cfg.Check(ctx, t)}
+			out, err := run(ctx)
+			s.checks <- checkResult{name: n, gen: gen, err: err, output: out}
 		}()
+	}
+}
+
+// checkFunc returns one check of e's running instance. It runs on the loop: the instance is
+// not being destroyed, so its pidfd can still be taken for an exec check.
+func (s *Supervisor) checkFunc(e *entry) func(context.Context) (string, error) {
+	if e.health.Exec == nil {
+		t := e.target
+		t.PID = e.cur.inst.PID()
+		return func(ctx context.Context) (string, error) { return "", s.cfg.Check(ctx, t) }
+	}
+	t := persona.CheckTarget{PID: e.cur.inst.PID(), Pidfd: -1, Cgroup: filepath.Join(e.spec.CgroupParent, e.spec.Name),
+		Self: e.spec.Self, Config: e.spec.CheckConfig(e.health.Exec)}
+	var err error
+	if p, ok := e.cur.inst.(pidfds); ok {
+		t.Pidfd, err = p.DupPidfd()
+	}
+	return func(ctx context.Context) (string, error) {
+		if err != nil {
+			return "", err
+		}
+		return s.cfg.Exec(ctx, t)
 	}
 }
 
@@ -64,11 +93,15 @@ func (s *Supervisor) startChecks(now time.Time) {
 // failures in a row.
 func (s *Supervisor) onCheck(r checkResult) {
 	e := s.ps[r.name]
+	e.checking = false
 	if r.gen != e.gen || e.cur == nil || !e.state.up() {
 		return // the instance checked is gone
 	}
 	now := time.Now()
-	e.checking, e.nextCheck = false, now.Add(time.Duration(e.health.Interval))
+	e.nextCheck = now.Add(time.Duration(e.health.Interval))
+	if e.health.Exec != nil {
+		e.healthOut = r.output
+	}
 	if r.err == nil {
 		e.fails, e.healthMsg = 0, "ok"
 		if e.state == Running {
@@ -89,7 +122,12 @@ func (s *Supervisor) onCheck(r checkResult) {
 		return
 	}
 	reason := fmt.Sprintf("unhealthy: %d checks failed in a row, the last: %v", e.fails, r.err)
-	s.logf("bay0: persona %s %s; replacing it", r.name, reason)
+	if r.output != "" {
+		// The check's own words, bounded, on bay0's line but not in the event.
+		s.logf("bay0: persona %s %s; its check said %q; replacing it", r.name, reason, lastBytes(r.output, 200))
+	} else {
+		s.logf("bay0: persona %s %s; replacing it", r.name, reason)
+	}
 	s.emit(event.New(event.PersonaUnhealthy).With("name", r.name).With("reason", reason))
 	s.stop(r.name, BackingOff, true)
 	e.lastExit = "replaced: " + reason
@@ -145,4 +183,12 @@ func readUsage(dir string) (cpuUsec, memory int64, err error) {
 		return 0, 0, fmt.Errorf("%s/memory.current: %w", dir, err)
 	}
 	return st["usage_usec"], memory, nil
+}
+
+// lastBytes is the end of s, at most n bytes of it.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }

@@ -55,6 +55,11 @@ type Kernel struct {
 	Spawner persona.Spawner
 }
 
+// Exec runs one exec health check (persona.Check), its children reaped by Spawner.
+func (k Kernel) Exec(ctx context.Context, t persona.CheckTarget) (string, error) {
+	return persona.Check(ctx, k.Spawner, t)
+}
+
 // Launch starts one instance of s.
 func (k Kernel) Launch(s persona.Spec, out io.Writer) (Instance, error) {
 	in, err := persona.Start(s, k.Spawner, out)
@@ -118,8 +123,12 @@ type Config struct {
 	// confirmed gone: its cgroup could not be killed or did not empty in time. The governor
 	// resets the machine: uncertain containment is never carried on with (Article VIII §1).
 	Containment func(name string, err error)
-	// Check makes one health check, off the loop; default probe.Check.
+	// Check makes one TCP or HTTP health check, off the loop; default probe.Check.
 	Check func(context.Context, probe.Target) error
+	// Exec runs one exec health check, off the loop, and returns the tail of its output;
+	// default the Launcher's, if it is Kernel. Without one, a persona with an exec check is
+	// refused.
+	Exec func(context.Context, persona.CheckTarget) (string, error)
 	// Courier is the persona end of the courier channel, given to every instance of the
 	// policy's courier persona; without it that persona is refused.
 	Courier *os.File
@@ -158,6 +167,9 @@ type Status struct {
 	// Health is the last health check's outcome: "" without a check, "ok", or why it
 	// failed and how many times in a row.
 	Health string `json:"health,omitempty"`
+	// HealthOutput is the tail of the last exec check's output (at most
+	// persona.MaxCheckOutput bytes, one line).
+	HealthOutput string `json:"health_output,omitempty"`
 	// CPUUsec is the CPU time the running instance used (cpu.stat usage_usec), CPUPercent its
 	// share of one core over the last sample period, MemoryBytes its memory.current.
 	CPUUsec     int64   `json:"cpu_usec,omitempty"`
@@ -215,14 +227,16 @@ type entry struct {
 	stallWindow time.Duration
 	watch       *stallWatch
 	// health is the policy's check (nil: none) and target where it connects; the running
-	// instance's checks are spaced by nextCheck, one at a time (checking), and fails
-	// counts those failed in a row; healthMsg is the last outcome.
+	// instance's checks are spaced by nextCheck, and fails counts those failed in a row;
+	// healthMsg is the last outcome and healthOut the last exec check's output. checking: a
+	// check is under way, of this instance or of one before it; a persona has at most one.
 	health    *policy.Health
 	target    probe.Target
 	checking  bool
 	nextCheck time.Time
 	fails     int
 	healthMsg string
+	healthOut string
 	usage     usage
 }
 
@@ -270,6 +284,9 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 	if cfg.Check == nil {
 		cfg.Check = probe.Check
 	}
+	if k, ok := cfg.Launcher.(Kernel); ok && cfg.Exec == nil {
+		cfg.Exec = k.Exec
+	}
 	s := &Supervisor{
 		cfg:     cfg,
 		console: &lockedWriter{w: cfg.Console},
@@ -298,6 +315,9 @@ func New(cfg Config, pol policy.Policy) (*Supervisor, error) {
 		// A persona whose filter cannot be built is refused alone: the others, and bay0, run.
 		if err == nil && e.spec.Uplink != nil {
 			e.spec.Uplink.Siblings = persona.Siblings(pol, p.Name)
+		}
+		if err == nil && p.Health != nil && p.Health.Exec != nil && cfg.Exec == nil {
+			err = errors.New("its health check is exec, and this bay0 cannot run one")
 		}
 		if err == nil && p.Courier {
 			if cfg.Courier == nil {
@@ -531,7 +551,7 @@ func (s *Supervisor) onStarted(r startResult) {
 	}()
 	e.cur, e.state, e.upSince = l, Running, time.Now()
 	e.watch = &stallWatch{window: e.stallWindow, memoryMax: e.spec.Limits.MemoryMax}
-	e.checking, e.nextCheck, e.fails, e.healthMsg, e.usage = false, e.upSince, 0, "", usage{}
+	e.nextCheck, e.fails, e.healthMsg, e.healthOut, e.usage = e.upSince, 0, "", "", usage{}
 	s.logf("bay0: persona %s started pid %d in %s", r.name, r.inst.PID(), r.inst.Startup().Round(10*time.Microsecond))
 	s.emit(event.New(event.PersonaStarted).With("name", r.name).Int("pid", int64(r.inst.PID())).Int("startup_us", r.inst.Startup().Microseconds()))
 	switch e.pending {
@@ -845,7 +865,7 @@ func (s *Supervisor) publish() {
 	for _, n := range s.names {
 		e := s.ps[n]
 		st := Status{Name: n, State: e.state, Restarts: e.restarts, LastExit: e.lastExit, Limits: e.spec.Limits,
-			Denied: s.denied.Summary(n), Health: e.healthMsg}
+			Denied: s.denied.Summary(n), Health: e.healthMsg, HealthOutput: e.healthOut}
 		if st.State == BackingOff && e.retryAt.IsZero() {
 			// Not started yet, waiting for its turn in policy order: nothing is backing off.
 			st.State = Starting

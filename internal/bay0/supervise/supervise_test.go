@@ -181,10 +181,16 @@ func start(t *testing.T, l *fakeLauncher, pol policy.Policy) (*Supervisor, *sync
 // startChecked starts a supervisor whose health checks are made by check.
 func startChecked(t *testing.T, l *fakeLauncher, pol policy.Policy, check func(context.Context, probe.Target) error) (*Supervisor, *syncBuffer) {
 	t.Helper()
+	return startConfig(t, l, pol, Config{Check: check})
+}
+
+// startConfig starts a supervisor of l's instances with the test's timing and c's checks.
+func startConfig(t *testing.T, l *fakeLauncher, pol policy.Policy, c Config) (*Supervisor, *syncBuffer) {
+	t.Helper()
 	var console syncBuffer
 	s, err := New(Config{Console: &console, Launcher: l, PersistRoot: "/persist", Tick: 5 * time.Millisecond,
 		PressureEvery: 50 * time.Millisecond, Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Reset: time.Hour},
-		Check: check}, pol)
+		Check: c.Check, Exec: c.Exec}, pol)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,15 +143,18 @@ type Persona struct {
 	Health *Health `toml:"health,omitempty" json:"health,omitempty"`
 }
 
-// Health is a persona's health check, made by bay0 from its own side: a TCP connection to
-// TCP, or an HTTP GET of HTTP on HTTPPort answered 2xx or 3xx, in the persona's network (its
-// uplink address, or its loopback without one). Until a check passes the persona is running,
+// Health is a persona's health check, exactly one of three kinds: made by bay0 from its own
+// side, a TCP connection to TCP, or an HTTP GET of HTTP on HTTPPort answered 2xx or 3xx, in the
+// persona's network (its uplink address, or its loopback without one); or Exec, a program of the
+// persona's tree run inside the persona as its user, under its filter and in its cgroup, that
+// passes by exiting 0 within Timeout (Docker's HEALTHCHECK CMD). Until a check passes the persona is running,
 // not healthy, and a trial Spine does not commit; Retries failed checks in a row, once
 // StartPeriod has passed since the start, and the persona is replaced.
 type Health struct {
 	TCP         int      `toml:"tcp,omitempty" json:"tcp,omitempty"`
 	HTTP        string   `toml:"http,omitempty" json:"http,omitempty"`
 	HTTPPort    int      `toml:"http_port,omitempty" json:"http_port,omitempty"`
+	Exec        []string `toml:"exec,omitempty" json:"exec,omitempty"`
 	Interval    Duration `toml:"interval,omitempty" json:"interval,omitempty"`
 	Timeout     Duration `toml:"timeout,omitempty" json:"timeout,omitempty"`
 	Retries     int      `toml:"retries,omitempty" json:"retries,omitempty"`
@@ -171,16 +174,32 @@ const (
 // and the bounded repeat costs milliseconds to compile at every start.
 var httpPathRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^/[!-~]{0,255}$`) })
 
+// MaxHealthExecArgs and MaxHealthExecBytes bound an exec health check's argv.
+const (
+	MaxHealthExecArgs  = 64
+	MaxHealthExecBytes = 4096
+)
+
 func (h *Health) validate() error {
+	kinds := 0
+	for _, set := range []bool{h.TCP != 0, h.HTTP != "", h.Exec != nil} {
+		if set {
+			kinds++
+		}
+	}
 	switch {
-	case h.TCP != 0 && h.HTTP != "":
-		return errors.New("health: tcp and http exclude each other")
-	case h.TCP == 0 && h.HTTP == "":
-		return errors.New("health: needs tcp = PORT or http = \"/PATH\" with http_port")
+	case kinds > 1:
+		return errors.New("health: tcp, http and exec exclude each other")
+	case kinds == 0:
+		return errors.New("health: needs tcp = PORT, http = \"/PATH\" with http_port, or exec = [\"/PROGRAM\", ...]")
+	case h.HTTPPort != 0 && h.HTTP == "":
+		return errors.New("health: http_port needs http")
+	case h.Exec != nil:
+		if err := validHealthExec(h.Exec); err != nil {
+			return err
+		}
 	case h.TCP != 0 && (h.TCP < 1 || h.TCP > 65535):
 		return fmt.Errorf("health: tcp port %d is outside 1..65535", h.TCP)
-	case h.TCP != 0 && h.HTTPPort != 0:
-		return errors.New("health: http_port needs http")
 	case h.HTTP != "" && !httpPathRE().MatchString(h.HTTP):
 		return fmt.Errorf("health: http %q is not an absolute path without spaces", h.HTTP)
 	case h.HTTP != "" && (h.HTTPPort < 1 || h.HTTPPort > 65535):
@@ -211,7 +230,29 @@ func (h *Health) validate() error {
 	return nil
 }
 
-// Port is the TCP port the check connects to.
+// validHealthExec checks an exec health check's argv: a program named by an absolute path,
+// bounded, with no NUL byte (it becomes execve's argv).
+func validHealthExec(argv []string) error {
+	if len(argv) == 0 || !strings.HasPrefix(argv[0], "/") {
+		return errors.New("health: exec must name an absolute path inside the persona's tree")
+	}
+	if len(argv) > MaxHealthExecArgs {
+		return fmt.Errorf("health: exec has %d arguments, at most %d", len(argv), MaxHealthExecArgs)
+	}
+	n := 0
+	for _, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("health: exec argument %q holds a NUL byte", a)
+		}
+		n += len(a) + 1
+	}
+	if n > MaxHealthExecBytes {
+		return fmt.Errorf("health: exec is %d bytes, at most %d", n, MaxHealthExecBytes)
+	}
+	return nil
+}
+
+// Port is the TCP port the check connects to (0 for an exec check).
 func (h Health) Port() int { return max(h.TCP, h.HTTPPort) }
 
 // Defaults filled in by Validate where the policy is silent.

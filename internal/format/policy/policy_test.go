@@ -444,6 +444,12 @@ func FuzzParse(f *testing.F) {
 	}
 	b, _ = full.Marshal()
 	f.Add(b)
+	execCheck, err := parseTOML(minimal + "[persona.health]\nexec = [\"/usr/bin/redis-cli\", \"ping\"]\ntimeout = \"2s\"\n")
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, _ = execCheck.Marshal()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(bytes.NewReader(data))
 		if err != nil {
@@ -479,8 +485,9 @@ func TestVet(t *testing.T) {
 	}
 }
 
-// TestLogsAndHealth: log_persist takes a bounded log_size (default 1MiB); a health check is a
-// TCP port or an HTTP path on a port, with its timing filled in and bounded.
+// TestLogsAndHealth: log_persist takes a bounded log_size (default 1MiB); a health check is
+// exactly one of a TCP port, an HTTP path on a port, or a bounded argv naming an absolute path,
+// with its timing filled in and bounded.
 func TestLogsAndHealth(t *testing.T) {
 	p := parse(t, minimal+"log_persist = true\n[persona.health]\ntcp = 6379\n")
 	q := p.Personas[0]
@@ -493,26 +500,38 @@ func TestLogsAndHealth(t *testing.T) {
 	if h := p.Personas[0].Health; h.Port() != 8000 || h.HTTP != "/healthz?full=1" || time.Duration(h.Timeout) != 500*time.Millisecond {
 		t.Errorf("http check: %+v", h)
 	}
+	if h := parse(t, minimal+"[persona.health]\nexec = [\"/usr/bin/redis-cli\", \"ping\"]\n").Personas[0].Health; len(h.Exec) != 2 || h.Port() != 0 ||
+		time.Duration(h.Timeout) != DefaultHealthTimeout || h.Retries != DefaultHealthRetries {
+		t.Errorf("exec check: %+v", h)
+	}
 	if p.Personas[0].Health.StartPeriod != Duration(DefaultHealthStartPeriod) {
 		// "0s" is the zero value: it means the default, as every duration of the policy does.
 		t.Errorf("start_period 0s = %s", time.Duration(p.Personas[0].Health.StartPeriod))
 	}
 	for extra, want := range map[string]string{
-		"log_size = \"1MiB\"\n":                                "log_size needs log_persist",
-		"log_persist = true\nlog_size = \"1KiB\"\n":            "log_size 1024 is outside",
-		"log_persist = true\nlog_size = \"1GiB\"\n":            "log_size 1073741824 is outside",
-		"[persona.health]\n":                                   "health: needs tcp",
-		"[persona.health]\ntcp = 1\nhttp = \"/\"\n":            "exclude each other",
-		"[persona.health]\ntcp = 70000\n":                      "outside 1..65535",
-		"[persona.health]\ntcp = 80\nhttp_port = 80\n":         "http_port needs http",
-		"[persona.health]\nhttp = \"/\"\n":                     "http_port 0 is outside",
-		"[persona.health]\nhttp = \"/a b\"\nhttp_port = 80\n":  "not an absolute path",
-		"[persona.health]\nhttp = \"x\"\nhttp_port = 80\n":     "not an absolute path",
-		"[persona.health]\ntcp = 80\ninterval = \"10ms\"\n":    "interval 10ms is outside",
-		"[persona.health]\ntcp = 80\ntimeout = \"5s\"\n":       "timeout 5s is outside",
-		"[persona.health]\ntcp = 80\nretries = 101\n":          "retries 101 is outside",
-		"[persona.health]\ntcp = 80\nstart_period = \"2h\"\n":  "start_period 2h0m0s is outside",
-		"[persona.health]\ntcp = 80\nexec = [\"/bin/true\"]\n": "missing in the target struct",
+		"log_size = \"1MiB\"\n":                                                             "log_size needs log_persist",
+		"log_persist = true\nlog_size = \"1KiB\"\n":                                         "log_size 1024 is outside",
+		"log_persist = true\nlog_size = \"1GiB\"\n":                                         "log_size 1073741824 is outside",
+		"[persona.health]\n":                                                                "health: needs tcp",
+		"[persona.health]\ntcp = 1\nhttp = \"/\"\n":                                         "exclude each other",
+		"[persona.health]\ntcp = 1\nexec = [\"/bin/true\"]\n":                               "exclude each other",
+		"[persona.health]\nhttp = \"/\"\nhttp_port = 80\nexec = [\"/bin/true\"]\n":          "exclude each other",
+		"[persona.health]\nexec = []\n":                                                     "exec must name an absolute path",
+		"[persona.health]\nexec = [\"true\"]\n":                                             "exec must name an absolute path",
+		"[persona.health]\nexec = [\"/bin/true\"]\nhttp_port = 80\n":                        "http_port needs http",
+		"[persona.health]\nexec = [\"/bin/a\\u0000b\"]\n":                                   "NUL byte",
+		"[persona.health]\nexec = [\"/bin/true\", \"" + strings.Repeat("x", 5000) + "\"]\n": "at most 4096",
+		"[persona.health]\nexec = [\"/bin/true\"" + strings.Repeat(", \"x\"", 64) + "]\n":   "at most 64",
+		"[persona.health]\ntcp = 70000\n":                                                   "outside 1..65535",
+		"[persona.health]\ntcp = 80\nhttp_port = 80\n":                                      "http_port needs http",
+		"[persona.health]\nhttp = \"/\"\n":                                                  "http_port 0 is outside",
+		"[persona.health]\nhttp = \"/a b\"\nhttp_port = 80\n":                               "not an absolute path",
+		"[persona.health]\nhttp = \"x\"\nhttp_port = 80\n":                                  "not an absolute path",
+		"[persona.health]\ntcp = 80\ninterval = \"10ms\"\n":                                 "interval 10ms is outside",
+		"[persona.health]\ntcp = 80\ntimeout = \"5s\"\n":                                    "timeout 5s is outside",
+		"[persona.health]\ntcp = 80\nretries = 101\n":                                       "retries 101 is outside",
+		"[persona.health]\ntcp = 80\nstart_period = \"2h\"\n":                               "start_period 2h0m0s is outside",
+		"[persona.health]\ntcp = 80\ncmd = [\"/bin/true\"]\n":                               "missing in the target struct",
 	} {
 		if _, err := parseTOML(minimal + extra); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", extra, err, want)

@@ -377,6 +377,12 @@ func stagePersona(ctx context.Context, cfg Config, p Persona, spine, cache strin
 	if _, mode, err := t.Lookup(q.Exec[0]); err != nil || !mode.IsRegular() {
 		return q, nil, fmt.Errorf("persona %q: exec %q is not in its tree", q.Name, q.Exec[0])
 	}
+	// An exec health check runs a program of the tree, never one of the Spine's.
+	if h := q.Health; h != nil && len(h.Exec) > 0 {
+		if _, mode, err := t.Lookup(h.Exec[0]); err != nil || !mode.IsRegular() {
+			return q, nil, fmt.Errorf("persona %q: health exec %q is not in its tree", q.Name, h.Exec[0])
+		}
+	}
 	if q, err = applyUser(q, imageUser, t); err != nil {
 		return q, nil, fmt.Errorf("persona %q: %w", q.Name, err)
 	}
