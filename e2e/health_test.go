@@ -27,18 +27,19 @@ import (
 // the next check. "failing"'s check hangs with a child: bay0 kills it at its timeout, reports
 // the persona unhealthy and replaces it.
 //
-// 19.4, a noisy persona in a real machine: "noisy" writes lines as fast as it can; once bay0
+// 19.4, a noisy persona in a real machine: "noisy" writes lines as fast as it can for eight
+// seconds; once bay0
 // has seen it end, "checked"'s first line is still in its ring, bay0's own ring still holds
-// bay0's lines, and noisy's ring holds only its newest lines, no more than a ring's worth.
+// bay0's lines, and noisy's ring is full and bounded: its newest lines within its output budget
+// and bay0's notes of how many it dropped past it.
 func TestExecHealthCheckAndNoisyNeighbour(t *testing.T) {
 	t.Parallel()
-	const floodLines = 20000
 	limits := "cpus = 0.3\nmemory = \"48MiB\"\npids = 32\n"
 	checked := personaEntry(t, "checked", "probe", []string{"idle", "checked"}, limits+"order = 1\nuser = \"1000:1000\"\n"+
 		"[persona.health]\nexec = [\"/bin/probe\", \"check\", \"checked\"]\ninterval = \"3s\"\ntimeout = \"3s\"\nretries = 3\n")
 	failing := personaEntry(t, "failing", "probe", []string{"idle", "failing"}, limits+"order = 2\n"+
 		"[persona.health]\nexec = [\"/bin/probe\", \"check-hang\"]\ninterval = \"2s\"\ntimeout = \"2s\"\nretries = 2\nstart_period = \"1ms\"\n")
-	noisy := personaEntry(t, "noisy", "probe", []string{"flood", strconv.Itoa(floodLines)}, limits+"order = 3\nrestart = \"never\"\n")
+	noisy := personaEntry(t, "noisy", "probe", []string{"flood", "8s"}, limits+"order = 3\nrestart = \"never\"\n")
 	img := buildPersonaSpine(t, checked, failing, noisy)
 	cfg, sock := withControl(t, machine(makeDisk(t, img, img, nil)))
 	v := vmtest.Boot(t, cfg)
@@ -108,20 +109,34 @@ func TestExecHealthCheckAndNoisyNeighbour(t *testing.T) {
 	if !hasEvent(own, event.SlotUp, kv("name", "personas")) || !hasEvent(own, event.PersonaStarted, kv("name", "checked")) || containsPrefix(own, "persona noisy: ") {
 		t.Errorf("bay0's own ring after the flood: %d lines, want its own early lines and none of noisy's", len(own))
 	}
+	// noisy's own ring is bounded, and holds its lines in order: those within its output
+	// budget, and bay0's notes of how many it dropped past it.
 	l := logsOf(t, c, "noisy")
 	if len(l) == 0 || len(l) > control.DefaultLogLines {
 		t.Fatalf("noisy's ring holds %d lines, want 1..%d", len(l), control.DefaultLogLines)
 	}
-	first := floodLine(l[0])
-	// A pipe holds a few thousand of these lines: once noisy has ended, most went through.
-	if first < floodLines/2 {
-		t.Errorf("noisy's oldest kept line is %q, want one of its last", l[0])
-	}
+	first, last, kept, dropped := -1, -1, 0, 0
 	for _, line := range l {
-		if floodLine(line) < first {
+		if m := droppedRE.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			dropped += n
+			continue
+		}
+		n := floodLine(line)
+		if n <= last {
 			t.Errorf("noisy's ring is out of order or holds another's line: %q", line)
 			break
 		}
+		if first < 0 {
+			first = n
+		}
+		last, kept = n, kept+1
+	}
+	t.Logf("noisy's ring: %d lines, %d of them its own (%d..%d), notes of %d dropped past its budget", len(l), kept, first, last, dropped)
+	// Eight seconds of flood pass more lines than a ring holds, even within the budget: the
+	// ring is full, its oldest lines pushed out.
+	if len(l) != control.DefaultLogLines || first <= 0 || dropped == 0 {
+		t.Errorf("noisy's ring: %d lines from flood line %d, %d dropped; want a full ring without its first lines, and drops", len(l), first, dropped)
 	}
 	v.Kill(t)
 	v.NeverEvent(t, event.PersonaUnhealthy, kv("name", "checked"))
@@ -148,6 +163,8 @@ func checkFact(out, key string) string {
 	}
 	return m[1]
 }
+
+var droppedRE = regexp.MustCompile(`^persona noisy: \((\d+) lines dropped: over the console budget\)$`)
 
 var floodRE = regexp.MustCompile(`^persona noisy: probe: flood line (\d+)$`)
 

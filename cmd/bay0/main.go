@@ -25,11 +25,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bay0: inside a persona, bay0 does not run")
 		os.Exit(2)
 	}
-	// persona-check runs a persona's exec health check: the governor forks it into the
-	// persona's PID namespace, so it is never PID 1, and it refuses to run anywhere else.
-	if len(os.Args) > 1 && os.Args[1] == persona.CheckArg && os.Getpid() != 1 {
-		personainit.CheckMain(os.Args[2:]) // does not return
-	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "bay0: must run as PID 1")
 		os.Exit(2)

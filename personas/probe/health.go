@@ -17,7 +17,7 @@ import (
 //	check NAME       the exec health check, run by bay0 inside persona NAME: one line saying
 //	                 what it is and what it could do; it passes only if it ran confined
 //	check-hang       a check that starts a child and never ends: only its timeout ends it
-//	flood N          writes N lines as fast as it can, then ends
+//	flood DURATION   writes lines as fast as it can for DURATION, then ends
 //
 // A check's line is read back through bay0's status (health_output), never from the console.
 
@@ -37,9 +37,10 @@ func idle(name string) {
 	}
 }
 
-func flood(n int) {
-	w := bufio.NewWriterSize(os.Stdout, 64<<10)
-	for i := range n {
+func flood(d time.Duration) {
+	w := bufio.NewWriterSize(os.Stdout, 4<<10)
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
 		fmt.Fprintf(w, "probe: flood line %d\n", i)
 	}
 	w.Flush()

@@ -105,8 +105,8 @@ func main() {
 				time.Sleep(time.Hour)
 			}
 		case "flood":
-			n, _ := strconv.Atoi(arg(2))
-			flood(n)
+			d, _ := time.ParseDuration(arg(2))
+			flood(d)
 			return
 		}
 	}

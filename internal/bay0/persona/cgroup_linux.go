@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/launch"
 )
 
 // PrepareCgroups makes parent (e.g. /sys/fs/cgroup/personas) and enables the persona
@@ -130,8 +132,8 @@ func (c *Cgroup) Destroy(timeout time.Duration) error {
 	// The kernel may briefly refuse the rmdir while the last exiting task is being released.
 	for {
 		// An exec health check's cgroups inside the leaf, empty by now, go first.
-		_ = unix.Rmdir(filepath.Join(c.Path, CheckCgroup, CheckInner))
-		_ = unix.Rmdir(filepath.Join(c.Path, CheckCgroup))
+		_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup, launch.CheckInner))
+		_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup))
 		err := unix.Rmdir(c.Path)
 		if err == nil || errors.Is(err, unix.ENOENT) {
 			return nil

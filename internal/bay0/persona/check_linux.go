@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"alpinespine.org/spine/internal/bay0/launch"
 )
 
 // An exec health check runs a program of the persona's tree inside the persona, with nothing
 // the persona lacks. Go cannot enter a user or mount namespace once it has threads, and no agent
 // stays inside a persona, so:
 //
-//	governor (PID 1)                        persona-check (re-executed bay0)      the check
+//	governor (PID 1)                        persona-check (persona-init)      the check
 //	  open /proc/PID/root, confirm by pidfd
 //	  mkdir LEAF/health, LEAF/health/check
 //	  locked thread: setns(pidfd, net uts
@@ -53,9 +55,9 @@ type CheckTarget struct {
 	PID, Pidfd int
 	// Cgroup is the instance's leaf.
 	Cgroup string
-	// Self is the bay0 binary to re-execute, normally /proc/self/exe.
+	// Self is the persona-init program (Spec.Self), which persona-check is a mode of.
 	Self   string
-	Config CheckConfig
+	Config launch.CheckConfig
 }
 
 // checkNamespaces are the persona's namespaces persona-check is forked into. Its user and
@@ -187,7 +189,7 @@ func startCheck(sp Spawner, t CheckTarget, root, cgfd int) (<-chan unix.WaitStat
 			Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
 		},
 	}
-	argv := []string{"bay0", CheckArg, fmt.Sprintf("--config-fd=%d", CheckConfigFD)}
+	argv := []string{"persona-init", launch.CheckArg, fmt.Sprintf("--config-fd=%d", launch.CheckConfigFD)}
 	type result struct {
 		exited <-chan unix.WaitStatus
 		err    error
@@ -234,23 +236,23 @@ func newCheckCgroup(leaf string) (*checkCgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cgroup %s: %w", leaf, err)
 	}
-	if err := unix.Mkdirat(lfd, CheckCgroup, 0o700); err != nil {
+	if err := unix.Mkdirat(lfd, launch.CheckCgroup, 0o700); err != nil {
 		unix.Close(lfd)
 		if errors.Is(err, unix.EEXIST) {
 			return nil, errors.New("a check of this instance has not ended")
 		}
-		return nil, fmt.Errorf("make cgroup %s/%s: %w", leaf, CheckCgroup, err)
+		return nil, fmt.Errorf("make cgroup %s/%s: %w", leaf, launch.CheckCgroup, err)
 	}
-	dfd, err := unix.Openat(lfd, CheckCgroup, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dfd, err := unix.Openat(lfd, launch.CheckCgroup, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err == nil {
-		if err = unix.Mkdirat(dfd, CheckInner, 0o700); err != nil {
+		if err = unix.Mkdirat(dfd, launch.CheckInner, 0o700); err != nil {
 			unix.Close(dfd)
 		}
 	}
 	if err != nil {
-		_ = unix.Unlinkat(lfd, CheckCgroup, unix.AT_REMOVEDIR)
+		_ = unix.Unlinkat(lfd, launch.CheckCgroup, unix.AT_REMOVEDIR)
 		unix.Close(lfd)
-		return nil, fmt.Errorf("make cgroup %s/%s/%s: %w", leaf, CheckCgroup, CheckInner, err)
+		return nil, fmt.Errorf("make cgroup %s/%s/%s: %w", leaf, launch.CheckCgroup, launch.CheckInner, err)
 	}
 	return &checkCgroup{leaf: lfd, dir: dfd}, nil
 }
@@ -295,8 +297,8 @@ func (c *checkCgroup) remove() error {
 		time.Sleep(delay)
 	}
 	for {
-		_ = unix.Unlinkat(c.dir, CheckInner, unix.AT_REMOVEDIR)
-		err := unix.Unlinkat(c.leaf, CheckCgroup, unix.AT_REMOVEDIR)
+		_ = unix.Unlinkat(c.dir, launch.CheckInner, unix.AT_REMOVEDIR)
+		err := unix.Unlinkat(c.leaf, launch.CheckCgroup, unix.AT_REMOVEDIR)
 		if err == nil || errors.Is(err, unix.ENOENT) {
 			return nil
 		}

@@ -28,7 +28,7 @@ import (
 // Each persona gets its own range of IDBlock uids and gids, starting at IDBase, so that even a
 // process that escaped its namespaces is an unprivileged uid no other persona shares.
 const (
-	IDBase  = 100000
+	IDBase  = launch.IDBase
 	IDBlock = launch.IDBlock
 )
 

@@ -6,18 +6,19 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"alpinespine.org/spine/internal/bay0/persona"
-	"alpinespine.org/spine/internal/bay0/seccomp"
+	"alpinespine.org/spine/internal/bay0/launch"
+	"alpinespine.org/spine/internal/bay0/seccomp/prog"
 )
 
-// CheckMain runs persona-check, the child side of an exec health check (see persona.Check),
+// CheckMain runs persona-check, the child side of an exec health check (see package persona's Check),
 // with the arguments after "persona-check". It never returns: it exits with the check's exit
-// status (persona.CheckExitSignal plus the signal's number for a check killed by one), or
+// status (launch.CheckExitSignal plus the signal's number for a check killed by one), or
 // with ExitFailure after saying why on stderr, which is the check's own output.
 func CheckMain(args []string) {
 	runtime.LockOSThread()
@@ -50,13 +51,13 @@ func RunCheck(args []string) (code int, stage string, err error) {
 		return 0, "config", err
 	}
 	f := os.NewFile(uintptr(fd), "config")
-	cfg, err := persona.DecodeCheckConfig(f)
+	cfg, err := launch.DecodeCheckConfig(f)
 	f.Close()
 	if err != nil {
 		return 0, "config", err
 	}
 	os.Clearenv()
-	filter, err := seccomp.Decode(cfg.Seccomp)
+	filter, err := prog.Decode(cfg.Seccomp)
 	if err != nil {
 		return 0, "config", err
 	}
@@ -86,16 +87,16 @@ func RunCheck(args []string) (code int, stage string, err error) {
 
 // forkCheck starts the check from a thread that gives up its privileges and is never
 // unlocked: it ends with its goroutine, and no other goroutine ever runs on it.
-func forkCheck(cfg persona.CheckConfig, filter seccomp.Program) (pid int, stage string, err error) {
+func forkCheck(cfg launch.CheckConfig, filter prog.Program) (pid int, stage string, err error) {
 	type result struct {
 		pid   int
 		stage string
 		err   error
 	}
-	// The check is forked into the check cgroup (persona.CheckCgroupFD/check), which this
+	// The check is forked into the check cgroup (launch.CheckCgroupFD/check), which this
 	// process joins for the fork and leaves again, so that it can kill the check's whole tree
 	// and outlive it: whatever the check leaves is then reaped here.
-	if err := joinCgroup(persona.CheckInner); err != nil {
+	if err := joinCgroup(launch.CheckInner); err != nil {
 		return 0, "cgroup", err
 	}
 	ch := make(chan result, 1)
@@ -108,8 +109,8 @@ func forkCheck(cfg persona.CheckConfig, filter seccomp.Program) (pid int, stage 
 			// The thread's, and so the check's: the persona's, whose root is the persona's
 			// cgroup.
 			{"cgroup namespace", enterCheckCgroupNS},
-			{"privileges", func() error { return dropPrivileges(&persona.IDs{UID: cfg.UID, GID: cfg.GID}) }},
-			{"seccomp", func() error { return seccomp.Install(filter) }},
+			{"privileges", func() error { return dropPrivileges(&launch.IDs{UID: cfg.UID, GID: cfg.GID}) }},
+			{"seccomp", func() error { return prog.Install(filter) }},
 		}
 		for _, s := range steps {
 			if err := s.run(); err != nil {
@@ -130,9 +131,9 @@ func forkCheck(cfg persona.CheckConfig, filter seccomp.Program) (pid int, stage 
 	return r.pid, r.stage, r.err
 }
 
-// joinCgroup moves this process into the cgroup dir (relative to persona.CheckCgroupFD).
+// joinCgroup moves this process into the cgroup dir (relative to launch.CheckCgroupFD).
 func joinCgroup(dir string) error {
-	fd, err := unix.Openat(persona.CheckCgroupFD, dir+"/cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(launch.CheckCgroupFD, dir+"/cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s/cgroup.procs: %w", dir, err)
 	}
@@ -173,7 +174,7 @@ func endCheck() error {
 
 // killCheck kills every process of the check cgroup at once.
 func killCheck() error {
-	fd, err := unix.Openat(persona.CheckCgroupFD, persona.CheckInner+"/cgroup.kill", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(launch.CheckCgroupFD, launch.CheckInner+"/cgroup.kill", unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open the check's cgroup.kill: %w", err)
 	}
@@ -199,17 +200,22 @@ func reap() {
 }
 
 func checkPopulated() (bool, error) {
-	fd, err := unix.Openat(persona.CheckCgroupFD, persona.CheckInner+"/cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(launch.CheckCgroupFD, launch.CheckInner+"/cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false, fmt.Errorf("open the check's cgroup.events: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "cgroup.events")
-	defer f.Close()
-	ev, err := persona.ParseKeyed(f)
+	defer unix.Close(fd)
+	var b [256]byte
+	n, err := unix.Read(fd, b[:])
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("read the check's cgroup.events: %w", err)
 	}
-	return ev["populated"] != 0, nil
+	for _, line := range strings.Split(string(b[:n]), "\n") {
+		if v, ok := strings.CutPrefix(line, "populated "); ok {
+			return v != "0", nil
+		}
+	}
+	return false, errors.New("the check's cgroup.events has no populated line")
 }
 
 // waitCheck waits for the check to end, or for a SIGTERM (its time is up), then kills
@@ -248,7 +254,7 @@ func waitCheck(pid int, term <-chan os.Signal) int {
 		fmt.Fprintf(os.Stderr, "persona-check: wait: %v\n", r.err)
 		return ExitFailure
 	case ws.Signaled():
-		return persona.CheckExitSignal + int(ws.Signal())
+		return launch.CheckExitSignal + int(ws.Signal())
 	}
 	return ws.ExitStatus()
 }
@@ -278,11 +284,11 @@ func checkPlacement() error {
 	return nil
 }
 
-// enterCheckRoot makes the persona's root (persona.CheckRootFD, its workload's /proc/PID/root:
+// enterCheckRoot makes the persona's root (launch.CheckRootFD, its workload's /proc/PID/root:
 // the persona's own mounts, its /tmp and /run included) this process's root and working
 // directory, and closes the fd, the last way back to the governor's tree.
 func enterCheckRoot() error {
-	if err := unix.Fchdir(persona.CheckRootFD); err != nil {
+	if err := unix.Fchdir(launch.CheckRootFD); err != nil {
 		return fmt.Errorf("enter the persona's root: %w", err)
 	}
 	if err := unix.Chroot("."); err != nil {
@@ -291,14 +297,14 @@ func enterCheckRoot() error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	return unix.Close(persona.CheckRootFD)
+	return unix.Close(launch.CheckRootFD)
 }
 
-// enterCheckCgroupNS makes this thread's cgroup namespace the persona's (persona.CheckPidFD
+// enterCheckCgroupNS makes this thread's cgroup namespace the persona's (launch.CheckPidFD
 // names its workload), and closes the fd.
 func enterCheckCgroupNS() error {
-	err := unix.Setns(persona.CheckPidFD, unix.CLONE_NEWCGROUP)
-	unix.Close(persona.CheckPidFD)
+	err := unix.Setns(launch.CheckPidFD, unix.CLONE_NEWCGROUP)
+	unix.Close(launch.CheckPidFD)
 	if err != nil {
 		return fmt.Errorf("enter the persona's cgroup namespace: %w", err)
 	}

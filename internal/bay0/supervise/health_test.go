@@ -194,7 +194,7 @@ func TestExecCheckDecidesHealthy(t *testing.T) {
 	c.mu.Unlock()
 	base := persona.IDRange(0)
 	cfg := tg.Config
-	if tg.PID != l.latest("redis").pid || tg.Cgroup != "/sys/fs/cgroup/personas/redis" || tg.Self != "/proc/self/exe" ||
+	if tg.PID != l.latest("redis").pid || tg.Cgroup != "/sys/fs/cgroup/personas/redis" || tg.Self != "/bin/persona-init" ||
 		cfg.Name != "redis" || strings.Join(cfg.Exec, " ") != "/usr/bin/redis-cli ping" ||
 		cfg.UID != base+999 || cfg.GID != base+998 || len(cfg.Seccomp) == 0 {
 		t.Errorf("checked %+v", tg)
