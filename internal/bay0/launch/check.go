@@ -5,8 +5,6 @@ package launch
 // check_linux.go for the whole protocol, and package personainit's for the child's side).
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,35 +65,14 @@ type CheckConfig struct {
 const CheckExitSignal = 128
 
 // Encode writes c as one JSON document.
-func (c CheckConfig) Encode(w io.Writer) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("encode check config: %w", err)
-	}
-	if _, err := w.Write(b); err != nil {
-		return fmt.Errorf("write check config: %w", err)
-	}
-	return nil
-}
+func (c CheckConfig) Encode(w io.Writer) error { return encodeJSON(w, c, "check config") }
 
 // DecodeCheckConfig reads exactly one CheckConfig from r (to EOF), strictly, as DecodeConfig
 // reads a Config.
 func DecodeCheckConfig(r io.Reader) (CheckConfig, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxCheckConfig+1))
-	if err != nil {
-		return CheckConfig{}, fmt.Errorf("read check config: %w", err)
-	}
-	if len(b) > maxCheckConfig {
-		return CheckConfig{}, fmt.Errorf("check config is larger than %d bytes", maxCheckConfig)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var c CheckConfig
-	if err := dec.Decode(&c); err != nil {
-		return CheckConfig{}, fmt.Errorf("decode check config: %w", err)
-	}
-	if dec.More() {
-		return CheckConfig{}, errors.New("decode check config: trailing data")
+	if err := decodeJSON(r, maxCheckConfig, &c, "check config"); err != nil {
+		return CheckConfig{}, err
 	}
 	if err := c.validate(); err != nil {
 		return CheckConfig{}, fmt.Errorf("check config: %w", err)

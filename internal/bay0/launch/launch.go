@@ -220,35 +220,14 @@ func ResolvConf(dns []string) string {
 }
 
 // Encode writes c as one JSON document.
-func (c Config) Encode(w io.Writer) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("encode persona config: %w", err)
-	}
-	if _, err := w.Write(b); err != nil {
-		return fmt.Errorf("write persona config: %w", err)
-	}
-	return nil
-}
+func (c Config) Encode(w io.Writer) error { return encodeJSON(w, c, "persona config") }
 
 // DecodeConfig reads exactly one Config from r (to EOF), strictly: unknown fields, trailing
 // data, another version or a missing field are errors.
 func DecodeConfig(r io.Reader) (Config, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxConfigSize+1))
-	if err != nil {
-		return Config{}, fmt.Errorf("read persona config: %w", err)
-	}
-	if len(b) > MaxConfigSize {
-		return Config{}, fmt.Errorf("persona config is larger than %d bytes", MaxConfigSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("decode persona config: %w", err)
-	}
-	if dec.More() {
-		return Config{}, errors.New("decode persona config: trailing data")
+	if err := decodeJSON(r, MaxConfigSize, &c, "persona config"); err != nil {
+		return Config{}, err
 	}
 	if err := c.validate(); err != nil {
 		return Config{}, fmt.Errorf("persona config: %w", err)
@@ -265,6 +244,39 @@ func DecodeConfig(r io.Reader) (Config, error) {
 		c.DNS = nil
 	}
 	return c, nil
+}
+
+// encodeJSON writes v, the document what, as one JSON document.
+func encodeJSON(w io.Writer, v any, what string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", what, err)
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	return nil
+}
+
+// decodeJSON reads exactly one JSON document of at most max bytes from r (to EOF) into v,
+// strictly: unknown fields and trailing data are errors.
+func decodeJSON(r io.Reader, max int, v any, what string) error {
+	b, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(b) > max {
+		return fmt.Errorf("%s is larger than %d bytes", what, max)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decode %s: trailing data", what)
+	}
+	return nil
 }
 
 func (c Config) validate() error {

@@ -257,18 +257,8 @@ func newCheckCgroup(leaf string) (*checkCgroup, error) {
 	return &checkCgroup{leaf: lfd, dir: dfd}, nil
 }
 
-// kill kills every process of the check's cgroup at once.
-func (c *checkCgroup) kill() error {
-	fd, err := unix.Openat(c.dir, "cgroup.kill", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open the check's cgroup.kill: %w", err)
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte("1")); err != nil {
-		return fmt.Errorf("kill the check's cgroup: %w", err)
-	}
-	return nil
-}
+// kill kills every process of the check's cgroups at once.
+func (c *checkCgroup) kill() error { return launch.KillCgroup(c.dir, ".") }
 
 // remove kills what is left in the check's cgroup, waits for it to empty and removes it. A
 // cgroup the instance's own end removed already is not an error.
@@ -309,19 +299,7 @@ func (c *checkCgroup) remove() error {
 	}
 }
 
-func (c *checkCgroup) populated() (bool, error) {
-	fd, err := unix.Openat(c.dir, "cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false, fmt.Errorf("open the check's cgroup.events: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "cgroup.events")
-	defer f.Close()
-	ev, err := ParseKeyed(f)
-	if err != nil {
-		return false, err
-	}
-	return ev["populated"] != 0, nil
-}
+func (c *checkCgroup) populated() (bool, error) { return launch.Populated(c.dir, ".") }
 
 func (c *checkCgroup) close() {
 	unix.Close(c.dir)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
@@ -173,17 +172,7 @@ func endCheck() error {
 }
 
 // killCheck kills every process of the check cgroup at once.
-func killCheck() error {
-	fd, err := unix.Openat(launch.CheckCgroupFD, launch.CheckInner+"/cgroup.kill", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open the check's cgroup.kill: %w", err)
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte("1")); err != nil {
-		return fmt.Errorf("kill the check's cgroup: %w", err)
-	}
-	return nil
-}
+func killCheck() error { return launch.KillCgroup(launch.CheckCgroupFD, launch.CheckInner) }
 
 // reap collects every child that has ended, without waiting for the others.
 func reap() {
@@ -199,24 +188,7 @@ func reap() {
 	}
 }
 
-func checkPopulated() (bool, error) {
-	fd, err := unix.Openat(launch.CheckCgroupFD, launch.CheckInner+"/cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false, fmt.Errorf("open the check's cgroup.events: %w", err)
-	}
-	defer unix.Close(fd)
-	var b [256]byte
-	n, err := unix.Read(fd, b[:])
-	if err != nil {
-		return false, fmt.Errorf("read the check's cgroup.events: %w", err)
-	}
-	for _, line := range strings.Split(string(b[:n]), "\n") {
-		if v, ok := strings.CutPrefix(line, "populated "); ok {
-			return v != "0", nil
-		}
-	}
-	return false, errors.New("the check's cgroup.events has no populated line")
-}
+func checkPopulated() (bool, error) { return launch.Populated(launch.CheckCgroupFD, launch.CheckInner) }
 
 // waitCheck waits for the check to end, or for a SIGTERM (its time is up), then kills
 // whatever is left of it (endCheck), and returns its exit status for persona-check.
