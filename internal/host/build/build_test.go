@@ -340,6 +340,9 @@ func TestBuildErrors(t *testing.T) {
 		want string
 	}{
 		{"exec missing", func(dir string, o *Options) { os.Remove(filepath.Join(dir, "app/bin/app")) }, `exec "/bin/app"`},
+		{"health exec missing", func(dir string, o *Options) {
+			os.WriteFile(o.Config, []byte(testConfig+"[persona.health]\nexec = [\"/bin/nope\", \"ping\"]\n"), 0o644)
+		}, `health exec "/bin/nope" is not in its tree`},
 		{"no bay0", func(dir string, o *Options) { o.Bay0 = filepath.Join(dir, "nope") }, "bay0"},
 		{"source missing", func(dir string, o *Options) { os.RemoveAll(filepath.Join(dir, "app")) }, "source dir"},
 		{"fifo in source", func(dir string, o *Options) { mkfifo(t, filepath.Join(dir, "app/fifo")) }, "named pipe"},
