@@ -36,9 +36,9 @@ func TestExecHealthCheckAndNoisyNeighbour(t *testing.T) {
 	t.Parallel()
 	limits := "cpus = 0.3\nmemory = \"48MiB\"\npids = 32\n"
 	checked := personaEntry(t, "checked", "probe", []string{"idle", "checked"}, limits+"order = 1\nuser = \"1000:1000\"\n"+
-		"[persona.health]\nexec = [\"/bin/probe\", \"check\", \"checked\"]\ninterval = \"3s\"\ntimeout = \"3s\"\nretries = 3\n")
+		"[persona.health]\nexec = [\"/bin/probe\", \"check\", \"checked\"]\ninterval = \"5s\"\ntimeout = \"5s\"\nretries = 5\n")
 	failing := personaEntry(t, "failing", "probe", []string{"idle", "failing"}, limits+"order = 2\n"+
-		"[persona.health]\nexec = [\"/bin/probe\", \"check-hang\"]\ninterval = \"2s\"\ntimeout = \"2s\"\nretries = 2\nstart_period = \"1ms\"\n")
+		"[persona.health]\nexec = [\"/bin/probe\", \"check-hang\"]\ninterval = \"3s\"\ntimeout = \"3s\"\nretries = 2\nstart_period = \"1ms\"\n")
 	noisy := personaEntry(t, "noisy", "probe", []string{"flood", "8s"}, limits+"order = 3\nrestart = \"never\"\n")
 	img := buildPersonaSpine(t, checked, failing, noisy)
 	cfg, sock := withControl(t, machine(makeDisk(t, img, img, nil)))

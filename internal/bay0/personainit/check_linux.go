@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -143,52 +142,29 @@ func joinCgroup(dir string) error {
 	return nil
 }
 
-// endCheck kills everything in the check cgroup and reaps what is left to this process, until
-// the cgroup is empty and no child is left. Processes of the cgroup that end after it emptied
-// (do_exit leaves the cgroup before it hands its children on) may still hand a child here: a
-// short settle and a last reap catch them.
+// endCheck kills everything in the check cgroup and reaps, until this process has no child
+// left. Nothing can leave the cgroup, and every process in it descends from this one, a child
+// subreaper: a process whose parent dies is handed here before that parent becomes a zombie,
+// so once no child is left, nothing of the check is, and nothing was handed to the workload.
 func endCheck() error {
 	if err := killCheck(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
 	for {
-		reap()
-		populated, err := checkPopulated()
-		if err != nil {
-			return err
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR), err == nil:
+		case errors.Is(err, unix.ECHILD):
+			return nil
+		default:
+			return fmt.Errorf("reap the check's processes: %w", err)
 		}
-		if !populated {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the check's cgroup did not empty")
-		}
-		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
-	reap()
-	return nil
 }
 
 // killCheck kills every process of the check cgroup at once.
 func killCheck() error { return launch.KillCgroup(launch.CheckCgroupFD, launch.CheckInner) }
-
-// reap collects every child that has ended, without waiting for the others.
-func reap() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return
-		}
-	}
-}
-
-func checkPopulated() (bool, error) { return launch.Populated(launch.CheckCgroupFD, launch.CheckInner) }
 
 // waitCheck waits for the check to end, or for a SIGTERM (its time is up), then kills
 // whatever is left of it (endCheck), and returns its exit status for persona-check.
