@@ -84,7 +84,7 @@ func TestExecHealthCheckAndNoisyNeighbour(t *testing.T) {
 	t.Logf("checked's health output: %s", p.HealthOutput)
 	hostID := strconv.Itoa(int(persona.IDRange(0)) + 1000)
 	want := map[string]string{"uid": hostID, "gid": hostID, "capbnd": "0000000000000000", "nnp": "1", "seccomp": "2",
-		"cgroup": "0::/health/check", "pid1": "/bin/probe", "tmp": "true", "others": "0", "fds": "3", "escapes": "0", "bad": "[]"}
+		"cgroup": "0::/health/check", "pid1": "/bin/probe", "tmp": "true", "others": "0", "fds": "3", "escapes": "0", "leftover": "true", "bad": "[]"}
 	for k, w := range want {
 		if got := checkFact(p.HealthOutput, k); got != w {
 			t.Errorf("check of checked: %s=%q, want %q", k, got, w)

@@ -48,14 +48,15 @@ func flood(d time.Duration) {
 
 // leftover starts a child that outlives the check (and holds its output open): bay0 must
 // kill it with the check.
-func leftover() {
-	_, _ = os.StartProcess("/bin/probe", []string{"/bin/probe", "leftover"}, &os.ProcAttr{
+func leftover() error {
+	_, err := os.StartProcess("/bin/probe", []string{"/bin/probe", "leftover"}, &os.ProcAttr{
 		Files: []*os.File{nil, os.Stdout, os.Stderr}, Sys: &unix.SysProcAttr{Setsid: true}})
+	return err
 }
 
 func checkHang() {
 	fmt.Println("probe-check: hanging")
-	leftover()
+	_ = leftover()
 	for {
 		time.Sleep(time.Hour)
 	}
@@ -151,7 +152,10 @@ func healthCheck(name string) bool {
 		try("see "+p, err)
 	}
 	fact("escapes", escapes)
-	leftover()
+	// The next check must not find this child, which holds the output open and never ends.
+	err := leftover()
+	fact("leftover", err == nil)
+	must("leftover", err == nil)
 	fmt.Printf("probe-check: %s bad=%v\n", strings.Join(facts, " "), bad)
 	return len(bad) == 0
 }
