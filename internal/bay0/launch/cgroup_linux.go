@@ -10,14 +10,21 @@ import (
 
 // KillCgroup kills every process of the cgroup name, relative to the directory fd dir, at
 // once (cgroup.kill: no process can fork away from it).
-func KillCgroup(dir int, name string) error {
-	fd, err := unix.Openat(dir, name+"/cgroup.kill", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+func KillCgroup(dir int, name string) error { return writeAt(dir, name+"/cgroup.kill", "1") }
+
+// JoinCgroup moves the calling process, all its threads, into the cgroup name, relative to
+// the directory fd dir.
+func JoinCgroup(dir int, name string) error { return writeAt(dir, name+"/cgroup.procs", "0") }
+
+// writeAt writes value to the file name, relative to the directory fd dir.
+func writeAt(dir int, name, value string) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open %s/cgroup.kill: %w", name, err)
+		return fmt.Errorf("open %s: %w", name, err)
 	}
 	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte("1")); err != nil {
-		return fmt.Errorf("kill cgroup %s: %w", name, err)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, name, err)
 	}
 	return nil
 }

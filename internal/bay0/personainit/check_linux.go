@@ -130,17 +130,7 @@ func forkCheck(cfg launch.CheckConfig, filter prog.Program) (pid int, stage stri
 }
 
 // joinCgroup moves this process into the cgroup dir (relative to launch.CheckCgroupFD).
-func joinCgroup(dir string) error {
-	fd, err := unix.Openat(launch.CheckCgroupFD, dir+"/cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s/cgroup.procs: %w", dir, err)
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte("0")); err != nil {
-		return fmt.Errorf("join cgroup %s: %w", dir, err)
-	}
-	return nil
-}
+func joinCgroup(dir string) error { return launch.JoinCgroup(launch.CheckCgroupFD, dir) }
 
 // endCheck kills everything in the check cgroup and reaps, until this process has no child
 // left. Nothing can leave the cgroup, and every process in it descends from this one, a child
