@@ -30,7 +30,9 @@ import (
 )
 
 const (
-	bootRuns = 3
+	// bootRuns is how many boots of each kind a full run takes the median of: two quiet runs of
+	// three gave Debian's kernel 4.4 s and 5.7 s, a spread as wide as the gaps the floors judge.
+	bootRuns = 7
 	// steadyWait is how long the personas run before the steady-state RSS is read; a quick
 	// run reads it at once, to prove the reading works.
 	steadyWait = time.Minute
