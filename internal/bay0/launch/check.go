@@ -5,8 +5,11 @@ package launch
 // check_linux.go for the whole protocol, and package personainit's for the child's side).
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"path"
+	"strings"
 )
 
 // IDBase is the first host id of the personas' ranges: below it are the machine's own ids,
@@ -85,12 +88,30 @@ func DecodeCheckConfig(r io.Reader) (CheckConfig, error) {
 }
 
 func (c CheckConfig) validate() error {
-	if c.Version != CheckConfigVersion {
+	switch {
+	case c.Version != CheckConfigVersion:
 		return fmt.Errorf("version %d, want %d", c.Version, CheckConfigVersion)
-	}
-	if c.UID < IDBase || c.GID < IDBase {
+	case c.Name == "" || strings.ContainsAny(c.Name, "/\x00") || len(c.Name) > 64:
+		return fmt.Errorf("bad name %q", c.Name)
+	case len(c.Exec) == 0 || !path.IsAbs(c.Exec[0]):
+		return errors.New("exec must start with an absolute path")
+	case c.Workdir != "" && !path.IsAbs(c.Workdir):
+		return fmt.Errorf("workdir %q is not absolute", c.Workdir)
+	case c.UID < IDBase || c.GID < IDBase:
 		// Below IDBase are the machine's own ids: root, and whatever the Spine's files belong to.
 		return fmt.Errorf("ids %d:%d are not a persona's (below %d)", c.UID, c.GID, IDBase)
+	case len(c.Seccomp) == 0:
+		return errors.New("no seccomp program")
 	}
-	return validateRun(c.Name, c.Exec, c.Env, c.Workdir, c.Rlimits, c.Seccomp)
+	for _, r := range c.Rlimits {
+		if r.Resource < 0 || r.Resource >= 16 {
+			return fmt.Errorf("rlimit resource %d is not one of Linux's", r.Resource)
+		}
+	}
+	for _, s := range append(append([]string{}, c.Exec...), c.Env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return errors.New("NUL byte in exec or env")
+		}
+	}
+	return nil
 }

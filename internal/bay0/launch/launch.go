@@ -280,17 +280,21 @@ func decodeJSON(r io.Reader, max int, v any, what string) error {
 }
 
 func (c Config) validate() error {
-	if c.Version != ConfigVersion {
-		return fmt.Errorf("version %d, want %d", c.Version, ConfigVersion)
-	}
-	if err := validateRun(c.Name, c.Exec, c.Env, c.Workdir, c.Rlimits, c.Seccomp); err != nil {
-		return err
-	}
 	switch {
+	case c.Version != ConfigVersion:
+		return fmt.Errorf("version %d, want %d", c.Version, ConfigVersion)
+	case c.Name == "" || strings.ContainsAny(c.Name, "/\x00") || len(c.Name) > 64:
+		return fmt.Errorf("bad name %q", c.Name)
 	case !path.IsAbs(c.Tree) || path.Clean(c.Tree) != c.Tree:
 		return fmt.Errorf("tree %q is not a clean absolute path", c.Tree)
+	case len(c.Exec) == 0 || !path.IsAbs(c.Exec[0]):
+		return errors.New("exec must start with an absolute path")
+	case c.Workdir != "" && !path.IsAbs(c.Workdir):
+		return fmt.Errorf("workdir %q is not absolute", c.Workdir)
 	case c.TmpSize <= 0 || c.RunSize <= 0 || c.ShmSize <= 0:
 		return errors.New("tmp, run and shm sizes must be positive")
+	case len(c.Seccomp) == 0:
+		return errors.New("no seccomp program")
 	case c.User != nil && (c.User.UID >= IDBlock || c.User.GID >= IDBlock):
 		return fmt.Errorf("user %d:%d is outside the persona's %d ids", c.User.UID, c.User.GID, IDBlock)
 	}
@@ -302,37 +306,19 @@ func (c Config) validate() error {
 			return fmt.Errorf("bad uplink device name %q", d)
 		}
 	}
+	for _, r := range c.Rlimits {
+		if r.Resource < 0 || r.Resource >= 16 {
+			return fmt.Errorf("rlimit resource %d is not one of Linux's", r.Resource)
+		}
+	}
 	for _, s := range c.DNS {
 		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
 			return fmt.Errorf("dns server %q is not an IP address", s)
 		}
 	}
-	return nil
-}
-
-// validateRun checks what persona-init and persona-check both run: a persona's name, an argv
-// and environment, a workdir, rlimits and a seccomp program.
-func validateRun(name string, exec, env []string, workdir string, rlimits []Rlimit, seccomp []byte) error {
-	switch {
-	case name == "" || strings.ContainsAny(name, "/\x00") || len(name) > 64:
-		return fmt.Errorf("bad name %q", name)
-	case len(exec) == 0 || !path.IsAbs(exec[0]):
-		return errors.New("exec must start with an absolute path")
-	case workdir != "" && !path.IsAbs(workdir):
-		return fmt.Errorf("workdir %q is not absolute", workdir)
-	case len(seccomp) == 0:
-		return errors.New("no seccomp program")
-	}
-	for _, r := range rlimits {
-		if r.Resource < 0 || r.Resource >= 16 {
-			return fmt.Errorf("rlimit resource %d is not one of Linux's", r.Resource)
-		}
-	}
-	for _, list := range [][]string{exec, env} {
-		for _, s := range list {
-			if strings.IndexByte(s, 0) >= 0 {
-				return errors.New("NUL byte in exec or env")
-			}
+	for _, s := range append(append([]string{}, c.Exec...), c.Env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return errors.New("NUL byte in exec or env")
 		}
 	}
 	return nil

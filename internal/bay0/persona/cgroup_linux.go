@@ -109,25 +109,7 @@ func (c *Cgroup) Memory() (MemoryStat, error) {
 // waits up to timeout for it to be empty, and removes it. Removing a missing leaf is not an
 // error.
 func (c *Cgroup) Destroy(timeout time.Duration) error {
-	return killAndRemove(c.Path,
-		func() error { return writeFile(filepath.Join(c.Path, "cgroup.kill"), "1") },
-		func() (bool, error) {
-			ev, err := c.Events("cgroup.events")
-			return ev["populated"] != 0, err
-		},
-		func() error {
-			// An exec health check's cgroups inside the leaf, empty by now, go first.
-			_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup, launch.CheckInner))
-			_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup))
-			return unix.Rmdir(c.Path)
-		}, timeout)
-}
-
-// killAndRemove kills every process of the cgroup what (cgroup.kill: atomic, no process can
-// fork away), waits up to timeout for it to be empty and removes it. A cgroup that is gone at
-// any step is not an error.
-func killAndRemove(what string, kill func() error, populated func() (bool, error), remove func() error, timeout time.Duration) error {
-	if err := kill(); err != nil {
+	if err := writeFile(filepath.Join(c.Path, "cgroup.kill"), "1"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -135,29 +117,29 @@ func killAndRemove(what string, kill func() error, populated func() (bool, error
 	}
 	deadline := time.Now().Add(timeout)
 	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
-		busy, err := populated()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
+		ev, err := c.Events("cgroup.events")
 		if err != nil {
-			return fmt.Errorf("read %s/cgroup.events: %w", what, err)
+			return fmt.Errorf("read %s/cgroup.events: %w", c.Path, err)
 		}
-		if !busy {
+		if ev["populated"] == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s still has processes %s after cgroup.kill", what, timeout)
+			return fmt.Errorf("cgroup %s still has processes %s after cgroup.kill", c.Path, timeout)
 		}
 		time.Sleep(delay)
 	}
 	// The kernel may briefly refuse the rmdir while the last exiting task is being released.
 	for {
-		err := remove()
-		if err == nil || errors.Is(err, fs.ErrNotExist) {
+		// An exec health check's cgroups inside the leaf, empty by now, go first.
+		_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup, launch.CheckInner))
+		_ = unix.Rmdir(filepath.Join(c.Path, launch.CheckCgroup))
+		err := unix.Rmdir(c.Path)
+		if err == nil || errors.Is(err, unix.ENOENT) {
 			return nil
 		}
 		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-			return fmt.Errorf("remove cgroup %s: %w", what, err)
+			return fmt.Errorf("remove cgroup %s: %w", c.Path, err)
 		}
 		time.Sleep(time.Millisecond)
 	}

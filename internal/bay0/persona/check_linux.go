@@ -263,10 +263,40 @@ func (c *checkCgroup) kill() error { return launch.KillCgroup(c.dir, ".") }
 // remove kills what is left in the check's cgroup, waits for it to empty and removes it. A
 // cgroup the instance's own end removed already is not an error.
 func (c *checkCgroup) remove() error {
-	return killAndRemove(launch.CheckCgroup, c.kill, c.populated, func() error {
+	if err := c.kill(); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // removed, empty, with the instance's leaf
+		}
+		return err
+	}
+	deadline := time.Now().Add(checkCleanup)
+	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
+		populated, err := c.populated()
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !populated {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the check's cgroup still has processes %s after cgroup.kill", checkCleanup)
+		}
+		time.Sleep(delay)
+	}
+	for {
 		_ = unix.Unlinkat(c.dir, launch.CheckInner, unix.AT_REMOVEDIR)
-		return unix.Unlinkat(c.leaf, launch.CheckCgroup, unix.AT_REMOVEDIR)
-	}, checkCleanup)
+		err := unix.Unlinkat(c.leaf, launch.CheckCgroup, unix.AT_REMOVEDIR)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove the check's cgroup: %w", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (c *checkCgroup) populated() (bool, error) { return launch.Populated(c.dir, ".") }
